@@ -1,0 +1,99 @@
+"""create_app(): the lifespan builds the database, key activity tracker and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from pockity import __version__
+from pockity.admin.router import router as admin_router
+from pockity.apikeys.router import router as apikeys_router
+from pockity.apikeys.tasks import ActivityTracker
+from pockity.auth.router import router as auth_router
+from pockity.auth.service import LoginPolicy
+from pockity.config import Settings, load_settings
+from pockity.db import create_database
+from pockity.errors import install_error_handlers
+from pockity.kit.crypto import Keyring
+from pockity.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
+from pockity.open.router import router as open_router
+
+log = logging.getLogger("pockity")
+
+
+def _streams_body(method: str, path: str) -> bool:
+    """Routes whose request bodies are streamed to storage instead of read into memory."""
+    return (method == "PUT" and path.startswith("/api/storage/files/")) or (
+        method == "POST" and path == "/api/storage/upload"
+    )
+
+
+def _login_policy(settings: Settings) -> LoginPolicy:
+    assert settings.jwt_secret
+    return LoginPolicy(
+        max_failures_per_email=settings.login_max_failures_per_email,
+        max_failures_per_client=settings.login_max_failures_per_client,
+        window_seconds=settings.login_failure_window_seconds,
+        lockout_seconds=settings.login_lockout_seconds,
+        jwt_secret=settings.jwt_secret,
+        jwt_expires_minutes=settings.jwt_expires_minutes,
+        bcrypt_rounds=settings.bcrypt_rounds,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    db = create_database(settings.async_database_url, pool_size=settings.database_pool_size)
+    app.state.db = db
+    tracker: ActivityTracker = app.state.key_activity
+    flusher = asyncio.create_task(tracker.run(db, settings.api_key_activity_flush_seconds))
+    log.info("pockity %s started (%s, storage=%s)", __version__, db.engine.dialect.name, settings.storage_backend)
+    try:
+        yield
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        try:
+            await tracker.flush(db)
+        except Exception:
+            log.exception("could not flush API key activity at shutdown")
+        await db.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; settings default to the environment (plus generated dev secrets)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    app = FastAPI(
+        title="Pockity",
+        version=__version__,
+        description="Multi-tenant, quota-controlled S3 storage. Authenticate with a JWT or an API key pair.",
+        lifespan=_lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.keyring = Keyring.from_config(settings.key_encryption_key or "", settings.key_encryption_keys_old)
+    app.state.login_policy = _login_policy(settings)
+    app.state.key_activity = ActivityTracker()
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_json_body_bytes, streaming=_streams_body)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    for router in (open_router, auth_router, apikeys_router, admin_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,57 @@
+"""SQL for authentication: one-statement principal lookups and the shared login throttle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Row, Table, case, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from pockity.models import LoginThrottle, User
+
+USER_COLUMNS = (User.id, User.email, User.name, User.role, User.is_active, User.created_at)
+UserRow = Row[str, str, str, str, bool, datetime]
+
+
+async def user_row(reader: AsyncEngine, user_id: str) -> UserRow | None:
+    """The fields a principal needs, in one AUTOCOMMIT round trip."""
+    async with reader.connect() as conn:
+        result = await conn.execute(select(*USER_COLUMNS).where(User.id == user_id))
+        return result.first()
+
+
+async def blocked_until(reader: AsyncEngine, keys: list[str]) -> datetime | None:
+    async with reader.connect() as conn:
+        result = await conn.execute(select(func.max(LoginThrottle.blocked_until)).where(LoginThrottle.key.in_(keys)))
+        return result.scalar()
+
+
+async def count_failure(session: AsyncSession, key: str, now: datetime, window_start: datetime) -> int:
+    """Add one failure to `key` (restarting a window that has passed) in one atomic upsert."""
+    table = LoginThrottle.__table__
+    assert isinstance(table, Table)
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stale = table.c.window_started_at < window_start
+    stmt = (
+        insert(table)
+        .values(key=key, failures=1, window_started_at=now, blocked_until=None)
+        .on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "failures": case((stale, 1), else_=table.c.failures + 1),
+                "window_started_at": case((stale, now), else_=table.c.window_started_at),
+            },
+        )
+        .returning(table.c.failures)
+    )
+    result = await session.execute(stmt)
+    return int(result.scalar_one())
+
+
+async def block(session: AsyncSession, key: str, until: datetime) -> None:
+    await session.execute(update(LoginThrottle).where(LoginThrottle.key == key).values(blocked_until=until))
+
+
+async def clear(session: AsyncSession, key: str) -> None:
+    await session.execute(delete(LoginThrottle).where(LoginThrottle.key == key))

@@ -1,0 +1,157 @@
+"""The `pockity` command: serve, migrate, create-admin, rotate-encryption-key."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import sys
+from typing import Annotated
+
+import typer
+
+from pockity.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="Pockity: multi-tenant, quota-controlled S3 storage.", no_args_is_help=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        typer.secho(f"configuration error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _migrate(settings: Settings) -> None:
+    from pockity.migrate import upgrade
+
+    upgrade(settings.async_database_url)
+
+
+async def _ensure_admin(settings: Settings, email: str, password: str, source: str) -> str:
+    from pockity.audit.service import Actor
+    from pockity.db import create_database
+    from pockity.users.service import ensure_admin
+
+    db = create_database(settings.async_database_url, pool_size=1)
+    try:
+        async with db.sessions() as session, session.begin():
+            user, outcome = await ensure_admin(
+                session,
+                email=email,
+                password=password,
+                bcrypt_rounds=settings.bcrypt_rounds,
+                actor=Actor.system(source),
+            )
+            return f"{user.email}: {outcome}"
+    finally:
+        await db.dispose()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    settings = _settings()
+    _migrate(settings)
+    typer.echo(f"database migrated ({settings.async_database_url.split('://')[0]})")
+
+
+@app.command("create-admin")
+def create_admin(
+    email: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Create an administrator, or promote the existing account with this email."""
+    from pockity.errors import PockityError
+
+    settings = _settings()
+    _migrate(settings)
+    try:
+        typer.echo(asyncio.run(_ensure_admin(settings, email, password, "cli")))
+    except PockityError as exc:
+        typer.secho(f"error: {exc.message}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "0.0.0.0",  # noqa: S104
+    port: Annotated[int | None, typer.Option(help="Port (default: PORT or 8080)")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate")] = True,
+) -> None:
+    """Migrate, create the admin from ADMIN_EMAIL/ADMIN_PASSWORD if set, and serve the API."""
+    import uvicorn
+
+    settings = _settings()
+    if migrate_first:
+        _migrate(settings)
+    if settings.admin_email and settings.admin_password:
+        typer.echo(asyncio.run(_ensure_admin(settings, settings.admin_email, settings.admin_password, "env")))
+    port = port or settings.port
+    # Workers re-read settings; generated secrets are already on disk, so they all agree.
+    shown = "localhost" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    typer.echo(
+        f"Pockity {settings.environment} serving on http://{shown}:{port}  (API docs: http://{shown}:{port}/docs)"
+    )
+    sys.stdout.flush()
+    uvicorn.run(
+        "pockity.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+    )
+
+
+@app.command("rotate-encryption-key")
+def rotate_encryption_key() -> None:
+    """Re-seal every API key secret under the current KEY_ENCRYPTION_KEY.
+
+    With the embedded default (no KEY_ENCRYPTION_KEY in the environment) a new key is generated in the
+    data folder first and the old one kept for reading. In production, set KEY_ENCRYPTION_KEY to the
+    new key and KEY_ENCRYPTION_KEYS_OLD to the previous one(s), run this, then drop the old ones.
+    """
+    settings = _settings()
+    _migrate(settings)
+    if not os.environ.get("KEY_ENCRYPTION_KEY") and settings.is_development:
+        settings = _rotate_generated_kek(settings)
+    count = asyncio.run(_reseal(settings))
+    typer.echo(f"re-sealed {count} API key secret(s) under the current key")
+
+
+def _rotate_generated_kek(settings: Settings) -> Settings:
+    secrets_dir = settings.data_dir / "secrets"
+    current = (secrets_dir / "key_encryption_key").read_text().strip()
+    old_file = secrets_dir / "key_encryption_keys_old"
+    old = [v for v in (old_file.read_text().split() if old_file.exists() else []) if v]
+    new = base64.b64encode(secrets.token_bytes(32)).decode()
+    old_file.write_text("\n".join([*old, current]) + "\n")
+    os.chmod(old_file, 0o600)
+    (secrets_dir / "key_encryption_key").write_text(new + "\n")
+    return load_settings()
+
+
+async def _reseal(settings: Settings) -> int:
+    from pockity.apikeys.service import reseal_all
+    from pockity.db import create_database
+    from pockity.kit.crypto import Keyring
+
+    keyring = Keyring.from_config(settings.key_encryption_key or "", settings.key_encryption_keys_old)
+    db = create_database(settings.async_database_url, pool_size=1)
+    try:
+        async with db.sessions() as session, session.begin():
+            return await reseal_all(session, keyring)
+    finally:
+        await db.dispose()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,191 @@
+"""Settings from the environment and `.env`, keeping the seed's variable names."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("pockity.config")
+
+# Values copied from tutorials and .env examples; they must never sign real tokens.
+_PLACEHOLDER_SECRETS = {
+    "",
+    "secret",
+    "changeme",
+    "change-me",
+    "change_me",
+    "jwt_secret",
+    "jwt-secret",
+    "your-secret",
+    "your_secret",
+    "your-secret-key",
+    "your_jwt_secret",
+    "your-jwt-secret",
+    "supersecret",
+    "mysecret",
+    "development",
+    "test",
+}
+_MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used; the message says which variable to fix."""
+
+
+def is_placeholder_secret(value: str | None) -> bool:
+    if value is None:
+        return True
+    v = value.strip().lower()
+    return v in _PLACEHOLDER_SECRETS or "change" in v or "placeholder" in v or len(v) < _MIN_SECRET_LENGTH
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    environment: Literal["development", "production", "test"] = Field("development", validation_alias="ENVIRONMENT")
+    port: int = Field(8080, validation_alias="PORT")
+    data_dir: Path = Field(Path("./var"), validation_alias="DATA_DIR")
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    database_pool_size: int = Field(10, validation_alias="DATABASE_POOL_SIZE")
+    jwt_secret: str | None = Field(None, validation_alias="JWT_SECRET")
+    jwt_expires_minutes: int = Field(1440, ge=1, validation_alias="JWT_EXPIRES_MINUTES")
+    bcrypt_rounds: int = Field(12, ge=4, le=16, validation_alias="BCRYPT_ROUNDS")
+    key_encryption_key: str | None = Field(None, validation_alias="KEY_ENCRYPTION_KEY")
+    key_encryption_keys_old: str = Field("", validation_alias="KEY_ENCRYPTION_KEYS_OLD")
+    max_api_keys_per_user: int = Field(20, ge=1, validation_alias="MAX_API_KEYS_PER_USER")
+    api_key_activity_flush_seconds: float = Field(60.0, gt=0, validation_alias="API_KEY_ACTIVITY_FLUSH_SECONDS")
+    cors_origins: str = Field("", validation_alias="CORS_ORIGINS")
+    log_format: Literal["json", "text"] = Field("text", validation_alias="LOG_FORMAT")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+    max_json_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAX_JSON_BODY_BYTES")
+    metrics_token: str | None = Field(None, validation_alias="METRICS_TOKEN")
+    graceful_shutdown_seconds: int = Field(30, ge=1, validation_alias="GRACEFUL_SHUTDOWN_SECONDS")
+    admin_email: str | None = Field(None, validation_alias="ADMIN_EMAIL")
+    admin_password: str | None = Field(None, validation_alias="ADMIN_PASSWORD")
+    # Login throttling: failures per email and per client address within the window.
+    login_max_failures_per_email: int = Field(5, ge=1, validation_alias="LOGIN_MAX_FAILURES_PER_EMAIL")
+    login_max_failures_per_client: int = Field(20, ge=1, validation_alias="LOGIN_MAX_FAILURES_PER_CLIENT")
+    login_failure_window_seconds: int = Field(900, ge=1, validation_alias="LOGIN_FAILURE_WINDOW_SECONDS")
+    login_lockout_seconds: int = Field(60, ge=1, validation_alias="LOGIN_LOCKOUT_SECONDS")
+    # Storage
+    storage_backend: Literal["local", "s3"] = Field("local", validation_alias="STORAGE_BACKEND")
+    local_storage_dir: Path | None = Field(None, validation_alias="LOCAL_STORAGE_DIR")
+    public_base_url: str | None = Field(None, validation_alias="PUBLIC_BASE_URL")
+    s3_bucket: str = Field("pockity", validation_alias="S3_BUCKET")
+    s3_endpoint_url: str | None = Field(None, validation_alias="S3_ENDPOINT_URL")
+    s3_create_bucket: bool = Field(True, validation_alias="S3_CREATE_BUCKET")
+    aws_region: str = Field("us-east-1", validation_alias="AWS_REGION")
+    aws_access_key_id: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: str | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
+    # Payments (used by the billing issues; read here so one table documents them all)
+    stripe_secret_key: str | None = Field(None, validation_alias="STRIPE_SECRET_KEY")
+    razorpay_key_id: str | None = Field(None, validation_alias="RAZORPAY_KEY_ID")
+    razorpay_secret: str | None = Field(None, validation_alias="RAZORPAY_SECRET")
+
+    @field_validator("data_dir", "local_storage_dir", mode="after")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        return v.expanduser().resolve() if v is not None else None
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment != "production"
+
+    @cached_property
+    def async_database_url(self) -> str:
+        return normalise_database_url(self.database_url or f"sqlite:///{self.data_dir / 'pockity.db'}")
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.local_storage_dir or self.data_dir / "storage"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://localhost:{self.port}").rstrip("/")
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the seed's plain `postgresql://` and `sqlite:///` URLs and pick the async drivers."""
+    for plain in ("postgres://", "postgresql://", "postgresql+psycopg2://", "postgresql+psycopg://"):
+        if url.startswith(plain):
+            url = "postgresql+asyncpg://" + url[len(plain) :]
+            break
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        url = "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    if url.startswith("postgresql+asyncpg://") and "sslmode=" in url:
+        # libpq spells it sslmode, asyncpg spells it ssl.
+        url = url.replace("sslmode=", "ssl=")
+    return url
+
+
+def _read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
+    """Read a generated secret from the data folder, creating it once (safe against racing workers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        value = path.read_text().strip()
+        if value:
+            return value
+        raise ConfigError(f"{path} is empty; delete it to generate a new secret") from None
+    with os.fdopen(fd, "w") as f:
+        value = make()
+        f.write(value + "\n")
+    return value
+
+
+def resolve_secrets(settings: Settings) -> Settings:
+    """Fill in generated secrets for the embedded default; refuse missing ones in production."""
+    updates: dict[str, str] = {}
+    secrets_dir = settings.data_dir / "secrets"
+    if is_placeholder_secret(settings.jwt_secret):
+        if not settings.is_development:
+            raise ConfigError(
+                "JWT_SECRET is missing or a placeholder. Set it to a random value of at least "
+                f"{_MIN_SECRET_LENGTH} characters, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
+            )
+        if settings.jwt_secret:
+            log.warning("JWT_SECRET looks like a placeholder; using a generated secret instead")
+        updates["jwt_secret"] = _read_or_create_secret(secrets_dir / "jwt_secret", lambda: secrets.token_urlsafe(48))
+    if not settings.key_encryption_key:
+        if not settings.is_development:
+            raise ConfigError("KEY_ENCRYPTION_KEY is missing: set it to base64 of 32 random bytes.")
+        updates["key_encryption_key"] = _read_or_create_secret(
+            secrets_dir / "key_encryption_key", lambda: base64.b64encode(secrets.token_bytes(32)).decode()
+        )
+        old_file = secrets_dir / "key_encryption_keys_old"
+        if old_file.exists() and not settings.key_encryption_keys_old:
+            # Keys retired by `pockity rotate-encryption-key`, still needed to open older rows.
+            updates["key_encryption_keys_old"] = ",".join(old_file.read_text().split())
+    resolved = settings.model_copy(update=updates) if updates else settings
+    _check_kek(resolved.key_encryption_key or "")
+    return resolved
+
+
+def _check_kek(value: str) -> None:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError("KEY_ENCRYPTION_KEY must be base64 of exactly 32 bytes.")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment and resolve generated secrets."""
+    return resolve_secrets(Settings(**overrides))  # type: ignore[arg-type]

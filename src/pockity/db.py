@@ -1,0 +1,94 @@
+"""Engine and session factory; one session per request, committed or rolled back once at the edge."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+@dataclass(frozen=True)
+class Database:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    # Same pool, AUTOCOMMIT: a one-statement read costs one round trip instead of BEGIN/SELECT/ROLLBACK.
+    reader: AsyncEngine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # BEGIN IMMEDIATE takes the write lock up front (waiting on busy_timeout), so a transaction
+        # that reads and then writes can never fail halfway with "database is locked".
+        if conn.get_isolation_level() != "AUTOCOMMIT":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_database(url: str, *, pool_size: int = 10, echo: bool = False) -> Database:
+    """Build the engine for a PostgreSQL (asyncpg) or SQLite (aiosqlite) URL."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 10}
+    else:
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+    engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return Database(engine=engine, sessions=sessions, reader=reader)
+
+
+async def ping(db: Database) -> None:
+    async with db.reader.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: commit once after the handler, roll back on any error."""
+    db: Database = request.app.state.db
+    async with db.sessions() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+DatabaseDep = Annotated[Database, Depends(get_db)]
+# scope="function": the commit happens before the response is sent, so a 2xx means it is stored.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,158 @@
+"""One error base and one handler: every failure leaves as {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("pockity.errors")
+
+
+class PockityError(Exception):
+    """A failure the client is told about: a status, a stable snake_case code and a message."""
+
+    status: int = 400
+    code: str = "bad_request"
+    message: str = "The request could not be processed."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = message or type(self).message
+        if code is not None:
+            self.code = code
+        self.details = details
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+
+class BadRequest(PockityError):
+    status, code, message = 400, "bad_request", "The request could not be processed."
+
+
+class Unauthorized(PockityError):
+    status, code, message = 401, "not_authenticated", "Authentication is required."
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class Forbidden(PockityError):
+    status, code, message = 403, "forbidden", "You are not allowed to do this."
+
+
+class NotFound(PockityError):
+    status, code, message = 404, "not_found", "Not found."
+
+
+class Conflict(PockityError):
+    status, code, message = 409, "conflict", "The request conflicts with the current state."
+
+
+class PayloadTooLarge(PockityError):
+    status, code, message = 413, "payload_too_large", "The request body is too large."
+
+
+class ValidationFailed(PockityError):
+    status, code, message = 422, "validation_error", "The request is not valid."
+
+
+class TooManyRequests(PockityError):
+    status, code, message = 429, "too_many_requests", "Too many requests; try again later."
+
+    def __init__(self, message: str | None = None, *, retry_after: int, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": str(max(1, retry_after))})
+        kwargs.setdefault("details", {"retryAfter": max(1, retry_after)})
+        super().__init__(message, **kwargs)
+
+
+class ServiceUnavailable(PockityError):
+    status, code, message = 503, "service_unavailable", "The service is temporarily unavailable."
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def error_response(exc: PockityError) -> JSONResponse:
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers)
+
+
+# Starlette raises HTTPException for routing failures; give each a stable code.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        details.append(
+            {
+                "field": ".".join(loc) or None,
+                "location": str(err.get("loc", ("body",))[0]),
+                "message": str(err.get("msg", "invalid")),
+                "type": str(err.get("type", "invalid")),
+            }
+        )
+    return details
+
+
+async def _pockity_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PockityError)
+    return error_response(exc)
+
+
+async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = _validation_details(exc)
+    if any(d["type"] == "json_invalid" for d in details):
+        return error_response(BadRequest("The request body is not valid JSON.", code="invalid_json"))
+    return error_response(ValidationFailed(details=details))
+
+
+async def _http_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "http_error")
+    try:
+        default_message = HTTPStatus(status).phrase
+    except ValueError:
+        default_message = "HTTP error"
+    message = exc.detail if isinstance(exc.detail, str) else default_message
+    return JSONResponse(error_body(code, message), status_code=status, headers=getattr(exc, "headers", None))
+
+
+async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The trace goes to the log with the request id, never to the client.
+    log.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
+    return JSONResponse(error_body("internal_error", "An unexpected error occurred."), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(PockityError, _pockity_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(Exception, _unhandled_handler)

@@ -1,0 +1,34 @@
+"""SQL for users."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.models import User
+
+
+async def get(session: AsyncSession, user_id: str) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_by_email(session: AsyncSession, email: str) -> User | None:
+    result = await session.scalars(select(User).where(User.email == email))
+    return result.first()
+
+
+def add(session: AsyncSession, user: User) -> None:
+    session.add(user)
+
+
+async def list_page(
+    session: AsyncSession, *, after_id: str | None, limit: int, email_contains: str | None = None
+) -> Sequence[User]:
+    stmt = select(User).order_by(User.id).limit(limit)
+    if after_id:
+        stmt = stmt.where(User.id > after_id)
+    if email_contains:
+        stmt = stmt.where(User.email.contains(email_contains.lower(), autoescape=True))
+    return (await session.scalars(stmt)).all()

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import EmailStr, Field, field_validator
+
+from pockity.kit.schemas import InputModel, OutputModel
+from pockity.models.user import Role
+
+PASSWORD_MIN = 8
+PASSWORD_MAX = 1024
+
+
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+class EmailInput(InputModel):
+    @field_validator("email", mode="before", check_fields=False)
+    @classmethod
+    def _normalise(cls, v: object) -> object:
+        return normalise_email(v) if isinstance(v, str) else v
+
+
+class RegisterIn(EmailInput):
+    email: EmailStr = Field(max_length=320)
+    password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+    name: str = Field(min_length=1, max_length=200)
+
+    @field_validator("email", mode="after")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        # email-validator may re-normalise the domain (IDNA); keep one canonical spelling.
+        return normalise_email(v)
+
+
+class UserOut(OutputModel):
+    id: str
+    email: str
+    name: str
+    role: Role
+    is_active: bool
+    created_at: datetime
+
+
+class UserUpdateIn(InputModel):
+    """Admin changes to an account."""
+
+    is_active: bool | None = None
+    role: Role | None = None
+    name: str | None = Field(None, min_length=1, max_length=200)
+
+
+class UserPage(OutputModel):
+    items: list[UserOut]
+    next_cursor: str | None

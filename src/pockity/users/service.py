@@ -1,0 +1,126 @@
+"""Accounts: creation, lookup, admin changes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.audit.service import Actor, record
+from pockity.errors import Conflict, NotFound, ValidationFailed
+from pockity.kit.passwords import hash_password
+from pockity.models import Role, User
+from pockity.users import repository
+from pockity.users.schemas import PASSWORD_MIN, UserUpdateIn, normalise_email
+
+
+class EmailTaken(Conflict):
+    code, message = "email_taken", "An account with this email already exists."
+
+
+class UserNotFound(NotFound):
+    code, message = "user_not_found", "User not found."
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    name: str,
+    bcrypt_rounds: int,
+    role: Role = Role.USER,
+) -> User:
+    """Create an account; the email must not be taken (checked by the unique index, race-safe)."""
+    password_hash = await anyio.to_thread.run_sync(hash_password, password, bcrypt_rounds)
+    user = User(email=normalise_email(email), name=name.strip(), password_hash=password_hash, role=role.value)
+    repository.add(session, user)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise EmailTaken() from None
+    return user
+
+
+async def register(
+    session: AsyncSession, *, email: str, password: str, name: str, bcrypt_rounds: int, actor: Actor
+) -> User:
+    """Self-service sign-up."""
+    user = await create_user(session, email=email, password=password, name=name, bcrypt_rounds=bcrypt_rounds)
+    record(
+        session,
+        Actor(type="user", id=user.id, ip=actor.ip, request_id=actor.request_id),
+        "user.registered",
+        target_type="user",
+        target_id=user.id,
+    )
+    return user
+
+
+async def ensure_admin(
+    session: AsyncSession, *, email: str, password: str, bcrypt_rounds: int, actor: Actor
+) -> tuple[User, str]:
+    """Create an admin, or promote the existing account with that email (idempotent).
+
+    Returns the user and what happened: "created", "promoted" or "unchanged".
+    """
+    if len(password) < PASSWORD_MIN:
+        raise ValidationFailed(f"The admin password must have at least {PASSWORD_MIN} characters.")
+    existing = await repository.get_by_email(session, normalise_email(email))
+    if existing is None:
+        user = await create_user(
+            session,
+            email=email,
+            password=password,
+            name="Administrator",
+            bcrypt_rounds=bcrypt_rounds,
+            role=Role.ADMIN,
+        )
+        outcome = "created"
+    elif existing.role != Role.ADMIN.value or not existing.is_active:
+        existing.role, existing.is_active = Role.ADMIN.value, True
+        user, outcome = existing, "promoted"
+    else:
+        return existing, "unchanged"
+    record(session, actor, f"user.admin_{outcome}", target_type="user", target_id=user.id)
+    return user, outcome
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User:
+    """One user by id."""
+    user = await repository.get(session, user_id)
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+async def list_users(
+    session: AsyncSession, *, cursor: str | None, limit: int, email_contains: str | None
+) -> tuple[Sequence[User], str | None]:
+    """Users in id (creation) order; the cursor is the last id of the previous page."""
+    rows = await repository.list_page(session, after_id=cursor, limit=limit + 1, email_contains=email_contains)
+    page = rows[:limit]
+    return page, (page[-1].id if len(rows) > limit and page else None)
+
+
+async def update_user(session: AsyncSession, user_id: str, changes: UserUpdateIn, actor: Actor) -> User:
+    """Admin change of role, active flag or name; an admin cannot lock themselves out."""
+    user = await get_user(session, user_id)
+    fields = changes.model_dump(exclude_unset=True, exclude_none=True)
+    if user.id == actor.id and (fields.get("is_active") is False or fields.get("role") == Role.USER):
+        raise Conflict("You cannot disable or demote your own account.", code="cannot_modify_self")
+    before = {k: getattr(user, k) for k in fields}
+    for key, value in fields.items():
+        setattr(user, key, value.value if isinstance(value, Role) else value)
+    record(
+        session,
+        actor,
+        "user.updated",
+        target_type="user",
+        target_id=user.id,
+        details={"before": before, "after": {k: getattr(user, k) for k in fields}},
+    )
+    return user

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.fixtures.app import client_for, make_settings, running_app
+from tests.fixtures.database import pg_url, truncate_all  # noqa: F401  (fixture)
+from tests.fixtures.users import TestUser, make_admin, make_user
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+async def app(pg_url: str, data_dir: Path) -> AsyncIterator[FastAPI]:  # noqa: F811
+    async for application in running_app(make_settings(pg_url, data_dir)):
+        yield application
+
+
+@pytest.fixture(autouse=True)
+async def _clean_database(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    yield
+    if "pg_url" in request.fixturenames:
+        await truncate_all(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as c:
+        yield c
+
+
+@pytest.fixture
+async def user(client: httpx.AsyncClient) -> TestUser:
+    return await make_user(client, "alice")
+
+
+@pytest.fixture
+async def other_user(client: httpx.AsyncClient) -> TestUser:
+    return await make_user(client, "bob")
+
+
+@pytest.fixture
+async def admin(app: FastAPI, client: httpx.AsyncClient) -> TestUser:
+    return await make_admin(app, client)
