@@ -87,9 +87,7 @@ async def test_repeated_failures_are_throttled_with_retry_after(
     assert actions.count("auth.login_throttled") == 1
 
 
-async def test_throttle_counts_failures_per_client_across_emails(
-    client: httpx.AsyncClient, app: FastAPI
-) -> None:
+async def test_throttle_counts_failures_per_client_across_emails(client: httpx.AsyncClient, app: FastAPI) -> None:
     limit = app.state.settings.login_max_failures_per_client
     for _ in range(limit):
         r = await client.post("/api/auth/login", json={"email": unique_email(), "password": "whatever-pass"})

@@ -13,7 +13,7 @@ from pockity.audit.service import Actor, record
 from pockity.auth import repository
 from pockity.auth.schemas import Principal
 from pockity.db import Database
-from pockity.errors import TooManyRequests, Unauthorized
+from pockity.errors import Forbidden, TooManyRequests, Unauthorized
 from pockity.kit import jwt
 from pockity.kit.passwords import hash_password, verify_password
 from pockity.kit.time import utcnow
@@ -147,3 +147,25 @@ async def principal_from_token(db: Database, token: str, secret: str) -> Princip
         is_active=row.is_active,
         created_at=row.created_at,
     )
+
+
+class ScopeDenied(Forbidden):
+    code, message = "scope_denied", "This API key does not allow this request."
+
+
+def authorize(principal: Principal, scope: str, name: str | None = None) -> None:
+    """Check an API key's scopes and folder prefix (a JWT may do anything within its own space).
+
+    `name` is the object name (or listing prefix) relative to the user's space.
+    """
+    key = principal.key
+    if key is None:
+        return
+    if scope not in key.scopes:
+        raise ScopeDenied(
+            f"This API key lacks the '{scope}' scope.", details={"scope": scope, "keyScopes": sorted(key.scopes)}
+        )
+    if key.prefix is not None and (name is None or not name.startswith(key.prefix)):
+        raise ScopeDenied(
+            f"This API key is limited to names under '{key.prefix}'.", details={"prefix": key.prefix}
+        )
