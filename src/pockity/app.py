@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
+import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -16,12 +20,17 @@ from pockity.apikeys.router import router as apikeys_router
 from pockity.apikeys.tasks import ActivityTracker
 from pockity.auth.router import router as auth_router
 from pockity.auth.service import LoginPolicy
-from pockity.config import Settings, load_settings
+from pockity.config import ConfigError, Settings, load_settings
 from pockity.db import create_database
 from pockity.errors import install_error_handlers
+from pockity.jobs import JobContext, JobRunner, default_jobs
 from pockity.kit.crypto import Keyring
 from pockity.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
 from pockity.open.router import router as open_router
+from pockity.storage.backends import StorageBackend, StorageUnavailable
+from pockity.storage.backends.local import LocalBackend
+from pockity.storage.router import router as storage_router
+from pockity.storage.uploads import UploadPolicy
 
 log = logging.getLogger("pockity")
 
@@ -46,24 +55,71 @@ def _login_policy(settings: Settings) -> LoginPolicy:
     )
 
 
+def build_backend(settings: Settings) -> StorageBackend:
+    """The configured storage backend (the S3 module, and so the AWS SDK, is imported only here)."""
+    if settings.storage_backend == "s3":
+        from pockity.storage.backends.s3 import S3Backend
+
+        if not (settings.aws_access_key_id and settings.aws_secret_access_key):
+            raise ConfigError("STORAGE_BACKEND=s3 needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+        return S3Backend(
+            bucket=settings.s3_bucket,
+            region=settings.aws_region,
+            endpoint_url=settings.s3_endpoint_url,
+            access_key=settings.aws_access_key_id,
+            secret_key=settings.aws_secret_access_key,
+            create_bucket=settings.s3_create_bucket,
+            part_size=settings.s3_part_size,
+            max_pool_connections=max(10, settings.max_concurrent_uploads * 2),
+        )
+    assert settings.jwt_secret
+    signing_key = hmac.new(settings.jwt_secret.encode(), b"pockity-local-storage-urls", hashlib.sha256).digest()
+    return LocalBackend(settings.storage_dir, settings.base_url, signing_key)
+
+
+def _upload_policy(settings: Settings) -> UploadPolicy:
+    return UploadPolicy(
+        server_max_bytes=settings.max_upload_bytes,
+        reservation_ttl=timedelta(seconds=settings.upload_reservation_ttl_seconds),
+        reserve_step=settings.upload_reserve_step_bytes,
+    )
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     db = create_database(settings.async_database_url, pool_size=settings.database_pool_size)
     app.state.db = db
+    storage: StorageBackend = app.state.storage
+    try:
+        await storage.start()
+    except StorageUnavailable:
+        # Serve anyway: reads of metadata work, and /api/open/health reports the storage as down.
+        log.exception("storage backend unavailable at start")
     tracker: ActivityTracker = app.state.key_activity
     flusher = asyncio.create_task(tracker.run(db, settings.api_key_activity_flush_seconds))
+    runner = JobRunner(JobContext(db=db, storage=storage, settings=settings), default_jobs())
+    app.state.jobs = runner
+    jobs = asyncio.create_task(runner.run_forever()) if settings.jobs_enabled else None
     log.info("pockity %s started (%s, storage=%s)", __version__, db.engine.dialect.name, settings.storage_backend)
     try:
         yield
     finally:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+        await _stop(jobs)
+        await _stop(flusher)
         try:
             await tracker.flush(db)
         except Exception:
             log.exception("could not flush API key activity at shutdown")
+        await storage.close()
         await db.dispose()
 
 
@@ -83,6 +139,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keyring = Keyring.from_config(settings.key_encryption_key or "", settings.key_encryption_keys_old)
     app.state.login_policy = _login_policy(settings)
     app.state.key_activity = ActivityTracker()
+    app.state.storage = build_backend(settings)
+    app.state.upload_policy = _upload_policy(settings)
+    app.state.upload_slots = anyio.Semaphore(settings.max_concurrent_uploads)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_json_body_bytes, streaming=_streams_body)
     if settings.cors_origin_list:
@@ -94,6 +153,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(RequestContextMiddleware)
-    for router in (open_router, auth_router, apikeys_router, admin_router):
+    for router in (open_router, auth_router, apikeys_router, storage_router, admin_router):
         app.include_router(router)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,6 +75,13 @@ async def ping(db: Database) -> None:
 def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
+
+
+@asynccontextmanager
+async def unit_of_work(db: Database) -> AsyncIterator[AsyncSession]:
+    """A unit of work outside a request's own (jobs, and uploads that commit before streaming)."""
+    async with db.sessions() as session, session.begin():
+        yield session
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -166,6 +166,4 @@ def authorize(principal: Principal, scope: str, name: str | None = None) -> None
             f"This API key lacks the '{scope}' scope.", details={"scope": scope, "keyScopes": sorted(key.scopes)}
         )
     if key.prefix is not None and (name is None or not name.startswith(key.prefix)):
-        raise ScopeDenied(
-            f"This API key is limited to names under '{key.prefix}'.", details={"prefix": key.prefix}
-        )
+        raise ScopeDenied(f"This API key is limited to names under '{key.prefix}'.", details={"prefix": key.prefix})

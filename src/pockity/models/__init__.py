@@ -3,8 +3,22 @@
 from pockity.models.api_key import ApiKey
 from pockity.models.audit import AuditEvent
 from pockity.models.base import Base
+from pockity.models.job import JobRun
 from pockity.models.login_throttle import LoginThrottle
+from pockity.models.storage import Reservation, StorageObject, UsageCounter
 from pockity.models.tier import Tier
 from pockity.models.user import Role, User
 
-__all__ = ["ApiKey", "AuditEvent", "Base", "LoginThrottle", "Role", "Tier", "User"]
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "JobRun",
+    "LoginThrottle",
+    "Reservation",
+    "Role",
+    "StorageObject",
+    "Tier",
+    "UsageCounter",
+    "User",
+]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pockity.models.base import Base, created_at_column, id_column, updated_at_column
@@ -23,5 +23,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(100), nullable=False)
     role: Mapped[str] = mapped_column(String(16), nullable=False, default=Role.USER.value)
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # The tier whose limits are the user's quota (None: no storage until an admin grants a tier).
+    tier_id: Mapped[str | None] = mapped_column(ForeignKey("tiers.id", ondelete="RESTRICT"))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

@@ -20,7 +20,7 @@ _CHECK_TIMEOUT = 3.0
 
 
 @router.get("/api/open/health")
-async def health(db: DatabaseDep) -> JSONResponse:
+async def health(db: DatabaseDep, request: Request) -> JSONResponse:
     """200 when every part answers; 503 naming the failing part otherwise."""
     parts: dict[str, str] = {}
     try:
@@ -29,6 +29,12 @@ async def health(db: DatabaseDep) -> JSONResponse:
     except Exception as exc:
         log.warning("health: database check failed: %s", type(exc).__name__)
         parts["database"] = "unavailable"
+    try:
+        await asyncio.wait_for(request.app.state.storage.ping(), _CHECK_TIMEOUT)
+        parts["storage"] = "ok"
+    except Exception as exc:
+        log.warning("health: storage check failed: %s", type(exc).__name__)
+        parts["storage"] = "unavailable"
     failing = [name for name, state in parts.items() if state != "ok"]
     body: dict[str, object] = {
         "status": "ok" if not failing else "unavailable",

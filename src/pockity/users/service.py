@@ -12,6 +12,7 @@ from pockity.audit.service import Actor, record
 from pockity.errors import Conflict, NotFound, ValidationFailed
 from pockity.kit.passwords import hash_password
 from pockity.models import Role, User
+from pockity.tiers import repository as tiers_repository
 from pockity.users import repository
 from pockity.users.schemas import PASSWORD_MIN, UserUpdateIn, normalise_email
 
@@ -35,7 +36,13 @@ async def create_user(
 ) -> User:
     """Create an account; the email must not be taken (checked by the unique index, race-safe)."""
     password_hash = await anyio.to_thread.run_sync(hash_password, password, bcrypt_rounds)
-    user = User(email=normalise_email(email), name=name.strip(), password_hash=password_hash, role=role.value)
+    user = User(
+        email=normalise_email(email),
+        name=name.strip(),
+        password_hash=password_hash,
+        role=role.value,
+        tier_id=await tiers_repository.default_tier_id(session),
+    )
     repository.add(session, user)
     try:
         async with session.begin_nested():

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from pockity.models.base import Base, UTCDateTime, created_at_column, id_column, updated_at_column
+
+# Object names sort by byte order on both databases (PostgreSQL's "C" collation, SQLite's BINARY), so a
+# cursor (the last name returned) pages without losing or repeating objects.
+NameType = String(1024).with_variant(String(1024, collation="C"), "postgresql")
+
+
+class StorageObject(Base):
+    """One stored object; the physical key is `users/{user_id}/` + name."""
+
+    __tablename__ = "storage_objects"
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_storage_objects_user_id_name"),)
+
+    id: Mapped[str] = id_column()
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(NameType, nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    etag: Mapped[str] = mapped_column(String(128), nullable=False)
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    api_key_id: Mapped[str | None] = mapped_column(String(26))  # the key that wrote it (None: JWT)
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = updated_at_column()
+
+
+class UsageCounter(Base):
+    """Bytes and objects stored and reserved, per quota scope: `user:{id}` or `key:{id}`.
+
+    Every change is one conditional UPDATE (see storage/repository.py); nothing reads, compares and writes.
+    """
+
+    __tablename__ = "usage_counters"
+
+    scope: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bytes_used: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    object_count: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    bytes_reserved: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    objects_reserved: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = updated_at_column()
+
+
+class Reservation(Base):
+    """Quota held for an upload in flight. Unique per (user, name): it is also the name's write lock."""
+
+    __tablename__ = "storage_reservations"
+    __table_args__ = (
+        UniqueConstraint("user_id", "name", name="uq_storage_reservations_user_id_name"),
+        Index("ix_storage_reservations_expires_at", "expires_at"),
+    )
+
+    id: Mapped[str] = id_column()
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(NameType, nullable=False)
+    api_key_id: Mapped[str | None] = mapped_column(String(26))
+    bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    objects: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    key_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    key_objects: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = created_at_column()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

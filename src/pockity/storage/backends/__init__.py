@@ -1,0 +1,25 @@
+"""Storage backends: one protocol (base.py), an S3 implementation and a local-disk one.
+
+The S3 backend is imported from `pockity.storage.backends.s3` only where it is composed, so that merely
+importing this package does not load the AWS SDK.
+"""
+
+from pockity.storage.backends.base import (
+    InvalidKey,
+    InvalidRange,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageBackend,
+    StorageError,
+    StorageUnavailable,
+)
+
+__all__ = [
+    "InvalidKey",
+    "InvalidRange",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "StorageBackend",
+    "StorageError",
+    "StorageUnavailable",
+]

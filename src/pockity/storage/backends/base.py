@@ -1,0 +1,139 @@
+"""The storage backend contract: what Pockity needs from an object store, and the errors it may raise."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+from urllib.parse import quote
+
+from pockity.errors import PockityError
+
+# S3 limits a key to 1024 bytes of UTF-8; both backends enforce the same limit.
+MAX_KEY_BYTES = 1024
+# Stored when the client names no type, so both backends report the same thing (S3 alone would say
+# "binary/octet-stream", the local backend nothing).
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object. `size` is always the whole object's size, also for a ranged read."""
+
+    key: str
+    size: int
+    etag: str  # without the quotes S3 puts around it
+    content_type: str | None
+    last_modified: datetime  # timezone-aware UTC
+
+
+class StorageError(PockityError):
+    status, code, message = 500, "storage_error", "The storage backend failed."
+
+
+class ObjectNotFound(StorageError):
+    status, code, message = 404, "file_not_found", "The file does not exist."
+
+
+class StorageUnavailable(StorageError):
+    status, code, message = 503, "storage_unavailable", "The storage backend is unavailable; try again later."
+
+
+class InvalidRange(StorageError):
+    status, code, message = 416, "range_not_satisfiable", "The requested range is not satisfiable."
+
+
+class InvalidKey(StorageError):
+    status, code, message = 400, "invalid_key", "The object key is not valid."
+
+
+@runtime_checkable
+class StorageBackend(Protocol):
+    """An object store. Keys are opaque strings; listing order is the byte order of their UTF-8 form."""
+
+    name: str  # "s3" | "local"
+
+    async def start(self) -> None:
+        """Acquire long-lived resources (client, bucket, root directory); call once before use."""
+        ...
+
+    async def close(self) -> None:
+        """Release what start() acquired."""
+        ...
+
+    async def ping(self) -> None:
+        """Cheap health check; raises StorageUnavailable."""
+        ...
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str | None,
+        size_hint: int | None = None,
+    ) -> ObjectInfo:
+        """Store the chunks under key without buffering the whole body; on any error nothing is stored."""
+        ...
+
+    async def head(self, key: str) -> ObjectInfo:
+        """Describe one object; raises ObjectNotFound."""
+        ...
+
+    async def open_range(
+        self, key: str, start: int | None = None, end: int | None = None
+    ) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+        """Stream an inclusive byte range (HTTP Range semantics; start=None means the last `end` bytes)."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete one object; deleting a missing object succeeds."""
+        ...
+
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """Delete many objects; returns key -> error message for the failures only."""
+        ...
+
+    def presign_get(self, key: str, expires_in: int, *, filename: str | None = None) -> str:
+        """A URL anyone may GET the object with until it expires (as an attachment if filename is set)."""
+        ...
+
+    def iter_objects(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectInfo]:
+        """Every object under prefix in ascending key byte order, fetched lazily page by page."""
+        ...
+
+
+def range_header(start: int | None, end: int | None) -> str | None:
+    """The HTTP Range value for an inclusive (start, end) pair, None for the whole object."""
+    if start is None and end is None:
+        return None
+    if start is None:
+        assert end is not None
+        if end <= 0:
+            raise InvalidRange()
+        return f"bytes=-{end}"
+    if start < 0 or (end is not None and end < start):
+        raise InvalidRange()
+    return f"bytes={start}-" if end is None else f"bytes={start}-{end}"
+
+
+def resolve_range(size: int, start: int | None, end: int | None) -> tuple[int, int]:
+    """Apply HTTP Range rules to an object of `size` bytes: the (first, last) byte offsets, inclusive."""
+    range_header(start, end)  # the same argument checks as the S3 path
+    if start is None and end is None:
+        return 0, size - 1
+    if start is None:
+        assert end is not None
+        if size == 0:
+            raise InvalidRange()
+        return max(0, size - end), size - 1
+    if start >= size:
+        raise InvalidRange()
+    return start, size - 1 if end is None else min(end, size - 1)
+
+
+def content_disposition(filename: str) -> str:
+    """An `attachment` Content-Disposition that is safe for any filename (RFC 6266 with an ASCII fallback)."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename) or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

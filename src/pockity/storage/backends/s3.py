@@ -1,0 +1,339 @@
+"""S3 storage through aiobotocore — the only module in Pockity that imports the AWS SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import anyio
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pockity.storage.backends.base import (
+    DEFAULT_CONTENT_TYPE,
+    InvalidRange,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageUnavailable,
+    content_disposition,
+    range_header,
+)
+
+log = logging.getLogger("pockity.storage.s3")
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB  # S3 rejects smaller parts (except the last one)
+MAX_PARTS_IN_FLIGHT = 2  # one uploading while the next is read, plus one of slack: bounded memory
+READ_CHUNK = 256 * 1024
+DELETE_BATCH = 1000  # the DeleteObjects maximum
+LIST_PAGE = 1000  # the ListObjectsV2 maximum
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+
+
+@contextmanager
+def _translated(what: str, *, object_op: bool = True) -> Iterator[None]:
+    """Turn SDK and network failures into Pockity errors; messages name the operation, never credentials."""
+    try:
+        yield
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if object_op and code in _NOT_FOUND_CODES:  # not NoSuchBucket/NoSuchUpload: those are our faults
+            raise ObjectNotFound() from exc
+        if code == "InvalidRange" or status == 416:
+            raise InvalidRange() from exc
+        raise StorageUnavailable(f"S3 {what} failed: {code or 'error'} (HTTP {status}).") from exc
+    except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
+        raise StorageUnavailable(f"S3 {what} failed: {type(exc).__name__}.") from exc
+
+
+def _info(key: str, meta: dict[str, Any], size: int, content_type: str | None = None) -> ObjectInfo:
+    last_modified = meta.get("LastModified")
+    if not isinstance(last_modified, datetime):
+        last_modified = _response_date(meta)
+    return ObjectInfo(
+        key=key,
+        size=size,
+        etag=str(meta.get("ETag", "")).strip('"'),
+        content_type=content_type,
+        last_modified=last_modified.astimezone(UTC),
+    )
+
+
+def _response_date(resp: dict[str, Any]) -> datetime:
+    # PutObject/CompleteMultipartUpload return no LastModified; the server's Date header is the closest.
+    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date).astimezone(UTC) if date else datetime.now(UTC)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)
+
+
+class S3Backend:
+    name = "s3"
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        region: str,
+        endpoint_url: str | None,
+        access_key: str,
+        secret_key: str,
+        create_bucket: bool = False,
+        part_size: int = 8 * MIB,
+        max_pool_connections: int = 20,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 3,
+        ensure_bucket: bool = True,  # False lets an app boot while S3 is down (health checks then say so)
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
+        self.bucket = bucket
+        self._region = region
+        self._endpoint_url = (endpoint_url or f"https://s3.{region}.amazonaws.com").rstrip("/")
+        self._credentials = Credentials(access_key, secret_key)
+        self._create_bucket = create_bucket
+        self._check_bucket = ensure_bucket
+        self._part_size = part_size
+        self._config = AioConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+            # Newer botocore adds CRC32 trailers (aws-chunked) by default, which older S3 servers such as
+            # Ceph Pacific do not all accept; Content-MD5 where required is enough.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The aiobotocore S3 client (for maintenance tasks and tests); only between start() and close()."""
+        if self._client is None:
+            raise RuntimeError("S3Backend.start() has not been called")
+        return self._client
+
+    async def start(self) -> None:
+        """Create the client once and make sure the bucket exists (creating it when allowed)."""
+        if self._client is not None:
+            return
+        stack = AsyncExitStack()
+        try:
+            self._client = await stack.enter_async_context(
+                AioSession().create_client(
+                    "s3",
+                    region_name=self._region,
+                    endpoint_url=self._endpoint_url,
+                    aws_access_key_id=self._credentials.access_key,
+                    aws_secret_access_key=self._credentials.secret_key,
+                    config=self._config,
+                )
+            )
+            if self._check_bucket:
+                await self._ensure_bucket()
+        except BaseException:
+            self._client = None
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def _ensure_bucket(self) -> None:
+        try:
+            with _translated("HeadBucket"):  # as an object operation, a 404 reads as ObjectNotFound
+                await self._client.head_bucket(Bucket=self.bucket)
+            return
+        except ObjectNotFound:
+            if not self._create_bucket:
+                raise StorageUnavailable(f"The S3 bucket {self.bucket!r} does not exist.") from None
+        # us-east-1 is S3's default location and must not be named explicitly.
+        where = {} if self._region == "us-east-1" else {"LocationConstraint": self._region}
+        with _translated("CreateBucket", object_op=False):
+            try:
+                await self._client.create_bucket(
+                    Bucket=self.bucket, **({"CreateBucketConfiguration": where} if where else {})
+                )
+            except ClientError as exc:  # another process may have created it since the HEAD
+                if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+
+    async def close(self) -> None:
+        """Close the client and its connection pool."""
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def ping(self) -> None:
+        """HeadBucket: proves the endpoint answers and the credentials and bucket are right."""
+        with _translated("HeadBucket", object_op=False):
+            await self.client.head_bucket(Bucket=self.bucket)
+
+    async def put_stream(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        content_type: str | None,
+        size_hint: int | None = None,  # advisory; the body decides single PUT vs multipart
+    ) -> ObjectInfo:
+        """One PutObject for bodies up to one part, else a multipart upload; nothing remains on error."""
+        content_type = content_type or DEFAULT_CONTENT_TYPE
+        it = aiter(chunks)
+        buf = bytearray()
+        while len(buf) <= self._part_size:
+            chunk = await anext(it, None)
+            if chunk is None:
+                return await self._put_single(key, bytes(buf), content_type)
+            buf += chunk
+        return await self._put_multipart(key, buf, it, content_type)
+
+    async def _put_single(self, key: str, body: bytes, content_type: str) -> ObjectInfo:
+        with _translated("PutObject"):
+            resp = await self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        return _info(key, resp, len(body), content_type)
+
+    async def _put_multipart(self, key: str, buf: bytearray, it: AsyncIterator[bytes], content_type: str) -> ObjectInfo:
+        with _translated("CreateMultipartUpload"):
+            created = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
+        upload_id: str = created["UploadId"]
+        in_flight: deque[asyncio.Task[dict[str, Any]]] = deque()
+        parts: list[dict[str, Any]] = []
+        size = 0
+        exhausted = False
+        try:
+            while True:
+                # The caller's iterator may raise (e.g. over quota): that exception passes through as is.
+                while not exhausted and len(buf) < self._part_size:
+                    chunk = await anext(it, None)
+                    if chunk is None:
+                        exhausted = True
+                    else:
+                        buf += chunk
+                if not buf:
+                    break
+                data = bytes(memoryview(buf)[: self._part_size])
+                del buf[: self._part_size]
+                size += len(data)
+                if len(in_flight) >= MAX_PARTS_IN_FLIGHT:
+                    parts.append(await in_flight[0])  # popped only once done, so _abort still sees it
+                    in_flight.popleft()
+                number = len(parts) + len(in_flight) + 1
+                in_flight.append(asyncio.create_task(self._upload_part(key, upload_id, number, data)))
+            while in_flight:
+                parts.append(await in_flight[0])
+                in_flight.popleft()
+            with _translated("CompleteMultipartUpload"):
+                resp = await self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            await self._abort(key, upload_id, in_flight)
+            raise
+        if not str(resp.get("ETag", "")).strip('"'):
+            # Ceph RGW (Pacific) answers CompleteMultipartUpload with an empty ETag; HEAD has the real one.
+            return await self.head(key)
+        return _info(key, resp, size, content_type)
+
+    async def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+        with _translated("UploadPart"):
+            resp = await self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        return {"ETag": resp["ETag"], "PartNumber": number}
+
+    async def _abort(self, key: str, upload_id: str, in_flight: deque[asyncio.Task[dict[str, Any]]]) -> None:
+        # Shielded: this also runs when the request was cancelled, and must not leave a pending upload.
+        with anyio.move_on_after(30, shield=True):
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            try:
+                await self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except Exception:
+                log.warning("could not abort multipart upload %s of %r", upload_id, key, exc_info=True)
+
+    async def head(self, key: str) -> ObjectInfo:
+        """HeadObject; raises ObjectNotFound."""
+        with _translated("HeadObject"):
+            resp = await self.client.head_object(Bucket=self.bucket, Key=key)
+        return _info(key, resp, int(resp["ContentLength"]), resp.get("ContentType"))
+
+    async def open_range(
+        self, key: str, start: int | None = None, end: int | None = None
+    ) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+        """GetObject with a Range header; the body streams in chunks (close the iterator if abandoned)."""
+        rng = range_header(start, end)
+        with _translated("GetObject"):
+            resp = await self.client.get_object(Bucket=self.bucket, Key=key, **({"Range": rng} if rng else {}))
+        total = str(resp.get("ContentRange", "")).rpartition("/")[2]
+        size = int(total) if total.isdigit() else int(resp["ContentLength"])
+        return _info(key, resp, size, resp.get("ContentType")), self._stream(resp["Body"])
+
+    async def _stream(self, body: Any) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                with _translated("GetObject"):
+                    chunk = await body.read(READ_CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            body.close()
+
+    async def delete(self, key: str) -> None:
+        """DeleteObject (S3 reports success for missing keys too)."""
+        with _translated("DeleteObject", object_op=False):
+            await self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """DeleteObjects in batches of 1000; returns the per-key failures S3 reported."""
+        failures: dict[str, str] = {}
+        for i in range(0, len(keys), DELETE_BATCH):
+            batch = [{"Key": k} for k in keys[i : i + DELETE_BATCH]]
+            with _translated("DeleteObjects", object_op=False):
+                resp = await self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            for err in resp.get("Errors", []):
+                failures[err["Key"]] = f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip(": ")
+        return failures
+
+    def presign_get(self, key: str, expires_in: int, *, filename: str | None = None) -> str:
+        """A SigV4 presigned GET URL, signed locally (no network, no event loop)."""
+        # aiobotocore's generate_presigned_url is a coroutine; botocore's signer does the same work synchronously.
+        url = f"{self._endpoint_url}/{quote(self.bucket)}/{quote(key, safe='/~')}"
+        params = {"response-content-disposition": content_disposition(filename)} if filename else {}
+        request = AWSRequest(method="GET", url=url, params=params)
+        S3SigV4QueryAuth(self._credentials, "s3", self._region, expires=expires_in).add_auth(request)
+        return str(request.prepare().url)
+
+    async def iter_objects(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectInfo]:
+        """ListObjectsV2, 1000 keys per page, one page in memory at a time."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": LIST_PAGE}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        while True:
+            with _translated("ListObjectsV2", object_op=False):
+                page = await self.client.list_objects_v2(**kwargs)
+            for item in page.get("Contents", []):
+                yield _info(item["Key"], item, int(item["Size"]))
+            if not page.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+            kwargs.pop("StartAfter", None)

@@ -1,0 +1,71 @@
+"""Which limits apply to a writer: the user's tier, and the tier an API key is linked to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.auth.schemas import Principal
+from pockity.models import Tier
+from pockity.tiers import repository as tiers
+from pockity.users import repository as users
+
+NO_LIMIT = 2**62
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int
+    max_objects: int
+
+
+@dataclass(frozen=True)
+class WriterLimits:
+    user: Limits
+    key: Limits | None
+    max_object_size: int
+    tier: Tier | None
+
+
+@dataclass
+class QuotaScope:
+    """One quota an upload is charged to, and what the upload holds of it."""
+
+    scope: str
+    limits: Limits
+    credit: int  # bytes of the object being replaced that this scope already counts
+    new_object: bool
+    reserved: int = 0
+    objects_reserved: int = 0
+
+    @property
+    def kind(self) -> str:
+        return self.scope.split(":", 1)[0]
+
+    def needed(self, total: int) -> int:
+        """Bytes to hold for an object of `total` bytes: replacing counts only the growth."""
+        return max(0, total - self.credit)
+
+
+def _limits(tier: Tier | None) -> Limits:
+    # No tier: no storage at all until an admin grants one.
+    return Limits(tier.storage_bytes, tier.max_objects) if tier else Limits(0, 0)
+
+
+async def user_tier(session: AsyncSession, user_id: str) -> Tier | None:
+    user = await users.get(session, user_id)
+    return await tiers.get(session, user.tier_id) if user and user.tier_id else None
+
+
+async def limits_for(session: AsyncSession, principal: Principal) -> WriterLimits:
+    """The user's tier limits, plus the key's tier when the request came with a tier-linked key."""
+    tier = await user_tier(session, principal.user_id)
+    sizes = [tier.max_object_size_bytes if tier and tier.max_object_size_bytes else NO_LIMIT]
+    key_limits = None
+    if principal.key is not None and principal.key.tier_id:
+        key_tier = await tiers.get(session, principal.key.tier_id)
+        key_limits = _limits(key_tier)
+        if key_tier and key_tier.max_object_size_bytes:
+            sizes.append(key_tier.max_object_size_bytes)
+    return WriterLimits(user=_limits(tier), key=key_limits, max_object_size=min(sizes), tier=tier)

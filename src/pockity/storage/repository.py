@@ -1,0 +1,180 @@
+"""SQL for stored objects, usage counters and reservations.
+
+Quota changes are single conditional UPDATEs: the limit check and the increment happen in one statement,
+so concurrent uploads in any number of processes can never pass a limit together.
+Tenant queries start from `_owned(user_id)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.models import Reservation, StorageObject, UsageCounter
+
+
+def user_scope(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def key_scope(key_id: str) -> str:
+    return f"key:{key_id}"
+
+
+def _owned(user_id: str) -> Select[StorageObject]:
+    return select(StorageObject).where(StorageObject.user_id == user_id)
+
+
+# --- usage counters -------------------------------------------------------------------------------
+
+
+async def ensure_counter(session: AsyncSession, scope: str) -> None:
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(UsageCounter).values(scope=scope, bytes_used=0, object_count=0, bytes_reserved=0, objects_reserved=0)
+    await session.execute(stmt.on_conflict_do_nothing(index_elements=["scope"]))
+
+
+async def get_counter(session: AsyncSession, scope: str) -> UsageCounter | None:
+    return await session.get(UsageCounter, scope, populate_existing=True)
+
+
+async def try_reserve(
+    session: AsyncSession, scope: str, *, nbytes: int, objects: int, max_bytes: int, max_objects: int
+) -> bool:
+    """Hold `nbytes` and `objects` if used + reserved + them stays within the limits (one statement)."""
+    c = UsageCounter
+    fits_bytes = or_(nbytes == 0, c.bytes_used + c.bytes_reserved + nbytes <= max_bytes)  # type: ignore[arg-type]
+    fits_objects = or_(objects == 0, c.object_count + c.objects_reserved + objects <= max_objects)  # type: ignore[arg-type]
+    stmt = (
+        update(c)
+        .where(c.scope == scope, fits_bytes, fits_objects)
+        .values(bytes_reserved=c.bytes_reserved + nbytes, objects_reserved=c.objects_reserved + objects)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def adjust(
+    session: AsyncSession, scope: str, *, used: int = 0, count: int = 0, reserved: int = 0, objects_reserved: int = 0
+) -> None:
+    """Apply settled deltas (after the bytes are stored or the reservation released)."""
+    c = UsageCounter
+    await session.execute(
+        update(c)
+        .where(c.scope == scope)
+        .values(
+            bytes_used=c.bytes_used + used,
+            object_count=c.object_count + count,
+            bytes_reserved=c.bytes_reserved + reserved,
+            objects_reserved=c.objects_reserved + objects_reserved,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+# --- reservations ---------------------------------------------------------------------------------
+
+
+def add_reservation(session: AsyncSession, reservation: Reservation) -> None:
+    session.add(reservation)
+
+
+async def grow_reservation(
+    session: AsyncSession, reservation_id: str, *, nbytes: int, key_bytes: int, expires_at: datetime
+) -> None:
+    r = Reservation
+    await session.execute(
+        update(r)
+        .where(r.id == reservation_id)
+        .values(bytes=r.bytes + nbytes, key_bytes=r.key_bytes + key_bytes, expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def take_reservation(session: AsyncSession, reservation_id: str) -> Reservation | None:
+    """Remove a reservation and return what it held (None if the expiry job already released it)."""
+    stmt = delete(Reservation).where(Reservation.id == reservation_id).returning(Reservation)
+    return (await session.execute(stmt)).scalars().first()
+
+
+async def expired_reservations(session: AsyncSession, now: datetime, limit: int) -> Sequence[Reservation]:
+    stmt = select(Reservation).where(Reservation.expires_at < now).order_by(Reservation.expires_at).limit(limit)
+    return (await session.scalars(stmt)).all()
+
+
+async def take_expired_reservation(session: AsyncSession, reservation_id: str, now: datetime) -> Reservation | None:
+    """Claim an expired reservation (only one process wins it)."""
+    stmt = (
+        delete(Reservation).where(Reservation.id == reservation_id, Reservation.expires_at < now).returning(Reservation)
+    )
+    return (await session.execute(stmt)).scalars().first()
+
+
+# --- objects --------------------------------------------------------------------------------------
+
+
+async def get_object(
+    session: AsyncSession, user_id: str, name: str, *, for_update: bool = False
+) -> StorageObject | None:
+    stmt = _owned(user_id).where(StorageObject.name == name)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.scalars(stmt)).first()
+
+
+def add_object(session: AsyncSession, obj: StorageObject) -> None:
+    session.add(obj)
+
+
+async def delete_object(session: AsyncSession, obj: StorageObject) -> None:
+    await session.delete(obj)
+
+
+async def list_names(
+    session: AsyncSession, user_id: str, *, prefix: str, after: str | None, limit: int
+) -> Sequence[StorageObject]:
+    """Objects whose name starts with `prefix`, in byte order, strictly after `after`."""
+    stmt = _owned(user_id).order_by(StorageObject.name).limit(limit)
+    if prefix:
+        stmt = stmt.where(StorageObject.name >= prefix)
+        end = prefix_end(prefix)
+        if end is not None:
+            stmt = stmt.where(StorageObject.name < end)
+    if after is not None:
+        stmt = stmt.where(StorageObject.name > after)
+    return (await session.scalars(stmt)).all()
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string above every string that starts with `prefix`, for an index range scan.
+
+    UTF-8 byte order equals code point order, so incrementing the last code point is enough.
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(0xE000 if 0xD800 <= code <= 0xDFFF else code)
+    return None
+
+
+async def get_objects(session: AsyncSession, user_id: str, names: Sequence[str]) -> Sequence[StorageObject]:
+    if not names:
+        return []
+    return (await session.scalars(_owned(user_id).where(StorageObject.name.in_(names)))).all()
+
+
+async def list_from(
+    session: AsyncSession, user_id: str, *, prefix: str, start: str, limit: int
+) -> Sequence[StorageObject]:
+    """Like list_names, but from `start` inclusive (used to skip past a whole folder)."""
+    stmt = _owned(user_id).where(StorageObject.name >= max(start, prefix)).order_by(StorageObject.name).limit(limit)
+    end = prefix_end(prefix) if prefix else None
+    if end is not None:
+        stmt = stmt.where(StorageObject.name < end)
+    return (await session.scalars(stmt)).all()

@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from pockity.auth.dependencies import CurrentPrincipal
+from pockity.db import DatabaseDep, SessionDep
+from pockity.errors import BadRequest, Forbidden
+from pockity.kit.time import utcnow
+from pockity.storage import service, uploads
+from pockity.storage.backends import StorageBackend
+from pockity.storage.backends.base import content_disposition
+from pockity.storage.schemas import (
+    BatchDeleteIn,
+    BatchDeleteOut,
+    DeletedOut,
+    DownloadOut,
+    ObjectOut,
+    ObjectPage,
+    UsageOut,
+)
+
+router = APIRouter(prefix="/api/storage", tags=["storage"])
+
+
+def get_backend(request: Request) -> StorageBackend:
+    backend: StorageBackend = request.app.state.storage
+    return backend
+
+
+BackendDep = Annotated[StorageBackend, Depends(get_backend)]
+_UPLOAD_RESPONSES: dict[int | str, dict[str, str]] = {
+    403: {"description": "object_quota_exceeded or scope_denied"},
+    409: {"description": "object_busy: another upload or delete of this name is in progress"},
+    413: {"description": "storage_quota_exceeded or file_too_large"},
+    503: {"description": "storage_unavailable"},
+}
+
+
+def _declared_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise BadRequest("Content-Length is not a number.", code="invalid_content_length")
+    return int(value)
+
+
+@router.put(
+    "/files/{key:path}", status_code=status.HTTP_201_CREATED, response_model=ObjectOut, responses=_UPLOAD_RESPONSES
+)
+async def put_file(
+    key: str, request: Request, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+) -> object:
+    """Upload the raw request body as `key` (`curl -T file URL`); replaces an existing file."""
+    name = service.checked_name(principal, key, "write")
+    async with request.app.state.upload_slots:
+        return await uploads.upload(
+            db,
+            backend,
+            principal,
+            name,
+            request.stream(),
+            declared=_declared_length(request),
+            content_type=request.headers.get("content-type"),
+            policy=request.app.state.upload_policy,
+        )
+
+
+@router.post("/upload", status_code=status.HTTP_201_CREATED, response_model=ObjectOut, responses=_UPLOAD_RESPONSES)
+async def upload_form(
+    request: Request,
+    principal: CurrentPrincipal,
+    db: DatabaseDep,
+    backend: BackendDep,
+    key: Annotated[str | None, Query(description="The file name; or a `key` form field before `file`")] = None,
+) -> object:
+    """Upload a multipart/form-data `file` part, streamed to storage as it arrives."""
+    async with request.app.state.upload_slots:
+        return await uploads.upload_form(
+            db,
+            backend,
+            principal,
+            request.stream(),
+            request.headers.get("content-type", ""),
+            name=key,
+            policy=request.app.state.upload_policy,
+            check_name=lambda n: service.checked_name(principal, n, "write"),
+        )
+
+
+@router.get("/files", response_model=ObjectPage)
+async def list_files(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    prefix: Annotated[str, Query(max_length=1024)] = "",
+    delimiter: Annotated[str | None, Query(max_length=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> object:
+    page = await service.list_objects(
+        session, principal, prefix=prefix, delimiter=delimiter, limit=limit, cursor=cursor
+    )
+    items = [
+        {"key": o.name, "size": o.size, "content_type": o.content_type, "etag": o.etag, "last_modified": o.updated_at}
+        for o in page.items
+    ]
+    return {"items": items, "folders": page.folders, "next_cursor": page.next_cursor}
+
+
+@router.get("/files/{key:path}/content", response_class=StreamingResponse)
+async def get_content(
+    key: str, request: Request, principal: CurrentPrincipal, session: SessionDep, backend: BackendDep
+) -> StreamingResponse:
+    """Stream the file through Pockity; one `Range: bytes=` range is honoured (206)."""
+    obj = await service.get_object(session, principal, key)
+    byte_range = service.parse_range(request.headers.get("range"), obj.size)
+    info, body = await service.open_content(backend, obj, byte_range)
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{info.etag}"'}
+    if byte_range:
+        start, end = byte_range
+        headers.update({"Content-Range": f"bytes {start}-{end}/{info.size}", "Content-Length": str(end - start + 1)})
+    else:
+        headers["Content-Length"] = str(info.size)
+    return StreamingResponse(
+        body,
+        status_code=206 if byte_range else 200,
+        headers=headers,
+        media_type=obj.content_type or "application/octet-stream",
+    )
+
+
+@router.get("/files/{key:path}", response_model=DownloadOut)
+async def get_file(
+    key: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    backend: BackendDep,
+    expires_in: Annotated[int, Query(alias="expiresIn", ge=1, le=604800)] = 3600,
+) -> object:
+    """Metadata and a time-limited download URL."""
+    if expires_in > request.app.state.settings.download_url_max_seconds:
+        raise BadRequest("expiresIn is above the server's maximum.", code="invalid_expiry")
+    obj = await service.get_object(session, principal, key)
+    url, expires_at = service.download_url(backend, obj, expires_in)
+    return {
+        "key": obj.name,
+        "url": url,
+        "expires_at": expires_at,
+        "size": obj.size,
+        "content_type": obj.content_type,
+        "etag": obj.etag,
+        "last_modified": obj.updated_at,
+    }
+
+
+@router.delete("/files/{key:path}", response_model=DeletedOut)
+async def delete_file(key: str, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep) -> object:
+    results = await service.delete_objects(db, backend, principal, [key])
+    error = results[key]
+    if error is not None:
+        raise error
+    return {"key": key, "deleted": True}
+
+
+@router.post("/files/delete", response_model=BatchDeleteOut)
+async def delete_files(
+    body: BatchDeleteIn, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+) -> object:
+    """Delete up to 1000 files; each gets its own result."""
+    results = await service.delete_objects(db, backend, principal, body.keys)
+    out = [
+        {
+            "key": k,
+            "deleted": e is None,
+            "error": None if e is None else {"code": e.code, "message": e.message, "status": e.status},
+        }
+        for k, e in results.items()
+    ]
+    deleted = sum(1 for r in out if r["deleted"])
+    return {"results": out, "deleted": deleted, "failed": len(out) - deleted}
+
+
+@router.get("/usage", response_model=UsageOut)
+async def get_usage(principal: CurrentPrincipal, session: SessionDep) -> object:
+    u = await service.usage(session, principal.user_id)
+    limit = u.storage_limit_bytes
+    return {
+        "bytes_used": u.bytes_used,
+        "object_count": u.object_count,
+        "bytes_reserved": u.bytes_reserved,
+        "storage_limit_bytes": limit,
+        "max_objects": u.max_objects,
+        "percent_used": round(100 * u.bytes_used / limit, 2) if limit else (100.0 if u.bytes_used else 0.0),
+        "over_quota": u.bytes_used > limit or u.object_count > u.max_objects,
+        "tier": u.tier,
+        "as_of": utcnow(),
+    }
+
+
+@router.get("/signed/{key:path}", include_in_schema=False)
+async def signed_download(
+    key: str, request: Request, backend: BackendDep, expires: str = "", signature: str = "", filename: str | None = None
+) -> StreamingResponse:
+    """The local backend's presigned URL: the HMAC signature is the authorization (no other credentials)."""
+    verify = getattr(backend, "verify_signature", None)
+    if verify is None or not verify(key, expires, signature, filename=filename):
+        raise Forbidden("The download link is invalid or has expired.", code="invalid_signature")
+    info = await backend.head(key)
+    byte_range = service.parse_range(request.headers.get("range"), info.size)
+    info, body = await backend.open_range(key, *(byte_range or (None, None)))
+    headers = {"Accept-Ranges": "bytes", "ETag": f'"{info.etag}"'}
+    if byte_range:
+        headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{info.size}"
+    if filename:
+        headers["Content-Disposition"] = content_disposition(filename)
+    return StreamingResponse(
+        body,
+        status_code=206 if byte_range else 200,
+        headers=headers,
+        media_type=info.content_type or "application/octet-stream",
+    )

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AliasChoices, Field
+
+from pockity.kit.schemas import InputModel, OutputModel
+
+
+class ObjectOut(OutputModel):
+    key: str = Field(validation_alias=AliasChoices("key", "name"))
+    size: int
+    content_type: str | None
+    etag: str
+    created_at: datetime
+
+
+class ObjectListItem(OutputModel):
+    key: str
+    size: int
+    content_type: str | None
+    etag: str
+    last_modified: datetime
+
+
+class ObjectPage(OutputModel):
+    items: list[ObjectListItem]
+    folders: list[str]
+    next_cursor: str | None
+
+
+class DownloadOut(OutputModel):
+    key: str
+    url: str
+    expires_at: datetime
+    size: int
+    content_type: str | None
+    etag: str
+    last_modified: datetime
+
+
+class DeletedOut(OutputModel):
+    key: str
+    deleted: bool
+
+
+class BatchDeleteIn(InputModel):
+    keys: list[str] = Field(min_length=1, max_length=1000)
+
+
+class BatchDeleteResult(OutputModel):
+    key: str
+    deleted: bool
+    error: dict[str, Any] | None = None
+
+
+class BatchDeleteOut(OutputModel):
+    results: list[BatchDeleteResult]
+    deleted: int
+    failed: int
+
+
+class TierSummary(OutputModel):
+    id: str
+    name: str
+    storage_bytes: int
+    max_objects: int
+    max_object_size_bytes: int | None
+
+
+class UsageOut(OutputModel):
+    bytes_used: int
+    object_count: int
+    bytes_reserved: int
+    storage_limit_bytes: int
+    max_objects: int
+    percent_used: float
+    over_quota: bool
+    tier: TierSummary | None
+    as_of: datetime

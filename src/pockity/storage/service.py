@@ -1,0 +1,311 @@
+"""Files of one user: names, listing, downloads, deletes and usage. Uploads live in uploads.py."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.auth.schemas import Principal
+from pockity.auth.service import ScopeDenied, authorize
+from pockity.db import Database, unit_of_work
+from pockity.errors import NotFound, PockityError, ValidationFailed
+from pockity.kit.object_names import InvalidName, validate_object_name
+from pockity.kit.time import utcnow
+from pockity.models import Reservation, StorageObject, Tier
+from pockity.storage import repository as repo
+from pockity.storage.backends import InvalidRange, ObjectInfo, ObjectNotFound, StorageBackend, StorageUnavailable
+from pockity.storage.quota import user_tier
+from pockity.storage.repository import key_scope, user_scope
+from pockity.storage.uploads import ObjectBusy, physical_key, record_object
+
+DELIMITER = "/"
+LOCK_TTL = timedelta(minutes=15)
+
+
+class InvalidKey(ValidationFailed):
+    code, message = "invalid_key", "The file name is not valid."
+
+
+class FileNotFound(NotFound):
+    code, message = "file_not_found", "The file does not exist."
+
+
+def checked_name(principal: Principal, name: str, scope: str) -> str:
+    """Validate a user-chosen name and check the caller may use `scope` on it."""
+    try:
+        validate_object_name(name, physical_key(principal.user_id, ""))
+    except InvalidName as exc:
+        raise InvalidKey(f"The file name {exc}.", details={"key": name[:200]}) from None
+    authorize(principal, scope, name)
+    return name
+
+
+# --- listing ------------------------------------------------------------------------------------------
+
+
+def _listing_prefix(principal: Principal, prefix: str) -> str:
+    """An API key limited to a folder lists inside it: a broader prefix is narrowed, another is refused."""
+    key = principal.key
+    authorize(principal, "list", key.prefix if key and key.prefix else prefix)
+    if key and key.prefix and not prefix.startswith(key.prefix):
+        if key.prefix.startswith(prefix):
+            return key.prefix
+        raise ScopeDenied(f"This API key is limited to names under '{key.prefix}'.", details={"prefix": key.prefix})
+    return prefix
+
+
+def _decode_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValidationFailed("The cursor is not valid.", code="invalid_cursor") from None
+
+
+def _encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+@dataclass
+class Page:
+    items: list[StorageObject]
+    folders: list[str]
+    next_cursor: str | None
+
+
+async def list_objects(
+    session: AsyncSession, principal: Principal, *, prefix: str, delimiter: str | None, limit: int, cursor: str | None
+) -> Page:
+    """One page in name order; with delimiter "/" deeper names fold into their folder, S3-style."""
+    if delimiter not in (None, "", DELIMITER):
+        raise ValidationFailed("Only '/' is supported as a delimiter.", code="invalid_delimiter")
+    if prefix and (prefix.startswith("/") or "\\" in prefix or len(prefix.encode()) > 1024):
+        raise InvalidKey("The prefix is not valid.")
+    prefix = _listing_prefix(principal, prefix)
+    last = _decode_cursor(cursor)
+    if last is not None and not last.startswith(prefix):
+        raise ValidationFailed("The cursor does not belong to this listing.", code="invalid_cursor")
+    items: list[StorageObject] = []
+    folders: list[str] = []
+    # Position: after the last entry; after a folder means past every name inside it.
+    start, inclusive = (last, False) if last is not None else (prefix, True)
+    if last is not None and delimiter and last.endswith(DELIMITER):
+        start, inclusive = repo.prefix_end(last) or "\U0010ffff", True
+    more = False
+    while True:
+        want = limit - len(items) - len(folders) + 1
+        rows = await _fetch(session, principal.user_id, prefix, start, inclusive, want)
+        if not rows:
+            break
+        skipped = False
+        for row in rows:
+            if len(items) + len(folders) == limit:
+                more = True
+                break
+            rest = row.name[len(prefix) :]
+            cut = rest.find(DELIMITER) if delimiter else -1
+            if cut >= 0:
+                folders.append(prefix + rest[: cut + 1])
+                start, inclusive = repo.prefix_end(folders[-1]) or "\U0010ffff", True
+                skipped = True
+                break
+            items.append(row)
+            start, inclusive = row.name, False
+        if more or (not skipped and len(rows) < want):
+            break
+    entries = [*(o.name for o in items), *folders]
+    next_cursor = _encode_cursor(max(entries)) if more and entries else None
+    return Page(items=items, folders=folders, next_cursor=next_cursor)
+
+
+async def _fetch(
+    session: AsyncSession, user_id: str, prefix: str, start: str, inclusive: bool, limit: int
+) -> Sequence[StorageObject]:
+    if inclusive:
+        return await repo.list_from(session, user_id, prefix=prefix, start=start, limit=limit)
+    return await repo.list_names(session, user_id, prefix=prefix, after=start, limit=limit)
+
+
+# --- reading --------------------------------------------------------------------------------------------
+
+
+async def get_object(session: AsyncSession, principal: Principal, name: str) -> StorageObject:
+    """The caller's object by name (read scope)."""
+    checked_name(principal, name, "read")
+    obj = await repo.get_object(session, principal.user_id, name)
+    if obj is None:
+        raise FileNotFound(details={"key": name})
+    return obj
+
+
+def download_url(backend: StorageBackend, obj: StorageObject, expires_in: int) -> tuple[str, Any]:
+    """A presigned (S3) or HMAC-signed (local) URL valid for `expires_in` seconds."""
+    filename = obj.name.rsplit("/", 1)[-1]
+    url = backend.presign_get(physical_key(obj.user_id, obj.name), expires_in, filename=filename)
+    return url, utcnow() + timedelta(seconds=expires_in)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One `bytes=` range → inclusive (start, end); None for the whole object."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None  # unsupported forms are ignored, as RFC 9110 allows
+    first, _, last = spec.strip().partition("-")
+    try:
+        if first == "":
+            length = int(last)
+            if length <= 0:
+                raise InvalidRange(details={"size": size})
+            return max(0, size - length), size - 1
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start >= size or end < start:
+        raise InvalidRange(details={"size": size})
+    return start, min(end, size - 1)
+
+
+async def open_content(
+    backend: StorageBackend, obj: StorageObject, byte_range: tuple[int, int] | None
+) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+    """Stream the object (or a range of it) from the backend."""
+    start, end = byte_range if byte_range else (None, None)
+    try:
+        return await backend.open_range(physical_key(obj.user_id, obj.name), start, end)
+    except ObjectNotFound:
+        raise FileNotFound(details={"key": obj.name}) from None
+
+
+# --- deleting -------------------------------------------------------------------------------------------
+
+
+async def _lock_names(session: AsyncSession, user_id: str, names: Sequence[str]) -> dict[str, str]:
+    """Take each name's write lock (an empty reservation); returns name -> lock id for those taken."""
+    locks: dict[str, str] = {}
+    for name in names:
+        lock = Reservation(
+            user_id=user_id, name=name, bytes=0, objects=0, key_bytes=0, key_objects=0, expires_at=utcnow() + LOCK_TTL
+        )
+        repo.add_reservation(session, lock)
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            session.expunge(lock)
+            continue
+        locks[name] = lock.id
+    return locks
+
+
+async def _forget(session: AsyncSession, obj: StorageObject) -> None:
+    await repo.adjust(session, user_scope(obj.user_id), used=-obj.size, count=-1)
+    if obj.api_key_id:
+        await repo.adjust(session, key_scope(obj.api_key_id), used=-obj.size, count=-1)
+    await repo.delete_object(session, obj)
+
+
+async def delete_objects(
+    db: Database, backend: StorageBackend, principal: Principal, names: Sequence[str]
+) -> dict[str, PockityError | None]:
+    """Delete names (backend first, then rows); per name None for deleted or the error that stopped it."""
+    results: dict[str, PockityError | None] = {}
+    valid: list[str] = []
+    for name in dict.fromkeys(names):
+        try:
+            valid.append(checked_name(principal, name, "delete"))
+        except PockityError as exc:
+            results[name] = exc
+    async with unit_of_work(db) as session:
+        existing = {o.name for o in await repo.get_objects(session, principal.user_id, valid)}
+        locks = await _lock_names(session, principal.user_id, [n for n in valid if n in existing])
+    for name in valid:
+        if name not in existing:
+            results[name] = FileNotFound(details={"key": name})
+        elif name not in locks:
+            results[name] = ObjectBusy()
+    failures: dict[str, str] = {}
+    try:
+        if locks:
+            failures = await backend.delete_many([physical_key(principal.user_id, n) for n in locks])
+    finally:
+        async with unit_of_work(db) as session:
+            for lock_id in locks.values():
+                await repo.take_reservation(session, lock_id)
+            gone = [n for n in locks if physical_key(principal.user_id, n) not in failures]
+            for obj in await repo.get_objects(session, principal.user_id, gone):
+                await _forget(session, obj)
+    for name in locks:
+        results[name] = StorageUnavailable() if physical_key(principal.user_id, name) in failures else None
+    return {name: results[name] for name in dict.fromkeys(names)}
+
+
+# --- usage ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    bytes_used: int
+    object_count: int
+    bytes_reserved: int
+    tier: Tier | None
+
+    @property
+    def storage_limit_bytes(self) -> int:
+        return self.tier.storage_bytes if self.tier else 0
+
+    @property
+    def max_objects(self) -> int:
+        return self.tier.max_objects if self.tier else 0
+
+
+async def usage(session: AsyncSession, user_id: str) -> Usage:
+    """The user's counters and tier."""
+    counter = await repo.get_counter(session, user_scope(user_id))
+    tier = await user_tier(session, user_id)
+    if counter is None:
+        return Usage(0, 0, 0, tier)
+    return Usage(counter.bytes_used, counter.object_count, counter.bytes_reserved, tier)
+
+
+# --- repair -------------------------------------------------------------------------------------------------
+
+
+async def reconcile_name(session: AsyncSession, backend: StorageBackend, user_id: str, name: str) -> str | None:
+    """Make one name's row agree with the backend: adopt, correct or drop. Returns what changed, if anything.
+
+    The hook for crashes between a backend write and the database commit; the caller must hold the name
+    (an upload's expired reservation, or the name's lock) so no upload of it runs meanwhile.
+    """
+    try:
+        info: ObjectInfo | None = await backend.head(physical_key(user_id, name))
+    except ObjectNotFound:
+        info = None
+    obj = await repo.get_object(session, user_id, name, for_update=True)
+    if info is None:
+        if obj is None:
+            return None
+        await _forget(session, obj)
+        return "dropped"
+    if obj is not None and obj.size == info.size and obj.etag == info.etag:
+        return None
+    await record_object(
+        session,
+        user_id,
+        name,
+        size=info.size,
+        etag=info.etag,
+        content_type=info.content_type or (obj.content_type if obj else None),
+        writer_key_id=None,
+    )
+    return "adopted" if obj is None else "corrected"

@@ -1,0 +1,47 @@
+"""Periodic storage jobs."""
+
+from __future__ import annotations
+
+import logging
+
+from pockity.audit.service import Actor, record
+from pockity.db import unit_of_work
+from pockity.jobs import JobContext
+from pockity.kit.time import utcnow
+from pockity.storage import repository as repo
+from pockity.storage.repository import key_scope, user_scope
+from pockity.storage.service import reconcile_name
+
+log = logging.getLogger("pockity.storage.tasks")
+_BATCH = 200
+
+
+async def release_expired_reservations(ctx: JobContext) -> int:
+    """Release reservations whose upload died with its process, and reconcile each such name."""
+    released = 0
+    async with ctx.db.sessions() as session:
+        expired = await repo.expired_reservations(session, utcnow(), _BATCH)
+    for candidate in expired:
+        # One unit of work per name: the reservation row (the name's lock) goes only with the repair.
+        async with unit_of_work(ctx.db) as session:
+            held = await repo.take_expired_reservation(session, candidate.id, utcnow())
+            if held is None:  # finished meanwhile, or another process took it
+                continue
+            await repo.adjust(session, user_scope(held.user_id), reserved=-held.bytes, objects_reserved=-held.objects)
+            if held.api_key_id:
+                await repo.adjust(
+                    session, key_scope(held.api_key_id), reserved=-held.key_bytes, objects_reserved=-held.key_objects
+                )
+            change = await reconcile_name(session, ctx.storage, held.user_id, held.name)
+            record(
+                session,
+                Actor.system("jobs"),
+                "storage.reservation_expired",
+                target_type="user",
+                target_id=held.user_id,
+                details={"name": held.name, "bytes": held.bytes, "repair": change},
+            )
+            released += 1
+    if released:
+        log.info("released %d expired reservation(s)", released)
+    return released

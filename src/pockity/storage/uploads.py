@@ -1,0 +1,392 @@
+"""Uploads: reserve quota, stream the bytes to the backend, settle or release — in that order.
+
+Each step is its own short unit of work, because the reservation must be committed (visible to every
+process) before the first byte is accepted, and the bytes stream for as long as they take in between:
+  1. begin   — take the name's write lock (a reservation row, unique per user and name) and reserve quota
+               with one conditional UPDATE per quota scope (the user, and the API key when it has a tier);
+  2. stream  — bytes go to the backend; unknown lengths reserve more as they advance, and the upload stops
+               the moment the next chunk would not fit;
+  3. finish  — record the object and turn the reservation into usage; or release it on any failure.
+A crash between the backend write and step 3 leaves the reservation; when it expires, the
+`release_expired_reservations` job reconciles that one name against the backend (adopts or drops it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import anyio
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.auth.schemas import Principal
+from pockity.db import Database, unit_of_work
+from pockity.errors import BadRequest, Conflict, Forbidden, PayloadTooLarge, PockityError, ValidationFailed
+from pockity.kit import multipart
+from pockity.kit.time import utcnow
+from pockity.models import Reservation, StorageObject
+from pockity.storage import repository as repo
+from pockity.storage.backends import ObjectInfo, StorageBackend
+from pockity.storage.quota import Limits, QuotaScope, limits_for
+from pockity.storage.repository import key_scope, user_scope
+
+UNLIMITED = 2**62
+
+
+class StorageQuotaExceeded(PayloadTooLarge):
+    code, message = "storage_quota_exceeded", "This upload would exceed your storage quota."
+
+
+class ObjectQuotaExceeded(Forbidden):
+    code, message = "object_quota_exceeded", "You have reached the maximum number of files."
+
+
+class FileTooLarge(PayloadTooLarge):
+    code, message = "file_too_large", "This file is larger than allowed."
+
+
+class UnsupportedMediaType(PockityError):
+    status, code, message = 415, "unsupported_media_type", "Expected multipart/form-data."
+
+
+class ObjectBusy(Conflict):
+    code, message = "object_busy", "Another upload or delete of this file is in progress; try again."
+
+
+@dataclass(frozen=True)
+class UploadPolicy:
+    server_max_bytes: int
+    reservation_ttl: timedelta
+    reserve_step: int  # how far ahead unknown-length uploads reserve
+    heartbeat_seconds: float = 60.0
+
+
+@dataclass
+class Ticket:
+    reservation_id: str
+    user_id: str
+    name: str
+    key_id: str | None
+    user: QuotaScope
+    key: QuotaScope | None
+    max_size: int
+    declared: int | None
+
+
+async def begin(db: Database, principal: Principal, name: str, declared: int | None, policy: UploadPolicy) -> Ticket:
+    """Take the name's write lock and reserve quota for `declared` bytes (or for nothing yet)."""
+    async with unit_of_work(db) as session:
+        limits = await limits_for(session, principal)
+        max_size = min(policy.server_max_bytes, limits.max_object_size)
+        if declared is not None and declared > max_size:
+            raise _too_large(max_size)
+        reservation = Reservation(
+            user_id=principal.user_id,
+            name=name,
+            api_key_id=principal.key.id if principal.key else None,
+            bytes=0,
+            objects=0,
+            key_bytes=0,
+            key_objects=0,
+            expires_at=utcnow() + policy.reservation_ttl,
+        )
+        repo.add_reservation(session, reservation)
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            raise ObjectBusy() from None
+        old = await repo.get_object(session, principal.user_id, name)
+        user = QuotaScope(
+            scope=user_scope(principal.user_id),
+            limits=limits.user,
+            credit=old.size if old else 0,
+            new_object=old is None,
+        )
+        key = None
+        if principal.key is not None:
+            same_writer = old is not None and old.api_key_id == principal.key.id
+            key = QuotaScope(
+                scope=key_scope(principal.key.id),
+                limits=limits.key or Limits(UNLIMITED, UNLIMITED),
+                credit=old.size if same_writer and old else 0,
+                new_object=not same_writer,
+            )
+        for scope in (user, key):
+            if scope is not None:
+                await repo.ensure_counter(session, scope.scope)
+                await _reserve(session, scope, scope.needed(declared or 0), objects=int(scope.new_object))
+        await repo.grow_reservation(
+            session,
+            reservation.id,
+            nbytes=user.reserved,
+            key_bytes=key.reserved if key else 0,
+            expires_at=reservation.expires_at,
+        )
+        reservation.objects, reservation.key_objects = int(user.new_object), int(key.new_object) if key else 0
+    return Ticket(reservation.id, principal.user_id, name, reservation.api_key_id, user, key, max_size, declared)
+
+
+async def _reserve(session: AsyncSession, scope: QuotaScope, nbytes: int, *, objects: int = 0) -> None:
+    ok = await repo.try_reserve(
+        session,
+        scope.scope,
+        nbytes=nbytes,
+        objects=objects,
+        max_bytes=scope.limits.max_bytes,
+        max_objects=scope.limits.max_objects,
+    )
+    if ok:
+        scope.reserved += nbytes
+        scope.objects_reserved += objects
+        return
+    counter = await repo.get_counter(session, scope.scope)
+    used = counter.bytes_used if counter else 0
+    reserved = counter.bytes_reserved if counter else 0
+    if objects and counter and counter.object_count + counter.objects_reserved + objects > scope.limits.max_objects:
+        raise ObjectQuotaExceeded(
+            f"You have reached the limit of {scope.limits.max_objects} files.",
+            details={
+                "scope": scope.kind,
+                "limit": scope.limits.max_objects,
+                "objectCount": counter.object_count,
+                "remaining": max(0, scope.limits.max_objects - counter.object_count - counter.objects_reserved),
+            },
+        )
+    remaining = max(0, scope.limits.max_bytes - used - reserved)
+    raise StorageQuotaExceeded(
+        f"This upload needs more than the {remaining} bytes left of your {scope.limits.max_bytes}-byte quota.",
+        details={
+            "scope": scope.kind,
+            "limitBytes": scope.limits.max_bytes,
+            "usedBytes": used,
+            "reservedBytes": reserved,
+            "remainingBytes": remaining,
+        },
+    )
+
+
+def _too_large(max_size: int) -> FileTooLarge:
+    return FileTooLarge(f"Files may be at most {max_size} bytes.", details={"maxObjectSizeBytes": max_size})
+
+
+async def grow(db: Database, ticket: Ticket, total: int, policy: UploadPolicy) -> None:
+    """Reserve enough for `total` bytes so far (a step ahead when possible) and push the expiry out."""
+    async with unit_of_work(db) as session:
+        added: dict[str, int] = {}
+        for scope in (ticket.user, ticket.key):
+            if scope is None:
+                continue
+            missing = scope.needed(total) - scope.reserved
+            before = scope.reserved
+            if missing > 0:
+                ahead = min(max(missing, policy.reserve_step), max(missing, ticket.max_size - total))
+                try:
+                    await _reserve(session, scope, ahead)
+                except (StorageQuotaExceeded, ObjectQuotaExceeded):
+                    if ahead == missing:
+                        raise
+                    await _reserve(session, scope, missing)  # near the limit: exactly what this chunk needs
+            added[scope.scope] = scope.reserved - before
+        await repo.grow_reservation(
+            session,
+            ticket.reservation_id,
+            nbytes=added.get(ticket.user.scope, 0),
+            key_bytes=added.get(ticket.key.scope, 0) if ticket.key else 0,
+            expires_at=utcnow() + policy.reservation_ttl,
+        )
+
+
+async def metered(
+    db: Database, ticket: Ticket, chunks: AsyncIterator[bytes], policy: UploadPolicy
+) -> AsyncIterator[bytes]:
+    """Pass chunks through, enforcing the size limits and reserving as the stream advances."""
+    seen = 0
+    last_touch = time.monotonic()
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > ticket.max_size:
+            raise _too_large(ticket.max_size)
+        if ticket.declared is not None and seen > ticket.declared:
+            raise BadRequest("The body is longer than its Content-Length.", code="length_mismatch")
+        covered = min(s.reserved + s.credit for s in (ticket.user, ticket.key) if s is not None)
+        if seen > covered or time.monotonic() - last_touch > policy.heartbeat_seconds:
+            await grow(db, ticket, seen, policy)
+            last_touch = time.monotonic()
+        yield chunk
+    if ticket.declared is not None and seen != ticket.declared:
+        raise BadRequest("The body ended before its Content-Length.", code="length_mismatch")
+
+
+async def finish(db: Database, ticket: Ticket, info: ObjectInfo, content_type: str | None) -> StorageObject:
+    """Record the stored object and turn the reservation into usage (one unit of work)."""
+    async with unit_of_work(db) as session:
+        held = await repo.take_reservation(session, ticket.reservation_id)
+        obj = await record_object(
+            session,
+            ticket.user_id,
+            ticket.name,
+            size=info.size,
+            etag=info.etag,
+            content_type=content_type,
+            writer_key_id=ticket.key_id,
+        )
+        if held is not None:
+            await repo.adjust(session, user_scope(ticket.user_id), reserved=-held.bytes, objects_reserved=-held.objects)
+            if ticket.key_id:
+                await repo.adjust(
+                    session, key_scope(ticket.key_id), reserved=-held.key_bytes, objects_reserved=-held.key_objects
+                )
+    return obj
+
+
+async def record_object(
+    session: AsyncSession,
+    user_id: str,
+    name: str,
+    *,
+    size: int,
+    etag: str,
+    content_type: str | None,
+    writer_key_id: str | None,
+) -> StorageObject:
+    """Create or replace the object row and move usage between scopes by the size difference."""
+    old = await repo.get_object(session, user_id, name, for_update=True)
+    await repo.adjust(session, user_scope(user_id), used=size - (old.size if old else 0), count=0 if old else 1)
+    if old is not None and old.api_key_id:
+        await repo.adjust(session, key_scope(old.api_key_id), used=-old.size, count=-1)
+    if writer_key_id:
+        await repo.ensure_counter(session, key_scope(writer_key_id))
+        await repo.adjust(session, key_scope(writer_key_id), used=size, count=1)
+    if old is None:
+        obj = StorageObject(
+            user_id=user_id, name=name, size=size, etag=etag, content_type=content_type, api_key_id=writer_key_id
+        )
+        repo.add_object(session, obj)
+        await session.flush()
+        return obj
+    old.size, old.etag, old.content_type, old.api_key_id = size, etag, content_type, writer_key_id
+    old.updated_at = utcnow()
+    return old
+
+
+async def abort(db: Database, ticket: Ticket) -> None:
+    """Release what the ticket holds (idempotent; shielded so a cancelled request still releases)."""
+    with anyio.CancelScope(shield=True):
+        async with unit_of_work(db) as session:
+            held = await repo.take_reservation(session, ticket.reservation_id)
+            if held is None:
+                return
+            await repo.adjust(session, user_scope(ticket.user_id), reserved=-held.bytes, objects_reserved=-held.objects)
+            if ticket.key_id:
+                await repo.adjust(
+                    session, key_scope(ticket.key_id), reserved=-held.key_bytes, objects_reserved=-held.key_objects
+                )
+
+
+async def upload(
+    db: Database,
+    backend: StorageBackend,
+    principal: Principal,
+    name: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    declared: int | None,
+    content_type: str | None,
+    policy: UploadPolicy,
+) -> StorageObject:
+    """Reserve, stream, settle. On any failure nothing is stored and nothing stays reserved."""
+    ticket = await begin(db, principal, name, declared, policy)
+    try:
+        info = await backend.put_stream(
+            physical_key(principal.user_id, name),
+            metered(db, ticket, chunks, policy),
+            content_type=content_type,
+            size_hint=declared,
+        )
+    except BaseException:
+        await abort(db, ticket)
+        raise
+    # If this fails the bytes are stored but not recorded: the reservation stays until it expires, and
+    # the expiry job then adopts the object (see module docstring).
+    return await finish(db, ticket, info, content_type)
+
+
+def physical_key(user_id: str, name: str) -> str:
+    """The only place a user's name becomes a bucket key: always under the user's own prefix."""
+    return f"users/{user_id}/{name}"
+
+
+_MAX_FIELD_BYTES = 4096
+
+
+async def upload_form(
+    db: Database,
+    backend: StorageBackend,
+    principal: Principal,
+    body: AsyncIterator[bytes],
+    content_type: str,
+    *,
+    name: str | None,
+    policy: UploadPolicy,
+    check_name: Callable[[str], str],
+) -> StorageObject:
+    """multipart/form-data with a `file` part (and a `key` field before it, or `?key=`), streamed as it arrives."""
+    try:
+        boundary = multipart.boundary_of(content_type)
+    except multipart.MultipartError as exc:
+        raise UnsupportedMediaType(str(exc)) from None
+    events = multipart.events(body, boundary)
+    file_part: multipart.PartStart | None = None
+    try:
+        async for event in events:
+            if isinstance(event, multipart.PartStart):
+                if event.name == "file":
+                    file_part = event
+                    break
+                value = await _field_value(events)
+                if event.name == "key" and value:
+                    name = value
+        if file_part is None:
+            raise ValidationFailed("The form has no 'file' part.", code="missing_file")
+        name = check_name(name or file_part.filename or "")
+        obj = await upload(
+            db,
+            backend,
+            principal,
+            name,
+            _part_bytes(events),
+            declared=None,
+            content_type=file_part.content_type,
+            policy=policy,
+        )
+        async for event in events:  # the rest of the form is read and ignored (bounded)
+            if isinstance(event, multipart.PartStart):
+                await _field_value(events)
+        return obj
+    except multipart.MultipartError as exc:
+        raise BadRequest(f"The multipart body is malformed: {exc}", code="invalid_multipart") from None
+
+
+async def _field_value(events: AsyncIterator[multipart.Event]) -> str:
+    data = b""
+    async for event in events:
+        if isinstance(event, multipart.PartEnd):
+            break
+        if isinstance(event, multipart.PartData):
+            data += event.data
+            if len(data) > _MAX_FIELD_BYTES:
+                raise BadRequest("A form field is too long.", code="invalid_multipart")
+    return data.decode("utf-8", "replace").strip()
+
+
+async def _part_bytes(events: AsyncIterator[multipart.Event]) -> AsyncIterator[bytes]:
+    async for event in events:
+        if isinstance(event, multipart.PartData):
+            yield event.data
+        elif isinstance(event, multipart.PartEnd):
+            return
+    raise multipart.MultipartError("the body ended inside the file part")
