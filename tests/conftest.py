@@ -8,8 +8,9 @@ import pytest
 from fastapi import FastAPI
 
 from tests.fixtures.app import client_for, make_settings, running_app
-from tests.fixtures.database import pg_url, truncate_all  # noqa: F401  (fixture)
 from tests.fixtures.users import TestUser, make_admin, make_user
+
+pytest_plugins = ["tests.fixtures.database", "tests.fixtures.s3"]
 
 
 @pytest.fixture(scope="session")
@@ -18,16 +19,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-async def app(pg_url: str, data_dir: Path) -> AsyncIterator[FastAPI]:  # noqa: F811
+async def app(pg_url: str, data_dir: Path) -> AsyncIterator[FastAPI]:
     async for application in running_app(make_settings(pg_url, data_dir)):
         yield application
-
-
-@pytest.fixture(autouse=True)
-async def _clean_database(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    yield
-    if "pg_url" in request.fixturenames:
-        await truncate_all(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

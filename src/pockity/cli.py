@@ -1,4 +1,4 @@
-"""The `pockity` command: serve, migrate, create-admin, rotate-encryption-key."""
+"""The `pockity` command: serve, worker, migrate, create-admin, rotate-encryption-key."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import base64
 import os
 import secrets
+import signal
 import sys
 from typing import Annotated
 
@@ -97,6 +98,8 @@ def serve(
         f"Pockity {settings.environment} serving on http://{shown}:{port}  (API docs: http://{shown}:{port}/docs)"
     )
     sys.stdout.flush()
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting 0 tells supervisors it went as planned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "pockity.app:create_app",
         factory=True,
@@ -109,6 +112,37 @@ def serve(
         log_level="warning",
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
     )
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run the jobs that are due, then exit")] = False,
+) -> None:
+    """Run the periodic jobs without serving HTTP (`pockity serve` runs them too unless JOBS_ENABLED=false)."""
+    settings = _settings()
+    _migrate(settings)
+    asyncio.run(_work(settings, once))
+
+
+async def _work(settings: Settings, once: bool) -> None:
+    from pockity.app import build_backend
+    from pockity.db import create_database
+    from pockity.jobs import JobContext, JobRunner, default_jobs
+
+    db = create_database(settings.async_database_url, pool_size=2)
+    storage = build_backend(settings)
+    await storage.start()
+    runner = JobRunner(JobContext(db=db, storage=storage, settings=settings), default_jobs())
+    try:
+        if once:
+            ran = await runner.run_due()
+            typer.echo(f"ran: {', '.join(ran) or 'nothing due'}")
+        else:
+            typer.echo(f"worker {runner.worker_id} running {len(runner.jobs)} job(s)")
+            await runner.run_forever()
+    finally:
+        await storage.close()
+        await db.dispose()
 
 
 @app.command("rotate-encryption-key")

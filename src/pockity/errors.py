@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("pockity.errors")
@@ -145,6 +146,12 @@ async def _http_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=status, headers=getattr(exc, "headers", None))
 
 
+async def _data_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value (e.g. a NUL byte or an out-of-range number) that validation let through.
+    log.warning("database refused a value: %s", type(getattr(exc, "orig", exc)).__name__)
+    return error_response(BadRequest("The request contains a value that cannot be stored.", code="invalid_value"))
+
+
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     # The trace goes to the log with the request id, never to the client.
     log.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
@@ -155,4 +162,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PockityError, _pockity_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(DataError, _data_error_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

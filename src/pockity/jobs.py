@@ -109,6 +109,9 @@ class JobRunner:
 
 
 def default_jobs() -> list[Job]:
-    from pockity.storage.tasks import release_expired_reservations
+    from pockity.storage.tasks import abort_stale_uploads, release_expired_reservations
 
-    return [Job("storage.release_expired_reservations", timedelta(minutes=1), release_expired_reservations)]
+    return [
+        Job("storage.release_expired_reservations", timedelta(minutes=1), release_expired_reservations),
+        Job("storage.abort_stale_uploads", timedelta(hours=1), abort_stale_uploads),
+    ]

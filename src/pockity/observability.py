@@ -22,7 +22,10 @@ from prometheus_client import (
 )
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pockity.errors import error_body
 
 access_log = logging.getLogger("pockity.access")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -152,9 +155,15 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http" or self.streaming(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            # NUL is never part of a valid id, name or query value; refuse it before it reaches SQL.
+            await _error(400, "invalid_value", "The URL contains a NUL character.")(scope, receive, send)
+            return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit)(scope, receive, send)
+            await _error(
+                413, "payload_too_large", f"The request body is larger than {self.limit} bytes.", {"limit": self.limit}
+            )(scope, receive, send)
             return
         seen = 0
 
@@ -163,18 +172,12 @@ class BodySizeLimitMiddleware:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                # An HTTPException passes FastAPI's body parsing untouched; the error handler renders it as 413.
                 raise HTTPException(413, f"The request body is larger than {self.limit} bytes.")
             return message
 
         await self.app(scope, counted, send)
 
 
-def _too_large(limit: int) -> ASGIApp:
-    from starlette.responses import JSONResponse
-
-    from pockity.errors import error_body
-
-    return JSONResponse(
-        error_body("payload_too_large", f"The request body is larger than {limit} bytes.", {"limit": limit}),
-        status_code=413,
-    )
+def _error(status: int, code: str, message: str, details: Any = None) -> ASGIApp:
+    return JSONResponse(error_body(code, message, details), status_code=status)

@@ -9,13 +9,13 @@ from fastapi import FastAPI
 
 from pockity.storage.backends.s3 import MIN_PART_SIZE
 from tests.fixtures.app import client_for, make_settings, running_app
-from tests.fixtures.s3 import S3Server, s3_bucket, s3_server  # noqa: F401  (fixtures)
+from tests.fixtures.s3 import S3Server
 
 
 @pytest.fixture(scope="session")
 async def s3_app(
     pg_url: str, s3_server: S3Server, s3_bucket: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[FastAPI]:  # noqa: F811
+) -> AsyncIterator[FastAPI]:
     """The app on PostgreSQL and the real S3 server (Ceph RGW), with the smallest multipart part size."""
     settings = make_settings(
         pg_url,

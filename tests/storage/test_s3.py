@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -139,4 +140,8 @@ async def test_s3_dying_during_a_multipart_upload_is_503_and_nothing_stored(
         proxy.cut_after(MIN_PART_SIZE + MIB)  # the first part gets through, the second is cut off
         r = await client.put("/api/storage/files/y.bin", content=_chunks(3 * MIN_PART_SIZE), headers=user.headers)
         assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable"
+        # The abort could not reach S3 either: the parts stay until the clean-up job runs once S3 is back.
+        _, pending = await _bucket_state(s3_app, user.id)
+        assert pending == [f"users/{user.id}/y.bin"]
+        assert await s3_app.state.storage.abort_stale_uploads(timedelta(0), prefix=f"users/{user.id}/") == 1
         await _assert_nothing_left(app, s3_app, client, user)

@@ -20,17 +20,20 @@ from pockity.kit.object_names import InvalidName, validate_object_name
 from pockity.kit.time import utcnow
 from pockity.models import Reservation, StorageObject, Tier
 from pockity.storage import repository as repo
-from pockity.storage.backends import InvalidRange, ObjectInfo, ObjectNotFound, StorageBackend, StorageUnavailable
+from pockity.storage.backends import (
+    InvalidKey,
+    InvalidRange,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageBackend,
+    StorageUnavailable,
+)
 from pockity.storage.quota import user_tier
 from pockity.storage.repository import key_scope, user_scope
 from pockity.storage.uploads import ObjectBusy, physical_key, record_object
 
 DELIMITER = "/"
 LOCK_TTL = timedelta(minutes=15)
-
-
-class InvalidKey(ValidationFailed):
-    code, message = "invalid_key", "The file name is not valid."
 
 
 class FileNotFound(NotFound):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from pockity.audit.service import Actor, record
 from pockity.db import unit_of_work
@@ -45,3 +46,12 @@ async def release_expired_reservations(ctx: JobContext) -> int:
     if released:
         log.info("released %d expired reservation(s)", released)
     return released
+
+
+async def abort_stale_uploads(ctx: JobContext) -> int:
+    """Drop multipart uploads (or temp files) that a crash or an unreachable S3 left unfinished."""
+    hours = ctx.settings.stale_upload_hours
+    aborted = await ctx.storage.abort_stale_uploads(timedelta(hours=hours), prefix="users/")
+    if aborted:
+        log.info("aborted %d unfinished upload(s) older than %s h", aborted, hours)
+    return aborted

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import EmailStr, Field, field_validator
 
 from pockity.kit.schemas import InputModel, OutputModel
@@ -12,7 +13,17 @@ PASSWORD_MAX = 1024
 
 
 def normalise_email(value: str) -> str:
-    return value.strip().lower()
+    """The one canonical spelling of an address: what register, login and create-admin all store and look up.
+
+    Valid addresses get email-validator's normalisation (Unicode NFC, IDNA domains as Unicode), lower-cased;
+    anything else is only trimmed and lower-cased, so a malformed login still meets the same 401.
+    """
+    value = value.strip()
+    try:
+        value = validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError:
+        pass
+    return value.lower()
 
 
 class EmailInput(InputModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import anyio
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -76,6 +77,10 @@ async def ensure_admin(
     """
     if len(password) < PASSWORD_MIN:
         raise ValidationFailed(f"The admin password must have at least {PASSWORD_MIN} characters.")
+    try:
+        validate_email(email.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValidationFailed(f"Not a valid email address: {exc}", code="invalid_email") from None
     existing = await repository.get_by_email(session, normalise_email(email))
     if existing is None:
         user = await create_user(

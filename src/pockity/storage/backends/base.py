@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote
 
@@ -45,7 +45,7 @@ class InvalidRange(StorageError):
 
 
 class InvalidKey(StorageError):
-    status, code, message = 400, "invalid_key", "The object key is not valid."
+    status, code, message = 422, "invalid_key", "The object key is not valid."
 
 
 @runtime_checkable
@@ -97,6 +97,10 @@ class StorageBackend(Protocol):
 
     def presign_get(self, key: str, expires_in: int, *, filename: str | None = None) -> str:
         """A URL anyone may GET the object with until it expires (as an attachment if filename is set)."""
+        ...
+
+    async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "") -> int:
+        """Drop unfinished uploads (multipart parts, temp files) older than `older_than`; returns how many."""
         ...
 
     def iter_objects(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectInfo]:

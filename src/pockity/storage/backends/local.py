@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode
@@ -77,11 +77,20 @@ class LocalBackend:
             tree.mkdir(parents=True, exist_ok=True)
         # Resolved once, so containment checks compare real paths even if ROOT is behind a symlink.
         self._data, self._meta, self._tmp = self._data.resolve(), self._meta.resolve(), self._tmp.resolve()
-        cutoff = time.time() - STALE_UPLOAD_SECONDS  # other workers may be uploading right now
+        self._remove_stale(STALE_UPLOAD_SECONDS)  # other workers may be uploading right now
+
+    def _remove_stale(self, older_than_seconds: float) -> int:
+        cutoff, removed = time.time() - older_than_seconds, 0
         for entry in os.scandir(self._tmp):
             with contextlib.suppress(OSError):
                 if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                     os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+    async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "") -> int:
+        """Remove temporary upload files older than `older_than` (left by a crash)."""
+        return await run_sync(self._remove_stale, older_than.total_seconds())
 
     async def close(self) -> None:
         """Nothing to release."""
