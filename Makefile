@@ -19,8 +19,7 @@ run: $(STAMP)
 	$(BIN)/pockity serve
 
 test: $(STAMP)
-	scripts/ensure-postgres
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	scripts/test $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	scripts/ensure-postgres
