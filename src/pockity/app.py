@@ -25,7 +25,7 @@ from pockity.db import create_database
 from pockity.errors import install_error_handlers
 from pockity.jobs import JobContext, JobRunner, default_jobs
 from pockity.kit.crypto import Keyring
-from pockity.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
+from pockity.observability import RequestGuardMiddleware, RequestContextMiddleware, configure_logging
 from pockity.open.router import router as open_router
 from pockity.storage.backends import StorageBackend, StorageUnavailable
 from pockity.storage.backends.local import LocalBackend
@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.upload_policy = _upload_policy(settings)
     app.state.upload_slots = anyio.Semaphore(settings.max_concurrent_uploads)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_json_body_bytes, streaming=_streams_body)
+    app.add_middleware(RequestGuardMiddleware, limit=settings.max_json_body_bytes, streaming=_streams_body)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

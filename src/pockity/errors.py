@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("pockity.errors")
@@ -146,10 +146,15 @@ async def _http_handler(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=status, headers=getattr(exc, "headers", None))
 
 
-async def _data_error_handler(_: Request, exc: Exception) -> JSONResponse:
-    # The database refused a value (e.g. a NUL byte or an out-of-range number) that validation let through.
-    log.warning("database refused a value: %s", type(getattr(exc, "orig", exc)).__name__)
-    return error_response(BadRequest("The request contains a value that cannot be stored.", code="invalid_value"))
+async def _database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    orig = getattr(exc, "orig", None)
+    sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    if isinstance(exc, DataError) or sqlstate.startswith("22"):
+        # SQLSTATE class 22, "data exception": a value validation let through (a NUL byte, an out-of-range
+        # number) that the database refused. The client's input, so a 4xx.
+        log.warning("database refused a value: %s", type(orig or exc).__name__)
+        return error_response(BadRequest("The request contains a value that cannot be stored.", code="invalid_value"))
+    return await _unhandled_handler(request, exc)
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -162,5 +167,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PockityError, _pockity_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
-    app.add_exception_handler(DataError, _data_error_handler)
+    app.add_exception_handler(DBAPIError, _database_error_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

@@ -29,6 +29,7 @@ from pockity.errors import error_body
 
 access_log = logging.getLogger("pockity.access")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LOG_EXTRAS = (
     "request_id",
     "method",
@@ -145,19 +146,24 @@ class RequestContextMiddleware:
             )
 
 
-class BodySizeLimitMiddleware:
-    """Refuses request bodies over `limit` bytes (413), except on routes that stream their body."""
+class RequestGuardMiddleware:
+    """Refuses control characters in URLs (400) and request bodies over `limit` bytes (413), except the
+    bodies of routes that stream them to storage."""
 
     def __init__(self, app: ASGIApp, limit: int, streaming: Callable[[str, str], bool]) -> None:
         self.app, self.limit, self.streaming = app, limit, streaming
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.streaming(scope["method"], scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
-            # NUL is never part of a valid id, name or query value; refuse it before it reaches SQL.
-            await _error(400, "invalid_value", "The URL contains a NUL character.")(scope, receive, send)
+        if _CONTROL.search(scope["path"]) or b"%00" in scope.get("query_string", b""):
+            # Control characters are never part of a valid id or name (and a trailing newline would
+            # otherwise match a route pattern as if it were absent); NUL never reaches SQL either.
+            await _error(400, "invalid_value", "The URL contains a control character.")(scope, receive, send)
+            return
+        if self.streaming(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:

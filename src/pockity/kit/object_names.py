@@ -5,6 +5,8 @@ from __future__ import annotations
 import unicodedata
 
 MAX_KEY_BYTES = 1024
+# Invisible direction and byte-order marks can disguise a name ("gpj.exe" shown as "exe.jpg").
+_DISGUISING = set("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
 
 
 class InvalidName(ValueError):
@@ -18,6 +20,8 @@ def _check_segments(name: str, *, allow_trailing_slash: bool) -> None:
         raise InvalidName("must not contain a backslash")
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
         raise InvalidName("must not contain control characters")
+    if any(ch in _DISGUISING for ch in name):
+        raise InvalidName("must not contain invisible direction or byte-order marks")
     segments = name.split("/")
     if allow_trailing_slash and segments and segments[-1] == "":
         segments = segments[:-1]

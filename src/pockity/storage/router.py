@@ -207,7 +207,7 @@ async def signed_download(
 ) -> StreamingResponse:
     """The local backend's presigned URL: the HMAC signature is the authorization (no other credentials)."""
     verify = getattr(backend, "verify_signature", None)
-    if verify is None or not verify(key, expires, signature, filename=filename):
+    if not key.startswith("users/") or verify is None or not verify(key, expires, signature, filename=filename):
         raise Forbidden("The download link is invalid or has expired.", code="invalid_signature")
     info = await backend.head(key)
     byte_range = service.parse_range(request.headers.get("range"), info.size)

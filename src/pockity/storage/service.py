@@ -68,9 +68,11 @@ def _decode_cursor(cursor: str | None) -> str | None:
     if not cursor:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+        validate_object_name(value.rstrip(DELIMITER) or "x")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValidationFailed("The cursor is not valid.", code="invalid_cursor") from None
+    return value
 
 
 def _encode_cursor(value: str) -> str:

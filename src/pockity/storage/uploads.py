@@ -380,7 +380,8 @@ async def _field_value(events: AsyncIterator[multipart.Event]) -> str:
             data += event.data
             if len(data) > _MAX_FIELD_BYTES:
                 raise BadRequest("A form field is too long.", code="invalid_multipart")
-    return data.decode("utf-8", "replace").strip()
+    # Not stripped: a name with a trailing control character must be refused, not turned into another name.
+    return data.decode("utf-8", "replace")
 
 
 async def _part_bytes(events: AsyncIterator[multipart.Event]) -> AsyncIterator[bytes]:
