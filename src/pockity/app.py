@@ -25,7 +25,7 @@ from pockity.db import create_database
 from pockity.errors import install_error_handlers
 from pockity.jobs import JobContext, JobRunner, default_jobs
 from pockity.kit.crypto import Keyring
-from pockity.observability import RequestGuardMiddleware, RequestContextMiddleware, configure_logging
+from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.router import router as open_router
 from pockity.storage.backends import StorageBackend, StorageUnavailable
 from pockity.storage.backends.local import LocalBackend
