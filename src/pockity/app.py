@@ -96,7 +96,9 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    db = create_database(settings.async_database_url, pool_size=settings.database_pool_size)
+    db = create_database(
+        settings.async_database_url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
+    )
     app.state.db = db
     storage: StorageBackend = app.state.storage
     try:

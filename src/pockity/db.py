@@ -49,7 +49,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_database(url: str, *, pool_size: int = 10, echo: bool = False) -> Database:
+def create_database(url: str, *, pool_size: int = 20, max_overflow: int = 5, echo: bool = False) -> Database:
     """Build the engine for a PostgreSQL (asyncpg) or SQLite (aiosqlite) URL."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
@@ -58,7 +58,9 @@ def create_database(url: str, *, pool_size: int = 10, echo: bool = False) -> Dat
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 10}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+        # Overflow connections are closed when returned; under steady load a large overflow means opening
+        # a PostgreSQL connection per burst, so the pool itself is sized for the concurrency instead.
+        kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
@@ -72,7 +74,7 @@ async def ping(db: Database) -> None:
         await conn.execute(text("SELECT 1"))
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 

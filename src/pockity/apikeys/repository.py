@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, or_, select, update
+from sqlalchemy import Select, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pockity.auth.repository import USER_COLUMNS
@@ -72,11 +72,17 @@ AUTH_COLUMNS = (
 )
 
 
+_AUTH_BY_ACCESS_KEY_ID = (
+    select(*AUTH_COLUMNS)
+    .join(User, User.id == ApiKey.user_id)
+    .where(ApiKey.access_key_id == bindparam("access_key_id"))
+)
+
+
 async def auth_row(reader: AsyncEngine, access_key_id: str) -> Any:
-    """The key and its user in one AUTOCOMMIT round trip."""
-    stmt = select(*AUTH_COLUMNS).join(User, User.id == ApiKey.user_id).where(ApiKey.access_key_id == access_key_id)
+    """The key and its user in one AUTOCOMMIT round trip (the statement is built once)."""
     async with reader.connect() as conn:
-        return (await conn.execute(stmt)).first()
+        return (await conn.execute(_AUTH_BY_ACCESS_KEY_ID, {"access_key_id": access_key_id})).first()
 
 
 async def add_activity(

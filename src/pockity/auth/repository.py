@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Row, Table, case, delete, func, select, update
+from sqlalchemy import Row, Table, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -14,10 +14,14 @@ USER_COLUMNS = (User.id, User.email, User.name, User.role, User.is_active, User.
 UserRow = Row[str, str, str, str, bool, datetime]
 
 
+# Built once: constructing a statement per request (and its cache key) costs more than running it.
+_USER_BY_ID = select(*USER_COLUMNS).where(User.id == bindparam("user_id"))
+
+
 async def user_row(reader: AsyncEngine, user_id: str) -> UserRow | None:
     """The fields a principal needs, in one AUTOCOMMIT round trip."""
     async with reader.connect() as conn:
-        result = await conn.execute(select(*USER_COLUMNS).where(User.id == user_id))
+        result = await conn.execute(_USER_BY_ID, {"user_id": user_id})
         return result.first()
 
 
