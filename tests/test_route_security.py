@@ -29,6 +29,7 @@ PUBLIC = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),  # part of the Swagger UI page
     ("GET", "/openapi.json"),
+    ("GET", "/api/tiers"),  # the price list
 }
 # Routes whose URL carries its own authorization (an HMAC signature) instead of credentials.
 SIGNED = {("GET", "/api/storage/signed/{key}")}
@@ -74,7 +75,8 @@ def protected_operations(app: FastAPI) -> list[tuple[str, str]]:
 
 
 def admin_operations(app: FastAPI) -> list[tuple[str, str]]:
-    return [op for op in all_operations(app) if op[1].startswith("/api/admin")]
+    # Every route with an `admin` path segment: /api/admin/..., /api/tiers/admin/..., /api/tier-requests/admin/...
+    return [op for op in all_operations(app) if "admin" in op[1].split("/")]
 
 
 async def call(c: httpx.AsyncClient, method: str, path: str, headers: dict[str, str] | None = None) -> httpx.Response:

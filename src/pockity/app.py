@@ -20,6 +20,7 @@ from pockity.apikeys.router import router as apikeys_router
 from pockity.apikeys.tasks import ActivityTracker
 from pockity.auth.router import router as auth_router
 from pockity.auth.service import LoginPolicy
+from pockity.billing.router import router as billing_router
 from pockity.config import ConfigError, Settings, load_settings
 from pockity.db import create_database
 from pockity.errors import install_error_handlers
@@ -31,6 +32,8 @@ from pockity.storage.backends import StorageBackend, StorageUnavailable
 from pockity.storage.backends.local import LocalBackend
 from pockity.storage.router import router as storage_router
 from pockity.storage.uploads import UploadPolicy
+from pockity.tier_requests.router import router as tier_requests_router
+from pockity.tiers.router import router as tiers_router
 
 log = logging.getLogger("pockity")
 
@@ -155,6 +158,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(RequestContextMiddleware)
-    for router in (open_router, auth_router, apikeys_router, storage_router, admin_router):
+    for router in (
+        open_router,
+        auth_router,
+        apikeys_router,
+        storage_router,
+        tiers_router,
+        tier_requests_router,
+        billing_router,
+        admin_router,
+    ):
         app.include_router(router)
     return app

@@ -109,9 +109,11 @@ class JobRunner:
 
 
 def default_jobs() -> list[Job]:
+    from pockity.billing.tasks import apply_period_ends
     from pockity.storage.tasks import abort_stale_uploads, release_expired_reservations
 
     return [
+        Job("billing.apply_period_ends", timedelta(minutes=5), apply_period_ends),
         Job("storage.release_expired_reservations", timedelta(minutes=1), release_expired_reservations),
         Job("storage.abort_stale_uploads", timedelta(hours=1), abort_stale_uploads),
     ]

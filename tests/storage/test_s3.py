@@ -123,12 +123,25 @@ async def test_s3_down_before_upload_is_503_and_nothing_reserved(
     app, proxy = proxied_app
     async with client_for(app) as client:
         user = await make_user(client)
+        kept = await client.put("/api/storage/files/keep.txt", content=b"k" * 10, headers=user.headers)
+        assert kept.status_code == 201
         await proxy.stop()
         r = await client.put("/api/storage/files/x.bin", content=b"x" * 1000, headers=user.headers)
         assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable"
+        for method, path, body in (
+            ("DELETE", "/api/storage/files/keep.txt", None),
+            ("POST", "/api/storage/files/delete", {"keys": ["keep.txt"]}),
+        ):
+            r = await client.request(method, path, json=body, headers=user.headers)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable"
         health = await client.get("/api/open/health")
         assert health.status_code == 503 and health.json()["storage"] == "unavailable"
-        await _assert_nothing_left(app, s3_app, client, user)
+        # The file whose delete failed is still there and still counted; nothing else was added.
+        objects, pending = await _bucket_state(s3_app, user.id)
+        assert objects == {f"users/{user.id}/keep.txt": 10} and pending == []
+        assert await stored_rows(app, user.id) == {"keep.txt": 10} and await reservation_count(app) == 0
+        u = await usage(client, user)
+        assert (u["bytesUsed"], u["bytesReserved"], u["objectCount"]) == (10, 0, 1)
 
 
 async def test_s3_dying_during_a_multipart_upload_is_503_and_nothing_stored(

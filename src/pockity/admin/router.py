@@ -1,46 +1,70 @@
-"""Admin API: every route here depends on AdminPrincipal."""
+"""Admin API: every route here depends on AdminPrincipal (the route-table test checks it)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from pockity.admin.schemas import AuditPage
+from pockity.admin import service
+from pockity.admin.schemas import (
+    AssignTierIn,
+    AuditPage,
+    InvoiceActionIn,
+    UsageOverviewOut,
+    UserDetailOut,
+)
 from pockity.apikeys import service as apikeys_service
 from pockity.apikeys.schemas import ApiKeyList, ApiKeyOut
 from pockity.audit import service as audit_service
 from pockity.auth.dependencies import AdminPrincipal, request_actor
+from pockity.billing import service as billing
+from pockity.billing.schemas import InvoiceList, InvoiceOut, SubscriptionList, SubscriptionOut
 from pockity.db import SessionDep
+from pockity.storage import service as storage
 from pockity.users import service as users_service
-from pockity.users.schemas import UserOut, UserPage, UserUpdateIn
+from pockity.users.schemas import AdminUserOut, UserPage, UserUpdateIn
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 Limit = Annotated[int, Query(ge=1, le=200)]
+Cursor = Annotated[str | None, Query(max_length=64)]
+InvoiceStatus = Literal["PENDING", "PAID", "FAILED", "REFUNDED", "VOID"]
+SubscriptionStatus = Literal["TRIALING", "ACTIVE", "PENDING_PAYMENT", "PAST_DUE", "CANCELLED", "EXPIRED"]
 
 
 @router.get("/users", response_model=UserPage)
 async def list_users(
     _: AdminPrincipal,
     session: SessionDep,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
-    email: Annotated[str | None, Query(max_length=320)] = None,
+    q: Annotated[str | None, Query(max_length=320, description="part of an email or name")] = None,
 ) -> object:
-    items, next_cursor = await users_service.list_users(session, cursor=cursor, limit=limit, email_contains=email)
+    items, next_cursor = await users_service.list_users(session, cursor=cursor, limit=limit, query=q)
     return {"items": items, "next_cursor": next_cursor}
 
 
-@router.get("/users/{user_id}", response_model=UserOut)
+@router.get("/users/{user_id}", response_model=UserDetailOut)
 async def get_user(user_id: str, _: AdminPrincipal, session: SessionDep) -> object:
-    return await users_service.get_user(session, user_id)
+    """The user with tier, subscription, usage, API keys and invoices."""
+    return await service.user_detail(session, user_id)
 
 
-@router.patch("/users/{user_id}", response_model=UserOut)
+@router.patch("/users/{user_id}", response_model=AdminUserOut)
 async def update_user(
     user_id: str, body: UserUpdateIn, admin: AdminPrincipal, request: Request, session: SessionDep
 ) -> object:
+    """Disable/enable (`disabled`), change `role` or `name`; disabled users' tokens and keys stop at once."""
     return await users_service.update_user(session, user_id, body, request_actor(request, admin))
+
+
+@router.put("/users/{user_id}/tier", response_model=SubscriptionOut)
+async def assign_tier(
+    user_id: str, body: AssignTierIn, admin: AdminPrincipal, request: Request, session: SessionDep
+) -> object:
+    """Assign any tier directly (private ones included) as an ACTIVE subscription with no invoice."""
+    return await service.assign_tier(session, user_id, body.tier_id, request_actor(request, admin))
 
 
 @router.get("/users/{user_id}/apikeys", response_model=ApiKeyList)
@@ -57,17 +81,73 @@ async def revoke_key(key_id: str, admin: AdminPrincipal, request: Request, sessi
     return await apikeys_service.admin_revoke_key(session, key_id, request_actor(request, admin))
 
 
+@router.get("/usage", response_model=UsageOverviewOut)
+async def usage_overview(_: AdminPrincipal, session: SessionDep) -> object:
+    """Totals, the top users by bytes, and users at ≥ 90 % of (or over) their quota."""
+    return await storage.overview(session)
+
+
+@router.get("/invoices", response_model=InvoiceList)
+async def list_invoices(
+    _: AdminPrincipal,
+    session: SessionDep,
+    status: InvoiceStatus | None = None,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> object:
+    items, next_cursor = await billing.list_invoices(
+        session, status=status, user_id=user_id, cursor=cursor, limit=limit
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.patch("/invoices/{invoice_id}", response_model=InvoiceOut)
+async def update_invoice(
+    invoice_id: str, body: InvoiceActionIn, admin: AdminPrincipal, request: Request, session: SessionDep
+) -> object:
+    """Mark an open invoice PAID (confirmed by hand: bank, crypto) or VOID; each happens at most once."""
+    actor = request_actor(request, admin)
+    if body.status == "PAID":
+        return await billing.pay_invoice(session, invoice_id, actor, provider="manual", note=body.note)
+    return await billing.void_invoice(session, invoice_id, actor, note=body.note)
+
+
+@router.get("/subscriptions", response_model=SubscriptionList)
+async def list_subscriptions(
+    _: AdminPrincipal,
+    session: SessionDep,
+    status: SubscriptionStatus | None = None,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> object:
+    items, next_cursor = await billing.list_subscriptions(
+        session, status=status, user_id=user_id, cursor=cursor, limit=limit
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
 @router.get("/audit", response_model=AuditPage)
 async def list_audit(
     _: AdminPrincipal,
     session: SessionDep,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     limit: Limit = 50,
-    action: str | None = None,
-    actor_id: Annotated[str | None, Query(alias="actorId")] = None,
-    target_id: Annotated[str | None, Query(alias="targetId")] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    actor: Annotated[str | None, Query(max_length=64, description="actor id")] = None,
+    target: Annotated[str | None, Query(max_length=64, description="target id")] = None,
+    since: Annotated[datetime | None, Query(alias="from")] = None,
+    until: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> object:
     items, next_cursor = await audit_service.list_events(
-        session, action=action, actor_id=actor_id, target_id=target_id, cursor=cursor, limit=limit
+        session,
+        action=action,
+        actor_id=actor,
+        target_id=target,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
     )
     return {"items": items, "next_cursor": next_cursor}

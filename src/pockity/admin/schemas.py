@@ -1,9 +1,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pockity.kit.schemas import OutputModel
+from pydantic import Field
+
+from pockity.apikeys.schemas import ApiKeyOut
+from pockity.billing.schemas import InvoiceOut, SubscriptionOut
+from pockity.kit.schemas import InputModel, OutputModel
+from pockity.tiers.schemas import TierOut
+from pockity.users.schemas import AdminUserOut
 
 
 class AuditEventOut(OutputModel):
@@ -22,3 +28,51 @@ class AuditEventOut(OutputModel):
 class AuditPage(OutputModel):
     items: list[AuditEventOut]
     next_cursor: str | None
+
+
+class AssignTierIn(InputModel):
+    tier_id: str = Field(min_length=1, max_length=26)
+
+
+class InvoiceActionIn(InputModel):
+    status: Literal["PAID", "VOID"]
+    note: str | None = Field(None, max_length=2000)
+
+
+class UsageSummaryOut(OutputModel):
+    bytes_used: int
+    object_count: int
+    bytes_reserved: int
+    storage_limit_bytes: int
+    max_objects: int
+
+
+class UserDetailOut(OutputModel):
+    user: AdminUserOut
+    tier: TierOut | None
+    subscription: SubscriptionOut | None
+    pending_subscription: SubscriptionOut | None
+    usage: UsageSummaryOut
+    api_keys: list[ApiKeyOut]
+    invoices: list[InvoiceOut]
+
+
+class UserUsageOut(OutputModel):
+    user_id: str
+    email: str
+    tier: str | None
+    bytes_used: int
+    object_count: int
+    storage_limit_bytes: int
+    max_objects: int
+    percent_used: float | None
+    over_quota: bool
+
+
+class UsageOverviewOut(OutputModel):
+    bytes_used: int
+    object_count: int
+    bytes_reserved: int
+    users_with_usage: int
+    top: list[UserUsageOut]
+    near_quota: list[UserUsageOut]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,10 +21,16 @@ async def list_events(
     action: str | None = None,
     actor_id: str | None = None,
     target_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     before_id: str | None = None,
     limit: int = 50,
 ) -> Sequence[AuditEvent]:
     stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if since:
+        stmt = stmt.where(AuditEvent.created_at >= since)
+    if until:
+        stmt = stmt.where(AuditEvent.created_at < until)
     if action:
         stmt = stmt.where(AuditEvent.action == action)
     if actor_id:

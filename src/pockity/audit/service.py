@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,12 +57,21 @@ async def list_events(
     action: str | None = None,
     actor_id: str | None = None,
     target_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[Sequence[AuditEvent], str | None]:
     """Newest first; the cursor is the id of the last event of the previous page."""
     rows = await repository.list_events(
-        session, action=action, actor_id=actor_id, target_id=target_id, before_id=cursor, limit=limit + 1
+        session,
+        action=action,
+        actor_id=actor_id,
+        target_id=target_id,
+        since=since,
+        until=until,
+        before_id=cursor,
+        limit=limit + 1,
     )
     page = rows[:limit]
     return page, (page[-1].id if len(rows) > limit and page else None)

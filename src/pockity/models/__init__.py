@@ -3,6 +3,14 @@
 from pockity.models.api_key import ApiKey
 from pockity.models.audit import AuditEvent
 from pockity.models.base import Base
+from pockity.models.billing import (
+    Invoice,
+    InvoiceStatus,
+    RequestStatus,
+    Subscription,
+    SubscriptionStatus,
+    TierRequest,
+)
 from pockity.models.job import JobRun
 from pockity.models.login_throttle import LoginThrottle
 from pockity.models.storage import Reservation, StorageObject, UsageCounter
@@ -13,12 +21,18 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "Invoice",
+    "InvoiceStatus",
     "JobRun",
     "LoginThrottle",
+    "RequestStatus",
     "Reservation",
     "Role",
     "StorageObject",
+    "Subscription",
+    "SubscriptionStatus",
     "Tier",
+    "TierRequest",
     "UsageCounter",
     "User",
 ]

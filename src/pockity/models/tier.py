@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pockity.models.base import Base, created_at_column, id_column, updated_at_column
@@ -12,6 +12,15 @@ class Tier(Base):
     """A storage plan: byte and object quotas, and its price (integer cents)."""
 
     __tablename__ = "tiers"
+    __table_args__ = (
+        Index(
+            "uq_tiers_one_default",
+            "is_default",
+            unique=True,
+            postgresql_where=text("is_default"),
+            sqlite_where=text("is_default = 1"),
+        ),
+    )
 
     id: Mapped[str] = id_column()
     name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, delete, or_, select, update
+from sqlalchemy import Select, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pockity.models import Reservation, StorageObject, UsageCounter
+from pockity.models import Reservation, StorageObject, Tier, UsageCounter, User
 
 
 def user_scope(user_id: str) -> str:
@@ -178,3 +179,53 @@ async def list_from(
     if end is not None:
         stmt = stmt.where(StorageObject.name < end)
     return (await session.scalars(stmt)).all()
+
+
+# --- admin overview -----------------------------------------------------------------------------------------
+
+
+async def usage_totals(session: AsyncSession) -> tuple[int, int, int, int]:
+    """Bytes used, objects, bytes reserved and users with usage, over every user scope."""
+    c = UsageCounter
+    stmt = select(
+        func.coalesce(func.sum(c.bytes_used), 0),
+        func.coalesce(func.sum(c.object_count), 0),
+        func.coalesce(func.sum(c.bytes_reserved), 0),
+        func.count(),
+    ).where(c.scope.like("user:%"))
+    used, objects, reserved, users = (await session.execute(stmt)).one()
+    return int(used), int(objects), int(reserved), int(users)
+
+
+def _per_user() -> Any:
+    c = UsageCounter
+    return (
+        select(User.id, User.email, Tier.name, c.bytes_used, c.object_count, Tier.storage_bytes, Tier.max_objects)
+        .join(c, c.scope == literal("user:") + User.id)
+        .outerjoin(Tier, Tier.id == User.tier_id)
+    )
+
+
+async def top_users(session: AsyncSession, limit: int) -> Sequence[Any]:
+    stmt = _per_user().order_by(UsageCounter.bytes_used.desc()).limit(limit)
+    return (await session.execute(stmt)).all()
+
+
+async def users_near_quota(session: AsyncSession, ratio_percent: int, limit: int) -> Sequence[Any]:
+    """Users at or above `ratio_percent` of their byte or object limit (no tier counts as a limit of 0)."""
+    c = UsageCounter
+    byte_limit = func.coalesce(Tier.storage_bytes, 0)
+    object_limit = func.coalesce(Tier.max_objects, 0)
+    stmt = (
+        _per_user()
+        .where(
+            or_(
+                c.bytes_used * 100 >= byte_limit * ratio_percent,
+                c.object_count * 100 >= object_limit * ratio_percent,
+            ),
+            or_(c.bytes_used > 0, c.object_count > 0),
+        )
+        .order_by(c.bytes_used.desc())
+        .limit(limit)
+    )
+    return (await session.execute(stmt)).all()

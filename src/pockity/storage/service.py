@@ -239,17 +239,18 @@ async def delete_objects(
             results[name] = FileNotFound(details={"key": name})
         elif name not in locks:
             results[name] = ObjectBusy()
-    failures: dict[str, str] = {}
+    failures: dict[str, str] | None = None
     try:
-        if locks:
-            failures = await backend.delete_many([physical_key(principal.user_id, n) for n in locks])
+        failures = await backend.delete_many([physical_key(principal.user_id, n) for n in locks]) if locks else {}
     finally:
         async with unit_of_work(db) as session:
             for lock_id in locks.values():
                 await repo.take_reservation(session, lock_id)
-            gone = [n for n in locks if physical_key(principal.user_id, n) not in failures]
+            # Rows go only for names the backend confirmed; if it failed outright, every row stays.
+            gone = [n for n in locks if failures is not None and physical_key(principal.user_id, n) not in failures]
             for obj in await repo.get_objects(session, principal.user_id, gone):
                 await _forget(session, obj)
+    assert failures is not None
     for name in locks:
         results[name] = StorageUnavailable() if physical_key(principal.user_id, name) in failures else None
     return {name: results[name] for name in dict.fromkeys(names)}
@@ -314,3 +315,41 @@ async def reconcile_name(session: AsyncSession, backend: StorageBackend, user_id
         writer_key_id=None,
     )
     return "adopted" if obj is None else "corrected"
+
+
+@dataclass
+class Overview:
+    bytes_used: int
+    object_count: int
+    bytes_reserved: int
+    users_with_usage: int
+    top: list[dict[str, Any]]
+    near_quota: list[dict[str, Any]]
+
+
+def _usage_row(row: Any) -> dict[str, Any]:
+    user_id, email, tier_name, used, count, limit, max_objects = row
+    return {
+        "user_id": user_id,
+        "email": email,
+        "tier": tier_name,
+        "bytes_used": used,
+        "object_count": count,
+        "storage_limit_bytes": limit or 0,
+        "max_objects": max_objects or 0,
+        "percent_used": round(100 * used / limit, 2) if limit else None,
+        "over_quota": used > (limit or 0) or count > (max_objects or 0),
+    }
+
+
+async def overview(session: AsyncSession, *, top: int = 10, near_percent: int = 90) -> Overview:
+    """Admin: totals, the biggest users, and users near (≥ near_percent) or over their quota."""
+    used, objects, reserved, users = await repo.usage_totals(session)
+    return Overview(
+        used,
+        objects,
+        reserved,
+        users,
+        [_usage_row(r) for r in await repo.top_users(session, top)],
+        [_usage_row(r) for r in await repo.users_near_quota(session, near_percent, 100)],
+    )

@@ -52,6 +52,10 @@ class UnsupportedMediaType(PockityError):
     status, code, message = 415, "unsupported_media_type", "Expected multipart/form-data."
 
 
+class NoStorageTier(Forbidden):
+    code, message = "no_storage_tier", "You have no storage tier yet; request one with POST /api/tier-requests."
+
+
 class ObjectBusy(Conflict):
     code, message = "object_busy", "Another upload or delete of this file is in progress; try again."
 
@@ -80,6 +84,8 @@ async def begin(db: Database, principal: Principal, name: str, declared: int | N
     """Take the name's write lock and reserve quota for `declared` bytes (or for nothing yet)."""
     async with unit_of_work(db) as session:
         limits = await limits_for(session, principal)
+        if limits.tier is None:
+            raise NoStorageTier()
         max_size = min(policy.server_max_bytes, limits.max_object_size)
         if declared is not None and declared > max_size:
             raise _too_large(max_size)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pockity.models import Tier
+from pockity.models import Tier, User
 
 
 async def get(session: AsyncSession, tier_id: str) -> Tier | None:
@@ -15,3 +17,38 @@ async def get(session: AsyncSession, tier_id: str) -> Tier | None:
 async def default_tier_id(session: AsyncSession) -> str | None:
     stmt = select(Tier.id).where(Tier.is_default.is_(True), Tier.is_archived.is_(False)).limit(1)
     return (await session.execute(stmt)).scalar()
+
+
+async def list_public(session: AsyncSession) -> Sequence[Tier]:
+    stmt = (
+        select(Tier)
+        .where(Tier.is_public.is_(True), Tier.is_archived.is_(False))
+        .order_by(Tier.price_cents, Tier.storage_bytes, Tier.name)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def list_all_with_user_counts(session: AsyncSession) -> Sequence[tuple[Tier, int]]:
+    users = select(User.tier_id, func.count().label("n")).group_by(User.tier_id).subquery()
+    stmt = (
+        select(Tier, func.coalesce(users.c.n, 0))
+        .outerjoin(users, users.c.tier_id == Tier.id)
+        .order_by(Tier.is_archived, Tier.price_cents, Tier.name)
+    )
+    return [(tier, int(n)) for tier, n in (await session.execute(stmt)).all()]
+
+
+async def get_by_name(session: AsyncSession, name: str) -> Tier | None:
+    return (await session.scalars(select(Tier).where(func.lower(Tier.name) == name.lower()))).first()
+
+
+def add(session: AsyncSession, tier: Tier) -> None:
+    session.add(tier)
+
+
+async def clear_default(session: AsyncSession, except_id: str | None = None) -> None:
+    """Unset the default flag everywhere else (at most one default tier; the unique index enforces it)."""
+    stmt = update(Tier).where(Tier.is_default.is_(True))
+    if except_id:
+        stmt = stmt.where(Tier.id != except_id)
+    await session.execute(stmt.values(is_default=False).execution_options(synchronize_session="fetch"))

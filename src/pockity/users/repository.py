@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.models import User
@@ -24,11 +24,14 @@ def add(session: AsyncSession, user: User) -> None:
 
 
 async def list_page(
-    session: AsyncSession, *, after_id: str | None, limit: int, email_contains: str | None = None
+    session: AsyncSession, *, after_id: str | None, limit: int, query: str | None = None
 ) -> Sequence[User]:
     stmt = select(User).order_by(User.id).limit(limit)
     if after_id:
         stmt = stmt.where(User.id > after_id)
-    if email_contains:
-        stmt = stmt.where(User.email.contains(email_contains.lower(), autoescape=True))
+    if query:
+        q = query.lower()
+        stmt = stmt.where(
+            or_(User.email.contains(q, autoescape=True), func.lower(User.name).contains(q, autoescape=True))
+        )
     return (await session.scalars(stmt)).all()

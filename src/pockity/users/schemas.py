@@ -54,14 +54,19 @@ class UserOut(OutputModel):
     created_at: datetime
 
 
+class AdminUserOut(UserOut):
+    tier_id: str | None
+
+
 class UserUpdateIn(InputModel):
     """Admin changes to an account."""
 
+    disabled: bool | None = None  # disabled users' tokens and keys stop working at once; data is kept
     is_active: bool | None = None
     role: Role | None = None
     name: str | None = Field(None, min_length=1, max_length=200)
 
 
 class UserPage(OutputModel):
-    items: list[UserOut]
+    items: list[AdminUserOut]
     next_cursor: str | None

@@ -10,10 +10,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
+from pockity.billing import service as billing
 from pockity.errors import Conflict, NotFound, ValidationFailed
 from pockity.kit.passwords import hash_password
 from pockity.models import Role, User
-from pockity.tiers import repository as tiers_repository
 from pockity.users import repository
 from pockity.users.schemas import PASSWORD_MIN, UserUpdateIn, normalise_email
 
@@ -42,7 +42,6 @@ async def create_user(
         name=name.strip(),
         password_hash=password_hash,
         role=role.value,
-        tier_id=await tiers_repository.default_tier_id(session),
     )
     repository.add(session, user)
     try:
@@ -50,6 +49,9 @@ async def create_user(
             await session.flush()
     except IntegrityError:
         raise EmailTaken() from None
+    # New accounts start on the default tier (if one is configured) as an ACTIVE subscription.
+    await billing.start_default(session, user.id)
+    await session.refresh(user)
     return user
 
 
@@ -110,10 +112,10 @@ async def get_user(session: AsyncSession, user_id: str) -> User:
 
 
 async def list_users(
-    session: AsyncSession, *, cursor: str | None, limit: int, email_contains: str | None
+    session: AsyncSession, *, cursor: str | None, limit: int, query: str | None
 ) -> tuple[Sequence[User], str | None]:
-    """Users in id (creation) order; the cursor is the last id of the previous page."""
-    rows = await repository.list_page(session, after_id=cursor, limit=limit + 1, email_contains=email_contains)
+    """Users in id (creation) order, optionally those whose email or name contains `query`."""
+    rows = await repository.list_page(session, after_id=cursor, limit=limit + 1, query=query)
     page = rows[:limit]
     return page, (page[-1].id if len(rows) > limit and page else None)
 
@@ -122,6 +124,8 @@ async def update_user(session: AsyncSession, user_id: str, changes: UserUpdateIn
     """Admin change of role, active flag or name; an admin cannot lock themselves out."""
     user = await get_user(session, user_id)
     fields = changes.model_dump(exclude_unset=True, exclude_none=True)
+    if "disabled" in fields:
+        fields["is_active"] = not fields.pop("disabled")
     if user.id == actor.id and (fields.get("is_active") is False or fields.get("role") == Role.USER):
         raise Conflict("You cannot disable or demote your own account.", code="cannot_modify_self")
     before = {k: getattr(user, k) for k in fields}

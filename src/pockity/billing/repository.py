@@ -1,0 +1,127 @@
+"""SQL for subscriptions and invoices. Tenant queries start from an owner-scoped statement;
+state changes that must happen once are conditional UPDATEs (status = expected)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.models import Invoice, Subscription, SubscriptionStatus, User
+
+
+def _owned_invoices(user_id: str) -> Select[Invoice]:
+    return select(Invoice).where(Invoice.user_id == user_id)
+
+
+def _owned_subscriptions(user_id: str) -> Select[Subscription]:
+    return select(Subscription).where(Subscription.user_id == user_id)
+
+
+def add(session: AsyncSession, row: Any) -> None:
+    session.add(row)
+
+
+# --- subscriptions ---------------------------------------------------------------------------------------
+
+
+async def current_subscription(session: AsyncSession, user_id: str, *, lock: bool = False) -> Subscription | None:
+    stmt = _owned_subscriptions(user_id).where(Subscription.is_current.is_(True))
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.scalars(stmt)).first()
+
+
+async def pending_subscriptions(session: AsyncSession, user_id: str) -> Sequence[Subscription]:
+    stmt = _owned_subscriptions(user_id).where(
+        Subscription.status == SubscriptionStatus.PENDING_PAYMENT.value, Subscription.is_current.is_(False)
+    )
+    return (await session.scalars(stmt.order_by(Subscription.id.desc()))).all()
+
+
+async def get_subscription(session: AsyncSession, subscription_id: str) -> Subscription | None:
+    return await session.get(Subscription, subscription_id, populate_existing=True)
+
+
+async def list_subscriptions(
+    session: AsyncSession, *, status: str | None, user_id: str | None, after_id: str | None, limit: int
+) -> Sequence[Subscription]:
+    stmt = select(Subscription).order_by(Subscription.id).limit(limit)
+    if status:
+        stmt = stmt.where(Subscription.status == status)
+    if user_id:
+        stmt = stmt.where(Subscription.user_id == user_id)
+    if after_id:
+        stmt = stmt.where(Subscription.id > after_id)
+    return (await session.scalars(stmt)).all()
+
+
+async def due_period_changes(session: AsyncSession, now: datetime, limit: int) -> Sequence[Subscription]:
+    """Current subscriptions whose period has ended with a scheduled downgrade or a cancellation."""
+    stmt = (
+        select(Subscription)
+        .where(
+            Subscription.is_current.is_(True),
+            Subscription.current_period_end <= now,
+            (Subscription.scheduled_tier_id.is_not(None)) | (Subscription.cancel_at_period_end.is_(True)),
+        )
+        .order_by(Subscription.current_period_end)
+        .limit(limit)
+    )
+    return (await session.scalars(stmt)).all()
+
+
+async def set_user_tier(session: AsyncSession, user_id: str, tier_id: str | None) -> None:
+    """The quota follows the current subscription: its tier is copied onto the user (read on every upload)."""
+    await session.execute(
+        update(User).where(User.id == user_id).values(tier_id=tier_id).execution_options(synchronize_session="fetch")
+    )
+
+
+# --- invoices ----------------------------------------------------------------------------------------------
+
+
+async def list_own_invoices(session: AsyncSession, user_id: str) -> Sequence[Invoice]:
+    return (await session.scalars(_owned_invoices(user_id).order_by(Invoice.id.desc()))).all()
+
+
+async def get_own_invoice(session: AsyncSession, user_id: str, invoice_id: str) -> Invoice | None:
+    return (await session.scalars(_owned_invoices(user_id).where(Invoice.id == invoice_id))).first()
+
+
+async def get_invoice(session: AsyncSession, invoice_id: str) -> Invoice | None:
+    return await session.get(Invoice, invoice_id, populate_existing=True)
+
+
+async def invoices_of_subscription(session: AsyncSession, subscription_id: str, status: str) -> Sequence[Invoice]:
+    stmt = select(Invoice).where(Invoice.subscription_id == subscription_id, Invoice.status == status)
+    return (await session.scalars(stmt)).all()
+
+
+async def list_invoices(
+    session: AsyncSession, *, status: str | None, user_id: str | None, after_id: str | None, limit: int
+) -> Sequence[Invoice]:
+    stmt = select(Invoice).order_by(Invoice.id.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(Invoice.status == status)
+    if user_id:
+        stmt = stmt.where(Invoice.user_id == user_id)
+    if after_id:
+        stmt = stmt.where(Invoice.id < after_id)
+    return (await session.scalars(stmt)).all()
+
+
+async def transition_invoice(
+    session: AsyncSession, invoice_id: str, from_statuses: Sequence[str], **values: Any
+) -> bool:
+    """Change an invoice's status exactly once (paying twice, or paying a void invoice, changes nothing)."""
+    stmt = (
+        update(Invoice)
+        .where(Invoice.id == invoice_id, Invoice.status.in_(from_statuses))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
