@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit import repository
+from pockity.kit.pagination import keyset_page
 from pockity.models import AuditEvent
 
 
@@ -73,5 +74,4 @@ async def list_events(
         before_id=cursor,
         limit=limit + 1,
     )
-    page = rows[:limit]
-    return page, (page[-1].id if len(rows) > limit and page else None)
+    return keyset_page(rows, limit)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.audit.service import Actor, record
 from pockity.billing import repository as repo
 from pockity.errors import Conflict, NotFound
+from pockity.kit.pagination import keyset_page
 from pockity.kit.periods import monthly_cents, period_end
 from pockity.kit.time import utcnow
 from pockity.models import Invoice, InvoiceStatus, Subscription, SubscriptionStatus, Tier
@@ -337,8 +338,7 @@ async def list_invoices(
 ) -> tuple[Sequence[Invoice], str | None]:
     """Admin: invoices newest first; the cursor is the last id of the previous page."""
     rows = await repo.list_invoices(session, status=status, user_id=user_id, after_id=cursor, limit=limit + 1)
-    page = rows[:limit]
-    return page, (page[-1].id if len(rows) > limit and page else None)
+    return keyset_page(rows, limit)
 
 
 async def list_subscriptions(
@@ -346,5 +346,4 @@ async def list_subscriptions(
 ) -> tuple[Sequence[Subscription], str | None]:
     """Admin: subscriptions oldest first."""
     rows = await repo.list_subscriptions(session, status=status, user_id=user_id, after_id=cursor, limit=limit + 1)
-    page = rows[:limit]
-    return page, (page[-1].id if len(rows) > limit and page else None)
+    return keyset_page(rows, limit)

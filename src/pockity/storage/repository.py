@@ -78,6 +78,13 @@ async def adjust(
     )
 
 
+async def release(session: AsyncSession, held: Reservation) -> None:
+    """Give back what a reservation held, to the user's and (if any) the writing key's counters."""
+    await adjust(session, user_scope(held.user_id), reserved=-held.bytes, objects_reserved=-held.objects)
+    if held.api_key_id:
+        await adjust(session, key_scope(held.api_key_id), reserved=-held.key_bytes, objects_reserved=-held.key_objects)
+
+
 # --- reservations ---------------------------------------------------------------------------------
 
 

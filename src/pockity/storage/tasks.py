@@ -10,7 +10,6 @@ from pockity.db import unit_of_work
 from pockity.jobs import JobContext
 from pockity.kit.time import utcnow
 from pockity.storage import repository as repo
-from pockity.storage.repository import key_scope, user_scope
 from pockity.storage.service import reconcile_name
 
 log = logging.getLogger("pockity.storage.tasks")
@@ -28,11 +27,7 @@ async def release_expired_reservations(ctx: JobContext) -> int:
             held = await repo.take_expired_reservation(session, candidate.id, utcnow())
             if held is None:  # finished meanwhile, or another process took it
                 continue
-            await repo.adjust(session, user_scope(held.user_id), reserved=-held.bytes, objects_reserved=-held.objects)
-            if held.api_key_id:
-                await repo.adjust(
-                    session, key_scope(held.api_key_id), reserved=-held.key_bytes, objects_reserved=-held.key_objects
-                )
+            await repo.release(session, held)
             change = await reconcile_name(session, ctx.storage, held.user_id, held.name)
             record(
                 session,

@@ -241,11 +241,7 @@ async def finish(db: Database, ticket: Ticket, info: ObjectInfo, content_type: s
             writer_key_id=ticket.key_id,
         )
         if held is not None:
-            await repo.adjust(session, user_scope(ticket.user_id), reserved=-held.bytes, objects_reserved=-held.objects)
-            if ticket.key_id:
-                await repo.adjust(
-                    session, key_scope(ticket.key_id), reserved=-held.key_bytes, objects_reserved=-held.key_objects
-                )
+            await repo.release(session, held)
     return obj
 
 
@@ -284,13 +280,8 @@ async def abort(db: Database, ticket: Ticket) -> None:
     with anyio.CancelScope(shield=True):
         async with unit_of_work(db) as session:
             held = await repo.take_reservation(session, ticket.reservation_id)
-            if held is None:
-                return
-            await repo.adjust(session, user_scope(ticket.user_id), reserved=-held.bytes, objects_reserved=-held.objects)
-            if ticket.key_id:
-                await repo.adjust(
-                    session, key_scope(ticket.key_id), reserved=-held.key_bytes, objects_reserved=-held.key_objects
-                )
+            if held is not None:
+                await repo.release(session, held)
 
 
 async def upload(

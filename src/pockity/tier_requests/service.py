@@ -11,6 +11,7 @@ from pockity.audit.service import Actor, record
 from pockity.billing import service as billing
 from pockity.billing.repository import current_subscription
 from pockity.errors import Conflict, NotFound, ValidationFailed
+from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
 from pockity.models import RequestStatus, TierRequest
 from pockity.tier_requests import repository as repo
@@ -85,8 +86,7 @@ async def list_requests(
 ) -> tuple[Sequence[TierRequest], str | None]:
     """Admin queue, oldest first; the cursor is the last id of the previous page."""
     rows = await repo.list_requests(session, status=status, after_id=cursor, limit=limit + 1)
-    page = rows[:limit]
-    return page, (page[-1].id if len(rows) > limit and page else None)
+    return keyset_page(rows, limit)
 
 
 async def resolve(

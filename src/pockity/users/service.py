@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.audit.service import Actor, record
 from pockity.billing import service as billing
 from pockity.errors import Conflict, NotFound, ValidationFailed
+from pockity.kit.pagination import keyset_page
 from pockity.kit.passwords import hash_password
 from pockity.models import Role, User
 from pockity.users import repository
@@ -116,8 +117,7 @@ async def list_users(
 ) -> tuple[Sequence[User], str | None]:
     """Users in id (creation) order, optionally those whose email or name contains `query`."""
     rows = await repository.list_page(session, after_id=cursor, limit=limit + 1, query=query)
-    page = rows[:limit]
-    return page, (page[-1].id if len(rows) > limit and page else None)
+    return keyset_page(rows, limit)
 
 
 async def update_user(session: AsyncSession, user_id: str, changes: UserUpdateIn, actor: Actor) -> User:
