@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pockity.models.base import Base, UTCDateTime, created_at_column, id_column, updated_at_column
@@ -62,5 +64,31 @@ class Reservation(Base):
     objects: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     key_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     key_objects: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # "stream": bytes through Pockity; "direct": a presigned upload straight to storage; "lock": a delete.
+    kind: Mapped[str] = mapped_column(String(8), nullable=False, default="stream")
+    declared_size: Mapped[int | None] = mapped_column(BigInteger)
+    content_type: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = created_at_column()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class ReconciliationReport(Base):
+    """One run of reconciliation (all users or one): what drifted between the bucket and the database."""
+
+    __tablename__ = "reconciliation_reports"
+    __table_args__ = (Index("ix_reconciliation_reports_started_at", "started_at"),)
+
+    id: Mapped[str] = id_column()
+    scope_user_id: Mapped[str | None] = mapped_column(String(26))  # None: every user
+    dry_run: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="RUNNING")  # RUNNING|DONE|FAILED
+    trigger: Mapped[str] = mapped_column(String(16), nullable=False)  # job|cli|admin
+    objects_seen: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    adopted: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    removed: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    corrected: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # {user_id: {"adopted": n, "removed": n, "corrected": n, "bytesDrift": n}} for users with drift only
+    drift: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = created_at_column()
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

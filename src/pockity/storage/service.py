@@ -200,7 +200,14 @@ async def _lock_names(session: AsyncSession, user_id: str, names: Sequence[str])
     locks: dict[str, str] = {}
     for name in names:
         lock = Reservation(
-            user_id=user_id, name=name, bytes=0, objects=0, key_bytes=0, key_objects=0, expires_at=utcnow() + LOCK_TTL
+            user_id=user_id,
+            name=name,
+            kind="lock",
+            bytes=0,
+            objects=0,
+            key_bytes=0,
+            key_objects=0,
+            expires_at=utcnow() + LOCK_TTL,
         )
         repo.add_reservation(session, lock)
         try:
