@@ -32,7 +32,7 @@ PUBLIC = {
     ("GET", "/api/tiers"),  # the price list
 }
 # Routes whose URL carries its own authorization (an HMAC signature) instead of credentials.
-SIGNED = {("GET", "/api/storage/signed/{key}")}
+SIGNED = {("GET", "/api/storage/signed/{key}"), ("POST", "/api/storage/direct/{upload_id}")}
 # Open unless METRICS_TOKEN is set; tested separately below.
 METRICS = ("GET", "/metrics")
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -135,6 +135,18 @@ async def test_signed_routes_refuse_a_missing_or_forged_signature(
     client: httpx.AsyncClient, method: str, path: str
 ) -> None:
     url = _fill(path)
+    if method == "POST":  # a presigned form upload: the signature travels in the form fields
+        forged_form = {
+            "key": "users/x/y",
+            "Content-Type": "text/plain",
+            "x-pockity-max-size": "10",
+            "x-pockity-expires": str(int(time.time()) + 600),
+            "x-pockity-signature": secrets.token_hex(32),
+        }
+        for data in ({}, forged_form):
+            r = await client.post(url, data=data, files={"file": ("f", b"x")})
+            assert_error(r, 403, {"invalid_signature"}, f"{method} {path}")
+        return
     assert_error(await client.request(method, url), 403, {"invalid_signature"}, f"{method} {path}")
     forged = {"expires": str(int(time.time()) + 600), "signature": secrets.token_hex(32)}
     assert_error(await client.request(method, url, params=forged), 403, {"invalid_signature"}, f"{method} {path}")

@@ -40,9 +40,9 @@ log = logging.getLogger("pockity")
 
 def _streams_body(method: str, path: str) -> bool:
     """Routes whose request bodies are streamed to storage instead of read into memory."""
-    return (method == "PUT" and path.startswith("/api/storage/files/")) or (
-        method == "POST" and path == "/api/storage/upload"
-    )
+    if method == "PUT":
+        return path.startswith("/api/storage/files/")
+    return method == "POST" and (path == "/api/storage/upload" or path.startswith("/api/storage/direct/"))
 
 
 def _login_policy(settings: Settings) -> LoginPolicy:

@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     max_concurrent_uploads: int = Field(32, ge=1, validation_alias="MAX_CONCURRENT_UPLOADS")
     upload_reservation_ttl_seconds: int = Field(900, ge=10, validation_alias="UPLOAD_RESERVATION_TTL_SECONDS")
     upload_reserve_step_bytes: int = Field(8 * 1024 * 1024, ge=1, validation_alias="UPLOAD_RESERVE_STEP_BYTES")
+    direct_upload_expires_seconds: int = Field(900, ge=60, le=604800, validation_alias="DIRECT_UPLOAD_EXPIRES_SECONDS")
     download_url_max_seconds: int = Field(604800, ge=1, le=604800, validation_alias="DOWNLOAD_URL_MAX_SECONDS")
     stale_upload_hours: float = Field(24, gt=0, validation_alias="STALE_UPLOAD_HOURS")
     jobs_enabled: bool = Field(True, validation_alias="JOBS_ENABLED")

@@ -236,3 +236,9 @@ async def users_near_quota(session: AsyncSession, ratio_percent: int, limit: int
         .limit(limit)
     )
     return (await session.execute(stmt)).all()
+
+
+async def get_reservation(session: AsyncSession, user_id: str, reservation_id: str) -> Reservation | None:
+    """One of the user's reservations (another user's id is indistinguishable from a missing one)."""
+    stmt = select(Reservation).where(Reservation.id == reservation_id, Reservation.user_id == user_id)
+    return (await session.scalars(stmt)).first()

@@ -9,13 +9,16 @@ from pockity.auth.dependencies import CurrentPrincipal
 from pockity.db import DatabaseDep, SessionDep
 from pockity.errors import BadRequest, Forbidden
 from pockity.kit.time import utcnow
-from pockity.storage import service, uploads
+from pockity.storage import direct, service, uploads
 from pockity.storage.backends import StorageBackend
 from pockity.storage.backends.base import content_disposition
 from pockity.storage.schemas import (
     BatchDeleteIn,
     BatchDeleteOut,
+    CancelledOut,
     DeletedOut,
+    DirectUploadIn,
+    DirectUploadOut,
     DownloadOut,
     ObjectOut,
     ObjectPage,
@@ -223,3 +226,46 @@ async def signed_download(
         headers=headers,
         media_type=info.content_type or "application/octet-stream",
     )
+
+
+@router.post(
+    "/uploads", status_code=status.HTTP_201_CREATED, response_model=DirectUploadOut, responses=_UPLOAD_RESPONSES
+)
+async def start_direct_upload(
+    body: DirectUploadIn, request: Request, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+) -> object:
+    """Reserve `size` bytes and get a presigned POST (url + form fields) to send the file straight to storage."""
+    name = service.checked_name(principal, body.key, "write")
+    settings = request.app.state.settings
+    return await direct.start(
+        db,
+        backend,
+        principal,
+        name,
+        body.size,
+        body.content_type,
+        policy=request.app.state.upload_policy,
+        expires_in=body.expires_in or settings.direct_upload_expires_seconds,
+    )
+
+
+@router.post("/uploads/{upload_id}/complete", status_code=status.HTTP_201_CREATED, response_model=ObjectOut)
+async def complete_direct_upload(
+    upload_id: str, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+) -> object:
+    """Record a file sent with a presigned POST; its real size settles the reservation."""
+    return await direct.complete(db, backend, principal, upload_id)
+
+
+@router.delete("/uploads/{upload_id}", response_model=CancelledOut)
+async def cancel_direct_upload(
+    upload_id: str, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+) -> object:
+    await direct.cancel(db, backend, principal, upload_id)
+    return {"upload_id": upload_id, "cancelled": True}
+
+
+@router.post("/direct/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, include_in_schema=False)
+async def local_direct_post(upload_id: str, request: Request, backend: BackendDep) -> None:
+    """The local backend's presigned-POST endpoint: the HMAC-signed form fields are the authorization."""
+    await direct.receive_local_post(backend, upload_id, request.stream(), request.headers.get("content-type", ""))

@@ -79,3 +79,23 @@ class UsageOut(OutputModel):
     over_quota: bool
     tier: TierSummary | None
     as_of: datetime
+
+
+class DirectUploadIn(InputModel):
+    key: str = Field(min_length=1, max_length=1024)
+    size: int = Field(ge=0, description="The exact or largest size in bytes; this much quota is reserved")
+    content_type: str | None = Field(None, max_length=255)
+    expires_in: int | None = Field(None, ge=60, le=7 * 24 * 3600, description="Seconds the upload URL is valid")
+
+
+class DirectUploadOut(OutputModel):
+    upload_id: str
+    key: str
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+
+
+class CancelledOut(OutputModel):
+    upload_id: str
+    cancelled: bool

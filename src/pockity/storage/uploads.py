@@ -80,7 +80,17 @@ class Ticket:
     declared: int | None
 
 
-async def begin(db: Database, principal: Principal, name: str, declared: int | None, policy: UploadPolicy) -> Ticket:
+async def begin(
+    db: Database,
+    principal: Principal,
+    name: str,
+    declared: int | None,
+    policy: UploadPolicy,
+    *,
+    kind: str = "stream",
+    content_type: str | None = None,
+    ttl: timedelta | None = None,
+) -> Ticket:
     """Take the name's write lock and reserve quota for `declared` bytes (or for nothing yet)."""
     async with unit_of_work(db) as session:
         limits = await limits_for(session, principal)
@@ -97,7 +107,10 @@ async def begin(db: Database, principal: Principal, name: str, declared: int | N
             objects=0,
             key_bytes=0,
             key_objects=0,
-            expires_at=utcnow() + policy.reservation_ttl,
+            kind=kind,
+            declared_size=declared,
+            content_type=content_type,
+            expires_at=utcnow() + (ttl or policy.reservation_ttl),
         )
         repo.add_reservation(session, reservation)
         try:
@@ -231,17 +244,24 @@ async def finish(db: Database, ticket: Ticket, info: ObjectInfo, content_type: s
     """Record the stored object and turn the reservation into usage (one unit of work)."""
     async with unit_of_work(db) as session:
         held = await repo.take_reservation(session, ticket.reservation_id)
-        obj = await record_object(
-            session,
-            ticket.user_id,
-            ticket.name,
-            size=info.size,
-            etag=info.etag,
-            content_type=content_type,
-            writer_key_id=ticket.key_id,
-        )
-        if held is not None:
-            await repo.release(session, held)
+        return await settle(session, held, ticket.user_id, ticket.name, ticket.key_id, info, content_type)
+
+
+async def settle(
+    session: AsyncSession,
+    held: Reservation | None,
+    user_id: str,
+    name: str,
+    key_id: str | None,
+    info: ObjectInfo,
+    content_type: str | None,
+) -> StorageObject:
+    """Record the object as stored and give back what its reservation held (None: already released)."""
+    obj = await record_object(
+        session, user_id, name, size=info.size, etag=info.etag, content_type=content_type, writer_key_id=key_id
+    )
+    if held is not None:
+        await repo.release(session, held)
     return obj
 
 
@@ -344,7 +364,7 @@ async def upload_form(
                 if event.name == "file":
                     file_part = event
                     break
-                value = await _field_value(events)
+                value = await field_value(events)
                 if event.name == "key" and value:
                     name = value
         if file_part is None:
@@ -355,20 +375,20 @@ async def upload_form(
             backend,
             principal,
             name,
-            _part_bytes(events),
+            part_bytes(events),
             declared=None,
             content_type=file_part.content_type,
             policy=policy,
         )
         async for event in events:  # the rest of the form is read and ignored (bounded)
             if isinstance(event, multipart.PartStart):
-                await _field_value(events)
+                await field_value(events)
         return obj
     except multipart.MultipartError as exc:
         raise BadRequest(f"The multipart body is malformed: {exc}", code="invalid_multipart") from None
 
 
-async def _field_value(events: AsyncIterator[multipart.Event]) -> str:
+async def field_value(events: AsyncIterator[multipart.Event]) -> str:
     data = b""
     async for event in events:
         if isinstance(event, multipart.PartEnd):
@@ -381,7 +401,7 @@ async def _field_value(events: AsyncIterator[multipart.Event]) -> str:
     return data.decode("utf-8", "replace")
 
 
-async def _part_bytes(events: AsyncIterator[multipart.Event]) -> AsyncIterator[bytes]:
+async def part_bytes(events: AsyncIterator[multipart.Event]) -> AsyncIterator[bytes]:
     async for event in events:
         if isinstance(event, multipart.PartData):
             yield event.data

@@ -99,6 +99,12 @@ class StorageBackend(Protocol):
         """A URL anyone may GET the object with until it expires (as an attachment if filename is set)."""
         ...
 
+    async def presign_post(
+        self, key: str, *, max_size: int, content_type: str, expires_in: int, upload_id: str
+    ) -> tuple[str, dict[str, str]]:
+        """A URL and form fields for a browser/client POST of at most `max_size` bytes straight to storage."""
+        ...
+
     async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "") -> int:
         """Drop unfinished uploads (multipart parts, temp files) older than `older_than`; returns how many."""
         ...

@@ -301,6 +301,45 @@ class LocalBackend:
             query["filename"] = filename
         return f"{self._base_url}/api/storage/signed/{quote(key, safe='/')}?{urlencode(query)}"
 
+    async def presign_post(
+        self, key: str, *, max_size: int, content_type: str, expires_in: int, upload_id: str
+    ) -> tuple[str, dict[str, str]]:
+        """A Pockity form-upload URL and signed fields, shaped like an S3 POST policy (see the storage router)."""
+        check_key(key)
+        expires = int(time.time()) + expires_in
+        fields = {
+            "key": key,
+            "Content-Type": content_type,
+            "x-pockity-max-size": str(max_size),
+            "x-pockity-expires": str(expires),
+        }
+        fields["x-pockity-signature"] = self._post_signature(upload_id, fields)
+        return f"{self._base_url}/api/storage/direct/{quote(upload_id, safe='')}", fields
+
+    def _post_signature(self, upload_id: str, fields: dict[str, str]) -> str:
+        message = json.dumps(
+            [
+                "post",
+                upload_id,
+                fields.get("key"),
+                fields.get("Content-Type"),
+                fields.get("x-pockity-max-size"),
+                fields.get("x-pockity-expires"),
+            ],
+            ensure_ascii=False,
+        ).encode()
+        return hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
+
+    def verify_post(self, upload_id: str, fields: dict[str, str]) -> bool:
+        """True if the form fields are the ones presign_post signed for this upload and have not expired."""
+        try:
+            expired = int(fields.get("x-pockity-expires", "")) < time.time()
+        except ValueError:
+            return False
+        expected = self._post_signature(upload_id, fields).encode()
+        given = fields.get("x-pockity-signature", "").encode("utf-8", "replace")
+        return not expired and hmac.compare_digest(expected, given)
+
     def verify_signature(self, key: str, expires: int | str, signature: str, *, filename: str | None = None) -> bool:
         """True if the signature was made by presign_get for this key (and filename) and has not expired."""
         try:

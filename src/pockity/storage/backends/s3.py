@@ -330,6 +330,20 @@ class S3Backend:
                 failures[err["Key"]] = f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip(": ")
         return failures
 
+    async def presign_post(
+        self, key: str, *, max_size: int, content_type: str, expires_in: int, upload_id: str
+    ) -> tuple[str, dict[str, str]]:
+        """An S3 POST policy bound to this key, its content type and at most `max_size` bytes."""
+        with _translated("PresignPost", object_op=False):
+            post = await self.client.generate_presigned_post(
+                Bucket=self.bucket,
+                Key=key,
+                Fields={"Content-Type": content_type},
+                Conditions=[{"Content-Type": content_type}, ["content-length-range", 0, max_size]],
+                ExpiresIn=expires_in,
+            )
+        return str(post["url"]), {k: str(v) for k, v in post["fields"].items()}
+
     def presign_get(self, key: str, expires_in: int, *, filename: str | None = None) -> str:
         """A SigV4 presigned GET URL, signed locally (no network, no event loop)."""
         # aiobotocore's generate_presigned_url is a coroutine; botocore's signer does the same work synchronously.
