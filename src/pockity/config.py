@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     direct_upload_expires_seconds: int = Field(900, ge=60, le=604800, validation_alias="DIRECT_UPLOAD_EXPIRES_SECONDS")
     download_url_max_seconds: int = Field(604800, ge=1, le=604800, validation_alias="DOWNLOAD_URL_MAX_SECONDS")
     stale_upload_hours: float = Field(24, gt=0, validation_alias="STALE_UPLOAD_HOURS")
+    s3_events_token: str | None = Field(None, validation_alias="S3_EVENTS_TOKEN")
     jobs_enabled: bool = Field(True, validation_alias="JOBS_ENABLED")
     # Payments (used by the billing issues; read here so one table documents them all)
     stripe_secret_key: str | None = Field(None, validation_alias="STRIPE_SECRET_KEY")

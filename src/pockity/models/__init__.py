@@ -13,7 +13,7 @@ from pockity.models.billing import (
 )
 from pockity.models.job import JobRun
 from pockity.models.login_throttle import LoginThrottle
-from pockity.models.storage import ReconciliationReport, Reservation, StorageObject, UsageCounter
+from pockity.models.storage import ReconciliationReport, Reservation, StorageEvent, StorageObject, UsageCounter
 from pockity.models.tier import Tier
 from pockity.models.user import Role, User
 
@@ -29,6 +29,7 @@ __all__ = [
     "RequestStatus",
     "Reservation",
     "Role",
+    "StorageEvent",
     "StorageObject",
     "Subscription",
     "SubscriptionStatus",

@@ -91,3 +91,20 @@ class ReconciliationReport(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = created_at_column()
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StorageEvent(Base):
+    """An S3 event notification record, stored once (dedupe_key unique) with what it did."""
+
+    __tablename__ = "storage_events"
+    __table_args__ = (Index("ix_storage_events_received_at", "received_at"),)
+
+    id: Mapped[str] = id_column()
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    event_name: Mapped[str] = mapped_column(String(64), nullable=False)
+    bucket: Mapped[str | None] = mapped_column(String(255))
+    object_key: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(String(26))
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False)  # adopted|corrected|dropped|unchanged|ignored:*
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    received_at: Mapped[datetime] = created_at_column()

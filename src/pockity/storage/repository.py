@@ -242,3 +242,12 @@ async def get_reservation(session: AsyncSession, user_id: str, reservation_id: s
     """One of the user's reservations (another user's id is indistinguishable from a missing one)."""
     stmt = select(Reservation).where(Reservation.id == reservation_id, Reservation.user_id == user_id)
     return (await session.scalars(stmt)).first()
+
+
+async def get_reservation_by_name(
+    session: AsyncSession, user_id: str, name: str, *, for_update: bool = False
+) -> Reservation | None:
+    stmt = select(Reservation).where(Reservation.user_id == user_id, Reservation.name == name)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.scalars(stmt)).first()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -7,9 +8,10 @@ from fastapi.responses import StreamingResponse
 
 from pockity.auth.dependencies import CurrentPrincipal
 from pockity.db import DatabaseDep, SessionDep
-from pockity.errors import BadRequest, Forbidden
+from pockity.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
+from pockity.kit.crypto import constant_time_equals
 from pockity.kit.time import utcnow
-from pockity.storage import direct, service, uploads
+from pockity.storage import direct, events, service, uploads
 from pockity.storage.backends import StorageBackend
 from pockity.storage.backends.base import content_disposition
 from pockity.storage.schemas import (
@@ -20,12 +22,14 @@ from pockity.storage.schemas import (
     DirectUploadIn,
     DirectUploadOut,
     DownloadOut,
+    EventsOut,
     ObjectOut,
     ObjectPage,
     UsageOut,
 )
 
 router = APIRouter(prefix="/api/storage", tags=["storage"])
+log = logging.getLogger("pockity.storage")
 
 
 def get_backend(request: Request) -> StorageBackend:
@@ -269,3 +273,29 @@ async def cancel_direct_upload(
 async def local_direct_post(upload_id: str, request: Request, backend: BackendDep) -> None:
     """The local backend's presigned-POST endpoint: the HMAC-signed form fields are the authorization."""
     await direct.receive_local_post(backend, upload_id, request.stream(), request.headers.get("content-type", ""))
+
+
+@router.post("/events", response_model=EventsOut)
+async def ingest_events(request: Request, db: DatabaseDep, backend: BackendDep, token: str | None = None) -> object:
+    """S3 event notifications (AWS `Records`, SNS envelopes); `Authorization: Bearer S3_EVENTS_TOKEN` or ?token=."""
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or token
+    if not given:
+        raise Unauthorized()
+    expected = request.app.state.settings.s3_events_token
+    if not expected:
+        raise ServiceUnavailable(
+            "S3 event ingestion is not configured (S3_EVENTS_TOKEN).", code="events_not_configured"
+        )
+    if not constant_time_equals(given, expected):
+        raise Unauthorized("The event token is invalid.", code="invalid_token")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+    records, subscribe_url = events.parse(body)
+    if subscribe_url is not None:
+        # Pockity cannot reach SNS from every network; the operator confirms the subscription by hand.
+        log.warning("SNS subscription confirmation received; confirm it by visiting %s", subscribe_url)
+        return {"received": 0, "outcomes": {"subscription_confirmation": 1}}
+    outcomes = await events.ingest(db, backend, request.app.state.settings.s3_bucket, records)
+    return {"received": len(records), "outcomes": outcomes}

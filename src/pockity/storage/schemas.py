@@ -99,3 +99,8 @@ class DirectUploadOut(OutputModel):
 class CancelledOut(OutputModel):
     upload_id: str
     cancelled: bool
+
+
+class EventsOut(OutputModel):
+    received: int
+    outcomes: dict[str, int]

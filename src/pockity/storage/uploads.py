@@ -277,6 +277,7 @@ async def record_object(
 ) -> StorageObject:
     """Create or replace the object row and move usage between scopes by the size difference."""
     old = await repo.get_object(session, user_id, name, for_update=True)
+    await repo.ensure_counter(session, user_scope(user_id))  # an adopted file may be the user's first
     await repo.adjust(session, user_scope(user_id), used=size - (old.size if old else 0), count=0 if old else 1)
     if old is not None and old.api_key_id:
         await repo.adjust(session, key_scope(old.api_key_id), used=-old.size, count=-1)

@@ -1,0 +1,138 @@
+"""S3 event notifications (the AWS `Records` format that AWS via SNS, Ceph RGW and MinIO send).
+
+Each record is stored once (a unique dedupe key), then its object name is reconciled against the bucket's
+current state with a HEAD — never applied from the event's own fields. That makes events idempotent (the
+same event twice changes nothing) and order-safe (an older event cannot overwrite newer state: whatever
+arrives, the row ends up equal to what the bucket holds now). A direct upload waiting for completion is
+settled by whichever comes first, this or the complete call, exactly once (both take the reservation).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from sqlalchemy.exc import IntegrityError
+
+from pockity.db import Database, unit_of_work
+from pockity.errors import BadRequest
+from pockity.kit.object_names import InvalidName, validate_object_name
+from pockity.models import StorageEvent
+from pockity.storage import repository as repo
+from pockity.storage import uploads
+from pockity.storage.backends import ObjectNotFound, StorageBackend
+from pockity.storage.service import reconcile_name
+from pockity.users import repository as users
+
+MAX_RECORDS = 1000
+
+
+@dataclass(frozen=True)
+class Record:
+    event_name: str
+    bucket: str | None
+    key: str
+    dedupe_key: str
+    raw: dict[str, Any]
+
+
+def parse(body: Any) -> tuple[list[Record], str | None]:
+    """Records from a plain `{"Records": [...]}` body or an SNS envelope; also an SNS subscription URL if any."""
+    if not isinstance(body, dict):
+        raise BadRequest("Expected a JSON object.", code="invalid_event")
+    if body.get("Type") == "SubscriptionConfirmation":
+        return [], str(body.get("SubscribeURL") or "")
+    if body.get("Type") == "Notification":
+        try:
+            body = json.loads(body.get("Message") or "")
+        except (TypeError, ValueError):
+            raise BadRequest("The SNS message is not JSON.", code="invalid_event") from None
+    records = body.get("Records") if isinstance(body, dict) else None
+    if not isinstance(records, list) or len(records) > MAX_RECORDS:
+        raise BadRequest(f"Expected 'Records': a list of at most {MAX_RECORDS} records.", code="invalid_event")
+    return [_record(r) for r in records], None
+
+
+def _record(raw: Any) -> Record:
+    try:
+        name = str(raw["eventName"]).removeprefix("s3:")
+        s3 = raw["s3"]
+        bucket = s3.get("bucket", {}).get("name")
+        obj = s3["object"]
+        key = unquote_plus(str(obj["key"]))  # keys arrive URL-encoded
+    except (KeyError, TypeError, AttributeError):
+        raise BadRequest("A record lacks eventName or s3.object.key.", code="invalid_event") from None
+    marker = raw.get("eventId") or obj.get("sequencer") or f"{raw.get('eventTime')}:{obj.get('eTag')}"
+    return Record(name, bucket, key, f"{bucket}/{key}#{name}#{marker}"[:255], raw)
+
+
+async def ingest(db: Database, backend: StorageBackend, bucket: str, records: list[Record]) -> dict[str, int]:
+    """Store and apply each record once; returns how many had each outcome."""
+    outcomes: dict[str, int] = {}
+    for record in records:
+        outcome = await _apply(db, backend, bucket, record)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
+
+
+async def _apply(db: Database, backend: StorageBackend, bucket: str, record: Record) -> str:
+    user_id, name, outcome = await _target(db, bucket, record)
+    async with unit_of_work(db) as session:
+        row = StorageEvent(
+            dedupe_key=record.dedupe_key,
+            event_name=record.event_name,
+            bucket=record.bucket,
+            object_key=record.key,
+            user_id=user_id,
+            outcome=outcome or "pending",
+            payload=record.raw,
+        )
+        session.add(row)
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:
+            return "duplicate"
+        if outcome is None:
+            assert user_id is not None and name is not None
+            row.outcome = await _sync(session, backend, user_id, name)
+        return row.outcome
+
+
+async def _target(db: Database, bucket: str, record: Record) -> tuple[str | None, str | None, str | None]:
+    """(user id, name, None) for an event to apply; (…, "ignored:<why>") otherwise."""
+    if not (record.event_name.startswith("ObjectCreated:") or record.event_name.startswith("ObjectRemoved:")):
+        return None, None, "ignored:event_type"
+    if record.bucket not in (None, bucket):
+        return None, None, "ignored:bucket"
+    parts = record.key.split("/", 2)
+    if len(parts) != 3 or parts[0] != "users":
+        return None, None, "ignored:outside_users"
+    user_id, name = parts[1], parts[2]
+    try:
+        validate_object_name(name, f"users/{user_id}/")
+    except InvalidName:
+        return user_id, None, "ignored:invalid_name"
+    async with db.sessions() as session:
+        if await users.get(session, user_id) is None:
+            return None, None, "ignored:unknown_user"
+    return user_id, name, None
+
+
+async def _sync(session: Any, backend: StorageBackend, user_id: str, name: str) -> str:
+    held = await repo.get_reservation_by_name(session, user_id, name, for_update=True)
+    if held is not None and held.kind != "direct":
+        return "ignored:in_flight"  # an upload or delete through Pockity settles this name itself
+    if held is not None:
+        try:
+            info = await backend.head(uploads.physical_key(user_id, name))
+        except ObjectNotFound:
+            return "unchanged"
+        if held.declared_size is not None and info.size > held.declared_size:
+            return "ignored:size_mismatch"
+        await repo.take_reservation(session, held.id)
+        await uploads.settle(session, held, user_id, name, held.api_key_id, info, held.content_type)
+        return "settled"
+    return await reconcile_name(session, backend, user_id, name) or "unchanged"
