@@ -34,6 +34,8 @@ from pockity.storage.router import router as storage_router
 from pockity.storage.uploads import UploadPolicy
 from pockity.tier_requests.router import router as tier_requests_router
 from pockity.tiers.router import router as tiers_router
+from pockity.usage.router import admin_router as usage_admin_router
+from pockity.usage.router import router as usage_router
 
 log = logging.getLogger("pockity")
 
@@ -166,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tiers_router,
         tier_requests_router,
         billing_router,
+        usage_router,
+        usage_admin_router,
         admin_router,
     ):
         app.include_router(router)

@@ -1,4 +1,4 @@
-"""The `pockity` command: serve, worker, migrate, create-admin, rotate-encryption-key."""
+"""The `pockity` command: serve, worker, migrate, create-admin, reconcile, rotate-encryption-key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import secrets
 import signal
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -140,6 +140,42 @@ async def _work(settings: Settings, once: bool) -> None:
         else:
             typer.echo(f"worker {runner.worker_id} running {len(runner.jobs)} job(s)")
             await runner.run_forever()
+    finally:
+        await storage.close()
+        await db.dispose()
+
+
+@app.command("reconcile")
+def reconcile_command(
+    user: Annotated[str | None, typer.Option("--user", help="Only this user id")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count drift, change nothing")] = False,
+) -> None:
+    """Make the database agree with the bucket (adopt, remove, correct; recount usage) and print the report."""
+    settings = _settings()
+    _migrate(settings)
+    report = asyncio.run(_reconcile(settings, user, dry_run))
+    typer.echo(
+        f"reconciliation {report.id} {report.status}: {report.objects_seen} objects seen, {report.adopted} adopted, "
+        f"{report.removed} removed, {report.corrected} corrected{' (dry run)' if report.dry_run else ''}"
+    )
+    for user_id, drift in sorted(report.drift.items()):
+        typer.echo(f"  {user_id}: {drift}")
+    if report.status != "DONE":
+        typer.secho(f"error: {report.error}", fg="red", err=True)
+        raise typer.Exit(1)
+
+
+async def _reconcile(settings: Settings, user: str | None, dry_run: bool) -> Any:
+    from pockity.app import build_backend
+    from pockity.audit.service import Actor
+    from pockity.db import create_database
+    from pockity.storage.reconcile import reconcile
+
+    db = create_database(settings.async_database_url, pool_size=4)
+    storage = build_backend(settings)
+    await storage.start()
+    try:
+        return await reconcile(db, storage, user_id=user, dry_run=dry_run, trigger="cli", actor=Actor.system("cli"))
     finally:
         await storage.close()
         await db.dispose()

@@ -110,9 +110,13 @@ class JobRunner:
 
 def default_jobs() -> list[Job]:
     from pockity.billing.tasks import apply_period_ends
+    from pockity.storage.reconcile import reconcile_job
     from pockity.storage.tasks import abort_stale_uploads, release_expired_reservations
+    from pockity.usage.tasks import sample_usage
 
     return [
+        Job("usage.sample", timedelta(minutes=5), sample_usage),
+        Job("storage.reconcile", timedelta(hours=24), reconcile_job, lease=timedelta(hours=6)),
         Job("billing.apply_period_ends", timedelta(minutes=5), apply_period_ends),
         Job("storage.release_expired_reservations", timedelta(minutes=1), release_expired_reservations),
         Job("storage.abort_stale_uploads", timedelta(hours=1), abort_stale_uploads),

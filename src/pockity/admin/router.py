@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, status
 
 from pockity.admin import service
 from pockity.admin.schemas import (
     AssignTierIn,
     AuditPage,
     InvoiceActionIn,
+    ReconcileIn,
+    ReconciliationOut,
+    ReconciliationPage,
     UsageOverviewOut,
     UserDetailOut,
 )
@@ -21,7 +24,8 @@ from pockity.audit import service as audit_service
 from pockity.auth.dependencies import AdminPrincipal, request_actor
 from pockity.billing import service as billing
 from pockity.billing.schemas import InvoiceList, InvoiceOut, SubscriptionList, SubscriptionOut
-from pockity.db import SessionDep
+from pockity.db import DatabaseDep, SessionDep
+from pockity.storage import reconcile
 from pockity.storage import service as storage
 from pockity.users import service as users_service
 from pockity.users.schemas import AdminUserOut, UserPage, UserUpdateIn
@@ -151,3 +155,30 @@ async def list_audit(
         limit=limit,
     )
     return {"items": items, "next_cursor": next_cursor}
+
+
+@router.post("/reconcile", status_code=status.HTTP_202_ACCEPTED, response_model=ReconciliationOut)
+async def start_reconciliation(body: ReconcileIn, admin: AdminPrincipal, request: Request, db: DatabaseDep) -> object:
+    """Reconcile every user (or `userId`) with the bucket in the background; poll the returned report."""
+    report, _ = await reconcile.start_reconcile(
+        db,
+        request.app.state.storage,
+        user_id=body.user_id,
+        dry_run=body.dry_run,
+        trigger="admin",
+        actor=request_actor(request, admin),
+    )
+    return report
+
+
+@router.get("/reconciliations", response_model=ReconciliationPage)
+async def list_reconciliations(
+    _: AdminPrincipal, session: SessionDep, cursor: Cursor = None, limit: Limit = 50
+) -> object:
+    items, next_cursor = await reconcile.list_reports(session, cursor=cursor, limit=limit)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/reconciliations/{report_id}", response_model=ReconciliationOut)
+async def get_reconciliation(report_id: str, _: AdminPrincipal, session: SessionDep) -> object:
+    return await reconcile.get_report(session, report_id)

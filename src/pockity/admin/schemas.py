@@ -76,3 +76,29 @@ class UsageOverviewOut(OutputModel):
     users_with_usage: int
     top: list[UserUsageOut]
     near_quota: list[UserUsageOut]
+
+
+class ReconcileIn(InputModel):
+    user_id: str | None = Field(None, max_length=26)
+    dry_run: bool = False
+
+
+class ReconciliationOut(OutputModel):
+    id: str
+    scope_user_id: str | None
+    dry_run: bool
+    status: str
+    trigger: str
+    objects_seen: int
+    adopted: int
+    removed: int
+    corrected: int
+    drift: dict[str, Any]
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class ReconciliationPage(OutputModel):
+    items: list[ReconciliationOut]
+    next_cursor: str | None

@@ -15,6 +15,7 @@ from pockity.models.job import JobRun
 from pockity.models.login_throttle import LoginThrottle
 from pockity.models.storage import ReconciliationReport, Reservation, StorageEvent, StorageObject, UsageCounter
 from pockity.models.tier import Tier
+from pockity.models.usage import Notification, UsageDay, UsageState
 from pockity.models.user import Role, User
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "InvoiceStatus",
     "JobRun",
     "LoginThrottle",
+    "Notification",
     "ReconciliationReport",
     "RequestStatus",
     "Reservation",
@@ -36,5 +38,7 @@ __all__ = [
     "Tier",
     "TierRequest",
     "UsageCounter",
+    "UsageDay",
+    "UsageState",
     "User",
 ]

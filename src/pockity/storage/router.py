@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 
 from pockity.auth.dependencies import CurrentPrincipal
 from pockity.db import DatabaseDep, SessionDep
-from pockity.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
+from pockity.errors import BadRequest, Forbidden, Unauthorized
 from pockity.kit.crypto import constant_time_equals
 from pockity.kit.time import utcnow
 from pockity.storage import direct, events, service, uploads
@@ -282,10 +282,8 @@ async def ingest_events(request: Request, db: DatabaseDep, backend: BackendDep, 
     if not given:
         raise Unauthorized()
     expected = request.app.state.settings.s3_events_token
-    if not expected:
-        raise ServiceUnavailable(
-            "S3 event ingestion is not configured (S3_EVENTS_TOKEN).", code="events_not_configured"
-        )
+    if not expected:  # no token can be right; the message tells the operator why
+        raise Unauthorized("S3 event ingestion is not configured (set S3_EVENTS_TOKEN).", code="invalid_token")
     if not constant_time_equals(given, expected):
         raise Unauthorized("The event token is invalid.", code="invalid_token")
     try:

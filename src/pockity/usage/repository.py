@@ -1,0 +1,165 @@
+"""SQL for usage history, sampling state and notifications. Tenant queries start from an owner-scoped statement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Select, func, literal, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.models import Notification, Tier, UsageCounter, UsageDay, UsageState, User
+
+
+def _insert(session: AsyncSession) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+# --- sampling -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CounterRow:
+    user_id: str
+    bytes_used: int
+    object_count: int
+    byte_limit: int | None  # None: the user has no tier
+    object_limit: int | None
+
+
+async def counters_page(session: AsyncSession, *, after: str | None, limit: int) -> list[CounterRow]:
+    """Users with a `user:{id}` counter, in id order after `after`, with their tier's limits."""
+    c = UsageCounter
+    stmt = (
+        select(User.id, c.bytes_used, c.object_count, Tier.storage_bytes, Tier.max_objects)
+        .join(c, c.scope == literal("user:") + User.id)
+        .outerjoin(Tier, Tier.id == User.tier_id)
+        .order_by(User.id)
+        .limit(limit)
+    )
+    if after is not None:
+        stmt = stmt.where(User.id > after)
+    return [CounterRow(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def states_for(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, UsageState]:
+    if not user_ids:
+        return {}
+    stmt = select(UsageState).where(UsageState.user_id.in_(user_ids)).execution_options(populate_existing=True)
+    return {s.user_id: s for s in (await session.scalars(stmt)).all()}
+
+
+async def start_state(session: AsyncSession, user_id: str, now: datetime, bytes_level: int, objects_level: int) -> bool:
+    """The user's first sample: create the state row; False if another process created it first."""
+    stmt = (
+        _insert(session)(UsageState)
+        .values(user_id=user_id, last_sampled_at=now, bytes_level=bytes_level, objects_level=objects_level)
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    result = await session.execute(stmt)
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def advance_state(
+    session: AsyncSession, user_id: str, *, since: datetime, now: datetime, bytes_level: int, objects_level: int
+) -> bool:
+    """Claim the interval (since, now]: only if no one moved the state since it was read, and only forward."""
+    s = UsageState
+    stmt = (
+        update(s)
+        .where(s.user_id == user_id, s.last_sampled_at == since, s.last_sampled_at < now)
+        .values(last_sampled_at=now, bytes_level=bytes_level, objects_level=objects_level)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(stmt)
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def add_to_day(
+    session: AsyncSession,
+    user_id: str,
+    day: date,
+    *,
+    bytes_used: int,
+    object_count: int,
+    byte_seconds: int,
+    snapshot: bool,
+) -> None:
+    """Add byte-seconds to the user's day (one upsert); `snapshot` also makes these counts the day's latest."""
+    stmt = _insert(session)(UsageDay).values(
+        user_id=user_id, day=day, bytes_used=bytes_used, object_count=object_count, byte_seconds=byte_seconds
+    )
+    changes: dict[str, Any] = {"byte_seconds": UsageDay.byte_seconds + stmt.excluded.byte_seconds}
+    if snapshot:
+        changes.update(bytes_used=stmt.excluded.bytes_used, object_count=stmt.excluded.object_count)
+    await session.execute(stmt.on_conflict_do_update(index_elements=["user_id", "day"], set_=changes))
+
+
+# --- history --------------------------------------------------------------------------------------------------
+
+
+def _owned_days(user_id: str) -> Select[UsageDay]:
+    return select(UsageDay).where(UsageDay.user_id == user_id)
+
+
+async def days(session: AsyncSession, user_id: str, start: date, end: date) -> Sequence[UsageDay]:
+    stmt = _owned_days(user_id).where(UsageDay.day >= start, UsageDay.day <= end).order_by(UsageDay.day)
+    return (await session.scalars(stmt)).all()
+
+
+async def day_totals(session: AsyncSession, start: date, end: date) -> Sequence[Any]:
+    """(day, bytes, objects, byte-seconds, users) summed over every user, per day."""
+    d = UsageDay
+    stmt = (
+        select(d.day, func.sum(d.bytes_used), func.sum(d.object_count), func.sum(d.byte_seconds), func.count())
+        .where(d.day >= start, d.day <= end)
+        .group_by(d.day)
+        .order_by(d.day)
+    )
+    return (await session.execute(stmt)).all()
+
+
+async def last_sampled(session: AsyncSession, user_id: str | None) -> datetime | None:
+    """When the user (or, with None, anyone) was last sampled."""
+    stmt = select(func.max(UsageState.last_sampled_at))
+    if user_id is not None:
+        stmt = stmt.where(UsageState.user_id == user_id)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+# --- notifications --------------------------------------------------------------------------------------------
+
+
+def _owned_notifications(user_id: str) -> Select[Notification]:
+    return select(Notification).where(Notification.user_id == user_id)
+
+
+def add_notification(session: AsyncSession, notification: Notification) -> None:
+    session.add(notification)
+
+
+async def list_notifications(
+    session: AsyncSession, user_id: str, *, before_id: str | None, unread_only: bool, limit: int
+) -> Sequence[Notification]:
+    stmt = _owned_notifications(user_id).order_by(Notification.id.desc()).limit(limit)
+    if before_id:
+        stmt = stmt.where(Notification.id < before_id)
+    if unread_only:
+        stmt = stmt.where(Notification.read_at.is_(None))
+    return (await session.scalars(stmt)).all()
+
+
+async def mark_read(session: AsyncSession, user_id: str, notification_id: str, now: datetime) -> Notification | None:
+    """Set read_at once (a second call keeps the first time); None if the user has no such notification."""
+    n = Notification
+    await session.execute(
+        update(n)
+        .where(n.id == notification_id, n.user_id == user_id, n.read_at.is_(None))
+        .values(read_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    stmt = _owned_notifications(user_id).where(n.id == notification_id).execution_options(populate_existing=True)
+    return (await session.scalars(stmt)).first()
