@@ -28,6 +28,7 @@ from pockity.jobs import JobContext, JobRunner, default_jobs
 from pockity.kit.crypto import Keyring
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.router import router as open_router
+from pockity.storage import reconcile
 from pockity.storage.backends import StorageBackend, StorageUnavailable
 from pockity.storage.backends.local import LocalBackend
 from pockity.storage.router import router as storage_router
@@ -122,6 +123,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await _stop(jobs)
         await _stop(flusher)
+        await reconcile.cancel_background()  # an admin-started run is marked cancelled, not left RUNNING
         try:
             await tracker.flush(db)
         except Exception:

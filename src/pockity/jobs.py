@@ -116,7 +116,13 @@ def default_jobs() -> list[Job]:
 
     return [
         Job("usage.sample", timedelta(minutes=5), sample_usage),
-        Job("storage.reconcile", timedelta(hours=24), reconcile_job, lease=timedelta(hours=6)),
+        Job(
+            "storage.reconcile",
+            timedelta(hours=24),
+            reconcile_job,
+            lease=timedelta(hours=6),
+            retry_after=timedelta(minutes=15),  # not every 30 s while S3 is down
+        ),
         Job("billing.apply_period_ends", timedelta(minutes=5), apply_period_ends),
         Job("storage.release_expired_reservations", timedelta(minutes=1), release_expired_reservations),
         Job("storage.abort_stale_uploads", timedelta(hours=1), abort_stale_uploads),

@@ -182,3 +182,27 @@ async def test_same_name_upload_while_another_is_in_flight_is_409(
     assert deleting.status_code in (404, 409)  # not stored yet, or busy — never a torn state
     assert (await first).status_code == 201
     assert local_files(app, user.id) == {"same": 2000}
+
+
+async def test_deleting_a_file_while_it_is_being_replaced_is_409(
+    client: httpx.AsyncClient, app: FastAPI, user: TestUser
+) -> None:
+    assert (await client.put("/api/storage/files/busy", content=b"old", headers=user.headers)).status_code == 201
+    gate = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"n" * 10
+        await gate.wait()
+
+    replacing = asyncio.create_task(client.put("/api/storage/files/busy", content=slow(), headers=user.headers))
+    for _ in range(100):
+        if await reservation_count(app):
+            break
+        await asyncio.sleep(0.01)
+    single = await client.delete("/api/storage/files/busy", headers=user.headers)
+    batch = await client.post("/api/storage/files/delete", json={"keys": ["busy"]}, headers=user.headers)
+    gate.set()
+    assert (single.status_code, single.json()["error"]["code"]) == (409, "object_busy")
+    assert batch.json()["results"][0]["error"]["code"] == "object_busy"
+    assert (await replacing).status_code == 201
+    assert local_files(app, user.id) == {"busy": 10}

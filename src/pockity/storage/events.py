@@ -23,7 +23,7 @@ from pockity.models import StorageEvent
 from pockity.storage import repository as repo
 from pockity.storage import uploads
 from pockity.storage.backends import ObjectNotFound, StorageBackend
-from pockity.storage.service import reconcile_name
+from pockity.storage.service import lock_name, reconcile_name
 from pockity.users import repository as users
 
 MAX_RECORDS = 1000
@@ -135,4 +135,10 @@ async def _sync(session: Any, backend: StorageBackend, user_id: str, name: str) 
         await repo.take_reservation(session, held.id)
         await uploads.settle(session, held, user_id, name, held.api_key_id, info, held.content_type)
         return "settled"
-    return await reconcile_name(session, backend, user_id, name) or "unchanged"
+    # The name's lock, as reconciliation takes it, so the two never adopt the same file at once.
+    lock = await lock_name(session, user_id, name)
+    if lock is None:
+        return "ignored:in_flight"
+    outcome = await reconcile_name(session, backend, user_id, name)
+    await session.delete(lock)
+    return outcome or "unchanged"

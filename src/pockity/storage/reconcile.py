@@ -9,13 +9,13 @@ to be strictly ascending, and the run fails rather than act on a walk that is no
 
 The repair. The walk only *nominates* names where the two sides disagree; both sides move while it runs, so
 nothing it saw is acted on. Each nominated name is repaired in its own short unit of work:
-  1. take the name's write lock (an empty "lock" reservation, exactly as a delete does). If a reservation
+  1. take the name's write lock (an empty "lock" reservation, the kind a delete takes). If a reservation
      already holds the name, an upload, direct upload or delete is in flight: the name is skipped ("busy")
      and its own flow — or the expiry job — settles it. While we hold the lock no upload or delete of the
      name can start (on PostgreSQL a concurrent begin() simply waits for our commit, because the lock row is
      inserted and deleted in the same transaction);
   2. lock the row (FOR UPDATE), then HEAD the object: the truth as it is now, not as the listing saw it;
-  3. adopt (`record_object`), drop (`_forget`) or correct (`record_object`). Both compute usage deltas from
+  3. adopt (`record_object`), drop (`forget`) or correct (`record_object`). Both compute usage deltas from
      the row as it is now, so an upload that settled between the listing and the repair is neither counted
      twice nor undone: the re-check finds row and object agreeing and changes nothing.
 Locking the row before the HEAD also orders us against writers that record without a reservation (event
@@ -48,7 +48,6 @@ from typing import Any
 
 import anyio
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
@@ -62,7 +61,7 @@ from pockity.models import ReconciliationReport, Reservation, StorageObject, Usa
 from pockity.storage import repository as repo
 from pockity.storage.backends import ObjectInfo, ObjectNotFound, StorageBackend
 from pockity.storage.repository import user_scope
-from pockity.storage.service import LOCK_TTL, _forget
+from pockity.storage.service import forget, lock_name
 from pockity.storage.uploads import physical_key, record_object
 from pockity.users import repository as users
 from pockity.users.service import UserNotFound
@@ -131,32 +130,6 @@ async def _in_flight(session: AsyncSession, user_id: str, name: str) -> bool:
     return (await session.scalar(stmt)) is not None
 
 
-async def _lock_name(session: AsyncSession, user_id: str, name: str) -> Reservation | None:
-    """The name's write lock (an empty reservation, as a delete takes); None if a reservation holds it already.
-
-    Inserted and deleted in the same transaction, so it is never committed: a crash leaves nothing behind,
-    and on PostgreSQL an upload or delete that tries to take the name meanwhile waits for our commit instead
-    of failing.
-    """
-    lock = Reservation(
-        user_id=user_id,
-        name=name,
-        kind="lock",
-        bytes=0,
-        objects=0,
-        key_bytes=0,
-        key_objects=0,
-        expires_at=utcnow() + LOCK_TTL,
-    )
-    try:
-        async with session.begin_nested():
-            session.add(lock)
-            await session.flush()
-    except IntegrityError:
-        return None  # the savepoint's rollback has already expunged `lock`
-    return lock
-
-
 async def repair_name(
     db: Database, backend: StorageBackend, user_id: str, name: str, *, dry_run: bool = False
 ) -> Repair | None:
@@ -174,7 +147,7 @@ async def repair_name(
             row = await repo.get_object(session, user_id, name)
             return _judge(name, prefix, row, await _head(backend, key))
     async with unit_of_work(db) as session:
-        lock = await _lock_name(session, user_id, name)
+        lock = await lock_name(session, user_id, name)
         if lock is None:
             return Repair("busy")
         row = await repo.get_object(session, user_id, name, for_update=True)
@@ -182,7 +155,7 @@ async def repair_name(
         repair = _judge(name, prefix, row, info)
         if repair is not None and repair.kind == "removed":
             assert row is not None
-            await _forget(session, row)
+            await forget(session, row)
         elif repair is not None and repair.kind in ("adopted", "corrected"):
             assert info is not None
             await repo.ensure_counter(session, user_scope(user_id))
@@ -607,6 +580,14 @@ async def start_reconcile(
     _background.add(task)  # a reference, so the task is not garbage-collected mid-run
     task.add_done_callback(_background.discard)
     return report, task
+
+
+async def cancel_background() -> None:
+    """For the app's shutdown: stop background runs (each marks its report FAILED, "cancelled")."""
+    tasks = list(_background)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def reconcile_job(ctx: JobContext) -> ReconciliationReport:

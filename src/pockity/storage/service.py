@@ -195,32 +195,42 @@ async def open_content(
 # --- deleting -------------------------------------------------------------------------------------------
 
 
+async def lock_name(session: AsyncSession, user_id: str, name: str) -> Reservation | None:
+    """Take the name's write lock (an empty reservation, unique per user and name); None if it is held.
+
+    Deletes commit it while the backend works; repairs insert and delete it in one transaction, so on
+    PostgreSQL an upload that tries to take the name meanwhile waits for the commit instead of failing.
+    """
+    lock = Reservation(
+        user_id=user_id,
+        name=name,
+        kind="lock",
+        bytes=0,
+        objects=0,
+        key_bytes=0,
+        key_objects=0,
+        expires_at=utcnow() + LOCK_TTL,
+    )
+    try:
+        async with session.begin_nested():
+            repo.add_reservation(session, lock)
+            await session.flush()
+    except IntegrityError:
+        return None  # the savepoint's rollback has already removed `lock` from the session
+    return lock
+
+
 async def _lock_names(session: AsyncSession, user_id: str, names: Sequence[str]) -> dict[str, str]:
-    """Take each name's write lock (an empty reservation); returns name -> lock id for those taken."""
+    """Take each name's write lock; returns name -> lock id for those taken."""
     locks: dict[str, str] = {}
     for name in names:
-        lock = Reservation(
-            user_id=user_id,
-            name=name,
-            kind="lock",
-            bytes=0,
-            objects=0,
-            key_bytes=0,
-            key_objects=0,
-            expires_at=utcnow() + LOCK_TTL,
-        )
-        repo.add_reservation(session, lock)
-        try:
-            async with session.begin_nested():
-                await session.flush()
-        except IntegrityError:
-            session.expunge(lock)
-            continue
-        locks[name] = lock.id
+        lock = await lock_name(session, user_id, name)
+        if lock is not None:
+            locks[name] = lock.id
     return locks
 
 
-async def _forget(session: AsyncSession, obj: StorageObject) -> None:
+async def forget(session: AsyncSession, obj: StorageObject) -> None:
     await repo.adjust(session, user_scope(obj.user_id), used=-obj.size, count=-1)
     if obj.api_key_id:
         await repo.adjust(session, key_scope(obj.api_key_id), used=-obj.size, count=-1)
@@ -256,7 +266,7 @@ async def delete_objects(
             # Rows go only for names the backend confirmed; if it failed outright, every row stays.
             gone = [n for n in locks if failures is not None and physical_key(principal.user_id, n) not in failures]
             for obj in await repo.get_objects(session, principal.user_id, gone):
-                await _forget(session, obj)
+                await forget(session, obj)
     assert failures is not None
     for name in locks:
         results[name] = StorageUnavailable() if physical_key(principal.user_id, name) in failures else None
@@ -308,7 +318,7 @@ async def reconcile_name(session: AsyncSession, backend: StorageBackend, user_id
     if info is None:
         if obj is None:
             return None
-        await _forget(session, obj)
+        await forget(session, obj)
         return "dropped"
     if obj is not None and obj.size == info.size and obj.etag == info.etag:
         return None
