@@ -7,6 +7,7 @@ import base64
 import os
 import secrets
 import signal
+import subprocess
 import sys
 from typing import Annotated, Any
 
@@ -88,7 +89,10 @@ def serve(
 
     settings = _settings()
     if migrate_first:
-        _migrate(settings)
+        # In a child process: Alembic and the migration scripts would otherwise stay in the server's memory.
+        if subprocess.run([sys.executable, "-m", "pockity.cli", "migrate"], check=False).returncode != 0:
+            typer.secho("database migration failed; not serving", fg="red", err=True)
+            raise typer.Exit(1)
     if settings.admin_email and settings.admin_password:
         typer.echo(asyncio.run(_ensure_admin(settings, settings.admin_email, settings.admin_password, "env")))
     port = port or settings.port
