@@ -105,8 +105,9 @@ async def list_objects(
     if last is not None and delimiter and last.endswith(DELIMITER):
         start, inclusive = repo.prefix_end(last) or "\U0010ffff", True
     more = False
+    probe = False  # right after a folder, look one name ahead: most probes just find the next folder
     while True:
-        want = limit - len(items) - len(folders) + 1
+        want = 1 if probe else limit - len(items) - len(folders) + 1
         rows = await _fetch(session, principal.user_id, prefix, start, inclusive, want)
         if not rows:
             break
@@ -124,8 +125,11 @@ async def list_objects(
                 break
             items.append(row)
             start, inclusive = row.name, False
-        if more or (not skipped and len(rows) < want):
+        if more:
             break
+        if not skipped and len(rows) < want:
+            break
+        probe = skipped
     entries = [*(o.name for o in items), *folders]
     next_cursor = _encode_cursor(max(entries)) if more and entries else None
     return Page(items=items, folders=folders, next_cursor=next_cursor)
