@@ -87,7 +87,19 @@ def machine_info(wrk: str | None = None) -> dict[str, Any]:
                 cpu_model = line.split(":", 1)[1].strip()
                 break
     packages = {}
-    for name in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "sqlalchemy", "asyncpg", "pydantic"):
+    for name in (
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "sqlalchemy",
+        "asyncpg",
+        "pydantic",
+        "aiobotocore",
+        "botocore",
+        "aiohttp",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages[name] = metadata.version(name)
     commit = subprocess.run(
@@ -388,6 +400,9 @@ class WrkRequest:
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
+    # Extra Lua, e.g. a `request()` that varies the path (`wrk.format(nil, path)` keeps the method and
+    # headers above). `thread_index` (1, 2, ...) is set in each wrk thread, for seeding math.random.
+    lua: str | None = None
 
 
 @dataclass
@@ -421,7 +436,7 @@ class WrkResult:
         return asdict(self)
 
 
-def _lua_str(value: str) -> str:
+def lua_string(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 
@@ -431,6 +446,7 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("thread_index", #threads)
 end
 
 function init(args)
@@ -465,11 +481,13 @@ end
 
 
 def wrk_script(request: WrkRequest) -> str:
-    lines = [f"wrk.method = {_lua_str(request.method)}"]
+    lines = [f"wrk.method = {lua_string(request.method)}"]
     for name, value in request.headers.items():
-        lines.append(f"wrk.headers[{_lua_str(name)}] = {_lua_str(value)}")
+        lines.append(f"wrk.headers[{lua_string(name)}] = {lua_string(value)}")
     if request.body is not None:
-        lines.append(f"wrk.body = {_lua_str(request.body)}")
+        lines.append(f"wrk.body = {lua_string(request.body)}")
+    if request.lua:
+        lines.append(request.lua)
     return "\n".join(lines) + "\n" + _LUA_REPORT
 
 

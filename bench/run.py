@@ -11,13 +11,15 @@ request failed (non-2xx or socket errors: a benchmark of errors is worthless), 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -27,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import lib
 from lib import BenchError, Server, WrkRequest, WrkResult, log
+
+import storage
 
 PASSWORD = "bench correct horse battery staple"
 KEY_VS_JWT_TARGET = 0.9  # API-key auth (one query + AES-GCM open) should keep up with JWT (one query)
@@ -41,12 +45,20 @@ class Outcome:
     errors: list[str]
 
 
+@contextlib.contextmanager
+def _no_environment(_opts: argparse.Namespace) -> Iterator[dict[str, str]]:
+    yield {}
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
     description: str
     run: Callable[[Server, argparse.Namespace, str], Outcome]
     server_env: tuple[tuple[str, str], ...] = ()
+    # Entered once around all the worker counts of this benchmark (e.g. a private RGW) and always left;
+    # yields more server environment variables.
+    environment: Callable[[argparse.Namespace], AbstractContextManager[dict[str, str]]] = _no_environment
 
 
 # ---------------------------------------------------------------------------------------------- auth
@@ -287,11 +299,24 @@ def _print_auth_table(entry: dict[str, Any], workers: int) -> None:
     print(flush=True)
 
 
+# --------------------------------------------------------------------------------------------- storage
+
+
+def bench_storage(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
+    entry, errors = storage.bench_storage(server, opts, wrk)
+    return Outcome(entry, errors)
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         Benchmark("auth", "health vs GET /api/auth/me with a JWT and with an API key; login", bench_auth),
-        # Later: Benchmark("storage", "...", bench_storage, server_env=(("STORAGE_BACKEND", "s3"), ...)),
+        Benchmark(
+            "storage",
+            "1 GiB upload and many 64 KiB uploads through Pockity vs straight to RGW; listing 100,000 objects",
+            bench_storage,
+            environment=storage.storage_environment,
+        ),
     )
 }
 
@@ -312,8 +337,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--login-duration", type=float, default=5.0, help="seconds for the login run (0: skip)")
     p.add_argument("--login-connections", type=int, default=4)
     p.add_argument("--no-write", action="store_true", help="do not update bench/results/*.json")
+    g = p.add_argument_group("storage")
+    g.add_argument("--objstore", choices=("memstore", "bluestore"), default="memstore", help="the RGW's object store")
+    g.add_argument(
+        "--storage-parts", default="big,small,list", help="comma list of the storage parts: big, small, list"
+    )
+    g.add_argument("--big-mib", type=int, default=1024, help="size of the large upload, MiB")
+    g.add_argument("--big-rounds", type=int, default=2, help="large-upload rounds (each: direct, raw, pockity)")
+    g.add_argument("--small-count", type=int, default=1000, help="small uploads per measured run")
+    g.add_argument("--small-kib", type=int, default=64)
+    g.add_argument("--small-concurrency", type=int, default=16)
+    g.add_argument("--list-objects", type=int, default=100_000, help="objects seeded for the listing user")
+    g.add_argument(
+        "--delimiter-connections", type=int, default=8, help="wrk connections for the root view with delimiter=/"
+    )
     opts = p.parse_args(argv)
     opts.only = [n.strip() for n in opts.only.split(",") if n.strip()]
+    opts.storage_parts = [n.strip() for n in opts.storage_parts.split(",") if n.strip()]
+    if set(opts.storage_parts) - {"big", "small", "list"}:
+        p.error("--storage-parts takes big, small, list")
     unknown = [n for n in opts.only if n not in BENCHMARKS]
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
@@ -342,25 +384,27 @@ def main(argv: list[str] | None = None) -> int:
         with lib.throwaway_database() as db_url:
             for name in opts.only:
                 bench = BENCHMARKS[name]
-                for workers in opts.workers:
-                    log(f"== {name}: {bench.description} ({workers} worker(s)) ==")
-                    started = lib.utc_now_iso()
-                    with Server(db_url, workers=workers, extra_env=dict(bench.server_env)) as server:
-                        outcome = bench.run(server, opts, wrk)
-                    if outcome.errors:
-                        failures += [f"{name}/{workers}w: {e}" for e in outcome.errors]
-                        log(f"{name} with {workers} worker(s) had request errors; results not written")
-                        continue
-                    entry = {
-                        "date": started,
-                        "machine": machine,
-                        "workers": workers,
-                        "duration_s": opts.duration,
-                        **outcome.entry,
-                    }
-                    if not opts.no_write:
-                        path = lib.write_results(name, f"workers={workers}", entry)
-                        log(f"wrote {path.relative_to(lib.ROOT)} (runs['workers={workers}'])")
+                with bench.environment(opts) as bench_env:
+                    for workers in opts.workers:
+                        log(f"== {name}: {bench.description} ({workers} worker(s)) ==")
+                        started = lib.utc_now_iso()
+                        server_env = {**dict(bench.server_env), **bench_env}
+                        with Server(db_url, workers=workers, extra_env=server_env) as server:
+                            outcome = bench.run(server, opts, wrk)
+                        if outcome.errors:
+                            failures += [f"{name}/{workers}w: {e}" for e in outcome.errors]
+                            log(f"{name} with {workers} worker(s) had request errors; results not written")
+                            continue
+                        entry = {
+                            "date": started,
+                            "machine": machine,
+                            "workers": workers,
+                            "duration_s": opts.duration,
+                            **outcome.entry,
+                        }
+                        if not opts.no_write:
+                            path = lib.write_results(name, f"workers={workers}", entry)
+                            log(f"wrote {path.relative_to(lib.ROOT)} (runs['workers={workers}'])")
     except BenchError as exc:
         log(f"benchmark failed: {exc}")
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -193,46 +194,63 @@ class S3Backend:
         """One PutObject for bodies up to one part, else a multipart upload; nothing remains on error."""
         content_type = content_type or DEFAULT_CONTENT_TYPE
         it = aiter(chunks)
-        buf = bytearray()
-        while len(buf) <= self._part_size:
+        part, rest, done = await self._next_part(it, b"")
+        if done:
+            return await self._put_single(key, part, content_type)
+        return await self._put_multipart(key, part, rest, it, content_type)
+
+    async def _next_part(self, it: AsyncIterator[bytes], rest: bytes) -> tuple[io.BytesIO, bytes, bool]:
+        """Fill one part from the carried-over bytes and the stream; True when the stream has ended.
+
+        A BytesIO goes to botocore as the body as it is (no copy for the HTTP layer, seekable for retries).
+        """
+        part = io.BytesIO()
+        rest = self._fill(part, rest)
+        while not rest and part.tell() < self._part_size:
+            # The caller's iterator may raise (e.g. over quota): that exception passes through as is.
             chunk = await anext(it, None)
             if chunk is None:
-                return await self._put_single(key, bytes(buf), content_type)
-            buf += chunk
-        return await self._put_multipart(key, buf, it, content_type)
+                return part, b"", True
+            rest = self._fill(part, chunk)
+        return part, rest, False
 
-    async def _put_single(self, key: str, body: bytes, content_type: str) -> ObjectInfo:
+    def _fill(self, part: io.BytesIO, data: bytes) -> bytes:
+        room = self._part_size - part.tell()
+        if len(data) <= room:
+            part.write(data)
+            return b""
+        part.write(memoryview(data)[:room])
+        return data[room:]
+
+    async def _put_single(self, key: str, body: io.BytesIO, content_type: str) -> ObjectInfo:
+        size = body.tell()
+        body.seek(0)
         with _translated("PutObject"):
             resp = await self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-        return _info(key, resp, len(body), content_type)
+        return _info(key, resp, size, content_type)
 
-    async def _put_multipart(self, key: str, buf: bytearray, it: AsyncIterator[bytes], content_type: str) -> ObjectInfo:
+    async def _put_multipart(
+        self, key: str, part: io.BytesIO, rest: bytes, it: AsyncIterator[bytes], content_type: str
+    ) -> ObjectInfo:
         with _translated("CreateMultipartUpload"):
             created = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
         upload_id: str = created["UploadId"]
         in_flight: deque[asyncio.Task[dict[str, Any]]] = deque()
         parts: list[dict[str, Any]] = []
         size = 0
-        exhausted = False
+        done = False
         try:
-            while True:
-                # The caller's iterator may raise (e.g. over quota): that exception passes through as is.
-                while not exhausted and len(buf) < self._part_size:
-                    chunk = await anext(it, None)
-                    if chunk is None:
-                        exhausted = True
-                    else:
-                        buf += chunk
-                if not buf:
-                    break
-                data = bytes(memoryview(buf)[: self._part_size])
-                del buf[: self._part_size]
-                size += len(data)
+            while part.tell() > 0:
+                size += part.tell()
+                part.seek(0)
                 if len(in_flight) >= MAX_PARTS_IN_FLIGHT:
                     parts.append(await in_flight[0])  # popped only once done, so _abort still sees it
                     in_flight.popleft()
                 number = len(parts) + len(in_flight) + 1
-                in_flight.append(asyncio.create_task(self._upload_part(key, upload_id, number, data)))
+                in_flight.append(asyncio.create_task(self._upload_part(key, upload_id, number, part)))
+                if done:
+                    break
+                part, rest, done = await self._next_part(it, rest)
             while in_flight:
                 parts.append(await in_flight[0])
                 in_flight.popleft()
@@ -248,7 +266,7 @@ class S3Backend:
             return await self.head(key)
         return _info(key, resp, size, content_type)
 
-    async def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
+    async def _upload_part(self, key: str, upload_id: str, number: int, data: io.BytesIO) -> dict[str, Any]:
         with _translated("UploadPart"):
             resp = await self.client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
