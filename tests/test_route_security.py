@@ -32,7 +32,11 @@ PUBLIC = {
     ("GET", "/api/tiers"),  # the price list
 }
 # Routes whose URL carries its own authorization (an HMAC signature) instead of credentials.
-SIGNED = {("GET", "/api/storage/signed/{key}"), ("POST", "/api/storage/direct/{upload_id}")}
+SIGNED = {
+    ("GET", "/api/storage/signed/{key}"),
+    ("POST", "/api/storage/direct/{upload_id}"),
+    ("PUT", "/api/storage/parts/{upload_id}/{part_number}"),
+}
 # Open unless METRICS_TOKEN is set; tested separately below.
 METRICS = ("GET", "/metrics")
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}

@@ -44,7 +44,7 @@ log = logging.getLogger("pockity")
 def _streams_body(method: str, path: str) -> bool:
     """Routes whose request bodies are streamed to storage instead of read into memory."""
     if method == "PUT":
-        return path.startswith("/api/storage/files/")
+        return path.startswith(("/api/storage/files/", "/api/storage/parts/"))
     return method == "POST" and (path == "/api/storage/upload" or path.startswith("/api/storage/direct/"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
@@ -123,4 +124,82 @@ async def test_s3_post_policy_is_enforced_by_the_server(s3_client: httpx.AsyncCl
     backend = s3_app.state.storage
     assert [(i.key, i.size) async for i in backend.iter_objects(f"users/{user.id}/")] == [
         (f"users/{user.id}/photos/p.jpg", 700)
+    ]
+
+
+MIB = 1024 * 1024
+
+
+async def _start_multipart(client: httpx.AsyncClient, user: TestUser, key: str, size: int) -> dict:  # type: ignore[type-arg]
+    r = await client.post(
+        "/api/storage/uploads",
+        json={"key": key, "size": size, "contentType": "application/x-big", "multipart": True, "partSize": 5 * MIB},
+        headers=user.headers,
+    )
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def _body(part: dict, seed: int) -> bytes:  # type: ignore[type-arg]
+    return bytes([seed]) * part["size"]
+
+
+async def _multipart_round_trip(
+    client: httpx.AsyncClient, sender: httpx.AsyncClient, user: TestUser, *, local: bool
+) -> None:
+    size = 11 * MIB + 3
+    upload = await _start_multipart(client, user, "big/blob.bin", size)
+    assert upload["multipart"] is True and [p["size"] for p in upload["parts"]] == [5 * MIB, 5 * MIB, MIB + 3]
+    assert (await usage(client, user))["bytesReserved"] == size
+    etags = []
+    for part in upload["parts"]:
+        url = part["url"].replace("http://localhost:8080", "") if local else part["url"]
+        wrong = await sender.put(url, content=_body(part, 1)[:-1])  # the signed size is exact
+        assert wrong.status_code in (400, 403), wrong.text
+        r = await sender.put(url, content=_body(part, part["partNumber"]))
+        assert r.status_code == 200, r.text
+        etags.append({"partNumber": part["partNumber"], "etag": r.headers["etag"]})
+    no_parts = await client.post(f"/api/storage/uploads/{upload['uploadId']}/complete", headers=user.headers)
+    assert (no_parts.status_code, no_parts.json()["error"]["code"]) == (422, "parts_required")
+    shuffled = await client.post(
+        f"/api/storage/uploads/{upload['uploadId']}/complete",
+        json={"parts": list(reversed(etags))},
+        headers=user.headers,
+    )
+    assert (shuffled.status_code, shuffled.json()["error"]["code"]) == (422, "invalid_parts")
+    done = await client.post(
+        f"/api/storage/uploads/{upload['uploadId']}/complete", json={"parts": etags}, headers=user.headers
+    )
+    assert done.status_code == 201, done.text
+    assert done.json()["size"] == size and done.json()["etag"].endswith("-3")
+    content = await client.get("/api/storage/files/big/blob.bin/content", headers=user.headers)
+    assert content.content == b"".join(_body(p, p["partNumber"]) for p in upload["parts"])
+    u = await usage(client, user)
+    assert (u["bytesUsed"], u["bytesReserved"], u["objectCount"]) == (size, 0, 1)
+
+
+async def test_local_multipart_direct_upload(client: httpx.AsyncClient, app: FastAPI, user: TestUser) -> None:
+    await _multipart_round_trip(client, client, user, local=True)
+    assert local_files(app, user.id) == {"big/blob.bin": 11 * MIB + 3}
+
+
+async def test_multipart_direct_upload_can_be_cancelled(
+    client: httpx.AsyncClient, app: FastAPI, user: TestUser
+) -> None:
+    upload = await _start_multipart(client, user, "c.bin", 6 * MIB)
+    first = upload["parts"][0]
+    await client.put(first["url"].replace("http://localhost:8080", ""), content=_body(first, 7))
+    assert (await client.delete(f"/api/storage/uploads/{upload['uploadId']}", headers=user.headers)).status_code == 200
+    assert (await usage(client, user))["bytesReserved"] == 0 and await reservation_count(app) == 0
+    tmp = Path(app.state.settings.storage_dir) / "tmp"
+    assert not [p for p in tmp.iterdir() if p.name.startswith("mp-")]
+
+
+async def test_s3_multipart_direct_upload(s3_client: httpx.AsyncClient, s3_app: FastAPI) -> None:
+    user = await make_user(s3_client)
+    async with httpx.AsyncClient(timeout=60) as direct:
+        await _multipart_round_trip(s3_client, direct, user, local=False)
+    backend = s3_app.state.storage
+    assert [(i.key, i.size) async for i in backend.iter_objects(f"users/{user.id}/")] == [
+        (f"users/{user.id}/big/blob.bin", 11 * MIB + 3)
     ]

@@ -67,6 +67,7 @@ class Reservation(Base):
     kind: Mapped[str] = mapped_column(String(8), nullable=False, default="stream")
     declared_size: Mapped[int | None] = mapped_column(BigInteger)
     content_type: Mapped[str | None] = mapped_column(String(255))
+    backend_upload_id: Mapped[str | None] = mapped_column(String(1024))  # a direct multipart upload's id
     created_at: Mapped[datetime] = created_at_column()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 

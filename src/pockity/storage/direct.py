@@ -8,7 +8,7 @@ fields that `receive_local_post` checks the same way, so clients never branch on
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,11 +18,12 @@ from pockity.db import Database, unit_of_work
 from pockity.errors import BadRequest, Conflict, Forbidden, NotFound, ValidationFailed
 from pockity.kit import multipart
 from pockity.kit.time import utcnow
-from pockity.models import StorageObject
+from pockity.models import Reservation, StorageObject
 from pockity.storage import repository as repo
 from pockity.storage import uploads
 from pockity.storage.backends import ObjectNotFound, StorageBackend
-from pockity.storage.backends.base import DEFAULT_CONTENT_TYPE
+from pockity.storage.backends.base import DEFAULT_CONTENT_TYPE, InvalidParts
+from pockity.storage.backends.local_multipart import PartRejected
 
 # The reservation outlives the URL a little, so a POST sent at the last second can still be completed.
 GRACE = timedelta(minutes=10)
@@ -36,13 +37,27 @@ class UploadIncomplete(Conflict):
     code, message = "upload_incomplete", "The file has not arrived in storage yet; send it to the upload URL first."
 
 
+MIN_PART = 5 * 1024 * 1024  # S3's smallest part (except the last)
+MAX_PARTS = 10_000
+
+
+@dataclass(frozen=True)
+class PartUrl:
+    part_number: int
+    size: int
+    url: str
+
+
 @dataclass(frozen=True)
 class DirectUpload:
     upload_id: str
     key: str
-    url: str
+    url: str | None
     fields: dict[str, str]
     expires_at: datetime
+    multipart: bool = False
+    part_size: int | None = None
+    parts: tuple[PartUrl, ...] = ()
 
 
 async def start(
@@ -82,22 +97,100 @@ async def start(
     return DirectUpload(ticket.reservation_id, name, url, fields, utcnow() + timedelta(seconds=expires_in))
 
 
-async def _own(db: Database, principal: Principal, upload_id: str) -> tuple[str, str | None, str | None]:
+def part_sizes(size: int, part_size: int) -> list[int]:
+    """Every part `part_size` bytes but the last; at least one part."""
+    count = max(1, -(-size // part_size))
+    if count > MAX_PARTS:
+        raise ValidationFailed(f"That needs more than {MAX_PARTS} parts; use larger parts.", code="too_many_parts")
+    return [part_size] * (count - 1) + [size - part_size * (count - 1)]
+
+
+async def start_multipart(
+    db: Database,
+    backend: StorageBackend,
+    principal: Principal,
+    name: str,
+    size: int,
+    content_type: str | None,
+    *,
+    part_size: int,
+    policy: uploads.UploadPolicy,
+    expires_in: int,
+) -> DirectUpload:
+    """Reserve `size`, start a multipart upload and presign one PUT per part, each signed with its exact size."""
+    content_type = content_type or DEFAULT_CONTENT_TYPE
+    sizes = part_sizes(size, part_size)
+    ticket = await uploads.begin(
+        db,
+        principal,
+        name,
+        size,
+        policy,
+        kind="direct",
+        content_type=content_type,
+        ttl=timedelta(seconds=expires_in) + GRACE,
+    )
+    physical = uploads.physical_key(principal.user_id, name)
+    backend_id: str | None = None
+    try:
+        backend_id = await backend.create_multipart(physical, content_type)
+        async with unit_of_work(db) as session:
+            await repo.set_backend_upload_id(session, ticket.reservation_id, backend_id)
+        urls = tuple(
+            [
+                PartUrl(n, part, await backend.presign_part(physical, backend_id, n, part, expires_in))
+                for n, part in enumerate(sizes, start=1)
+            ]
+        )
+    except BaseException:
+        if backend_id is not None:
+            await backend.abort_multipart(physical, backend_id)
+        await uploads.abort(db, ticket)
+        raise
+    return DirectUpload(
+        ticket.reservation_id,
+        name,
+        None,
+        {},
+        utcnow() + timedelta(seconds=expires_in),
+        multipart=True,
+        part_size=part_size,
+        parts=urls,
+    )
+
+
+async def _own(db: Database, principal: Principal, upload_id: str) -> Reservation:
     async with db.sessions() as session:
         held = await repo.get_reservation(session, principal.user_id, upload_id)
     if held is None or held.kind != "direct":
         raise UploadNotFound()
     authorize(principal, "write", held.name)
-    return held.name, held.api_key_id, held.content_type
+    return held
 
 
-async def complete(db: Database, backend: StorageBackend, principal: Principal, upload_id: str) -> StorageObject:
-    """Check the object arrived (HEAD) and record it, settling the reservation to its real size — once."""
-    name, key_id, content_type = await _own(db, principal, upload_id)
-    try:
-        info = await backend.head(uploads.physical_key(principal.user_id, name))
-    except ObjectNotFound:
-        raise UploadIncomplete() from None
+async def complete(
+    db: Database,
+    backend: StorageBackend,
+    principal: Principal,
+    upload_id: str,
+    parts: Sequence[tuple[int, str]] | None = None,
+) -> StorageObject:
+    """Check the object arrived (HEAD) — or assemble its parts — and record it, settling the reservation once."""
+    held_before = await _own(db, principal, upload_id)
+    name, key_id, content_type = held_before.name, held_before.api_key_id, held_before.content_type
+    physical = uploads.physical_key(principal.user_id, name)
+    if held_before.backend_upload_id is not None:
+        if not parts:
+            raise ValidationFailed("List the uploaded parts: [{partNumber, etag}].", code="parts_required")
+        numbers = [n for n, _ in parts]
+        if numbers != sorted(set(numbers)):  # S3's rule; some S3 servers (Ceph RGW) would accept any order
+            raise InvalidParts("Parts must be listed once each, in ascending order.")
+        info = await backend.complete_multipart(physical, held_before.backend_upload_id, parts)
+    else:
+        try:
+            info = await backend.head(physical)
+        except ObjectNotFound:
+            raise UploadIncomplete() from None
     async with unit_of_work(db) as session:
         held = await repo.take_reservation(session, upload_id)
         if held is None:  # settled meanwhile (another complete, or the expiry job adopted it)
@@ -113,9 +206,12 @@ async def complete(db: Database, backend: StorageBackend, principal: Principal, 
 
 async def cancel(db: Database, backend: StorageBackend, principal: Principal, upload_id: str) -> None:
     """Drop an upload: anything already sent is deleted, the reservation released."""
-    name, _, _ = await _own(db, principal, upload_id)
+    held_before = await _own(db, principal, upload_id)
+    physical = uploads.physical_key(principal.user_id, held_before.name)
+    if held_before.backend_upload_id is not None:
+        await backend.abort_multipart(physical, held_before.backend_upload_id)
     # Deleted while the reservation still locks the name, so no newer upload of it can be hit.
-    await backend.delete(uploads.physical_key(principal.user_id, name))
+    await backend.delete(physical)
     async with unit_of_work(db) as session:
         held = await repo.take_reservation(session, upload_id)
         if held is None:
@@ -161,3 +257,23 @@ async def _bounded(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[by
                 "The file is larger than this upload allows.", code="entity_too_large", details={"maxSizeBytes": limit}
             )
         yield chunk
+
+
+async def receive_local_part(
+    backend: StorageBackend,
+    upload_id: str,
+    part_number: int,
+    size: int,
+    expires: int,
+    signature: str,
+    body: AsyncIterator[bytes],
+) -> str:
+    """The local backend's stand-in for a presigned UploadPart URL; returns the part's ETag."""
+    verify = getattr(backend, "verify_part", None)
+    if verify is None or not verify(upload_id, part_number, size, expires, signature):
+        raise Forbidden("The part URL is invalid or has expired.", code="invalid_signature")
+    try:
+        etag: str = await backend.receive_part(upload_id, part_number, size, body)  # type: ignore[attr-defined]
+    except PartRejected as exc:
+        raise BadRequest(f"Rejected: {exc}.", code="part_size_mismatch") from None
+    return etag

@@ -251,3 +251,12 @@ async def get_reservation_by_name(
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.scalars(stmt)).first()
+
+
+async def set_backend_upload_id(session: AsyncSession, reservation_id: str, backend_upload_id: str) -> None:
+    await session.execute(
+        update(Reservation)
+        .where(Reservation.id == reservation_id)
+        .values(backend_upload_id=backend_upload_id)
+        .execution_options(synchronize_session=False)
+    )

@@ -4,7 +4,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from pockity.auth.dependencies import CurrentPrincipal
 from pockity.db import DatabaseDep, SessionDep
@@ -18,6 +18,7 @@ from pockity.storage.schemas import (
     BatchDeleteIn,
     BatchDeleteOut,
     CancelledOut,
+    CompleteIn,
     DeletedOut,
     DirectUploadIn,
     DirectUploadOut,
@@ -240,25 +241,32 @@ async def start_direct_upload(
 ) -> object:
     """Reserve `size` bytes and get a presigned POST (url + form fields) to send the file straight to storage."""
     name = service.checked_name(principal, body.key, "write")
-    settings = request.app.state.settings
+    expires_in = body.expires_in or request.app.state.settings.direct_upload_expires_seconds
+    policy = request.app.state.upload_policy
+    if body.multipart:
+        return await direct.start_multipart(
+            db,
+            backend,
+            principal,
+            name,
+            body.size,
+            body.content_type,
+            part_size=body.part_size,
+            policy=policy,
+            expires_in=expires_in,
+        )
     return await direct.start(
-        db,
-        backend,
-        principal,
-        name,
-        body.size,
-        body.content_type,
-        policy=request.app.state.upload_policy,
-        expires_in=body.expires_in or settings.direct_upload_expires_seconds,
+        db, backend, principal, name, body.size, body.content_type, policy=policy, expires_in=expires_in
     )
 
 
 @router.post("/uploads/{upload_id}/complete", status_code=status.HTTP_201_CREATED, response_model=ObjectOut)
 async def complete_direct_upload(
-    upload_id: str, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+    upload_id: str, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep, body: CompleteIn | None = None
 ) -> object:
-    """Record a file sent with a presigned POST; its real size settles the reservation."""
-    return await direct.complete(db, backend, principal, upload_id)
+    """Record a file sent with a presigned POST (or assemble its parts: `{"parts": [{partNumber, etag}]}`)."""
+    parts = [(p.part_number, p.etag) for p in body.parts] if body and body.parts else None
+    return await direct.complete(db, backend, principal, upload_id, parts)
 
 
 @router.delete("/uploads/{upload_id}", response_model=CancelledOut)
@@ -297,3 +305,20 @@ async def ingest_events(request: Request, db: DatabaseDep, backend: BackendDep, 
         return {"received": 0, "outcomes": {"subscription_confirmation": 1}}
     outcomes = await events.ingest(db, backend, request.app.state.settings.s3_bucket, records)
     return {"received": len(records), "outcomes": outcomes}
+
+
+@router.put("/parts/{upload_id}/{part_number}", include_in_schema=False)
+async def local_part_put(
+    upload_id: str,
+    part_number: str,
+    request: Request,
+    backend: BackendDep,
+    size: str = "",
+    expires: str = "",
+    signature: str = "",
+) -> Response:
+    """The local backend's presigned part URL: the HMAC signature (over the exact size) is the authorization."""
+    # Anything malformed simply fails the signature check (403), like S3.
+    number, length, until = (int(v) if v.isdigit() else -1 for v in (part_number, size, expires))
+    etag = await direct.receive_local_part(backend, upload_id, number, length, until, signature, request.stream())
+    return Response(status_code=200, headers={"ETag": f'"{etag}"'})

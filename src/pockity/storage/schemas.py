@@ -86,14 +86,34 @@ class DirectUploadIn(InputModel):
     size: int = Field(ge=0, description="The exact or largest size in bytes; this much quota is reserved")
     content_type: str | None = Field(None, max_length=255)
     expires_in: int | None = Field(None, ge=60, le=7 * 24 * 3600, description="Seconds the upload URL is valid")
+    multipart: bool = Field(False, description="Presigned part URLs instead of one POST (for large files)")
+    part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
+
+
+class PartUrlOut(OutputModel):
+    part_number: int
+    size: int
+    url: str
 
 
 class DirectUploadOut(OutputModel):
     upload_id: str
     key: str
-    url: str
+    url: str | None
     fields: dict[str, str]
     expires_at: datetime
+    multipart: bool
+    part_size: int | None
+    parts: list[PartUrlOut]
+
+
+class CompletedPart(InputModel):
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=128)
+
+
+class CompleteIn(InputModel):
+    parts: list[CompletedPart] | None = Field(None, max_length=10_000)
 
 
 class CancelledOut(OutputModel):

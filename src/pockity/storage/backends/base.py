@@ -44,6 +44,10 @@ class InvalidRange(StorageError):
     status, code, message = 416, "range_not_satisfiable", "The requested range is not satisfiable."
 
 
+class InvalidParts(StorageError):
+    status, code, message = 422, "invalid_parts", "The part list does not match the parts that were uploaded."
+
+
 class InvalidKey(StorageError):
     status, code, message = 422, "invalid_key", "The object key is not valid."
 
@@ -103,6 +107,22 @@ class StorageBackend(Protocol):
         self, key: str, *, max_size: int, content_type: str, expires_in: int, upload_id: str
     ) -> tuple[str, dict[str, str]]:
         """A URL and form fields for a browser/client POST of at most `max_size` bytes straight to storage."""
+        ...
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        """Start a multipart upload that a client fills with presigned part PUTs; returns its id."""
+        ...
+
+    async def presign_part(self, key: str, upload_id: str, part_number: int, size: int, expires_in: int) -> str:
+        """A URL to PUT exactly `size` bytes as part `part_number` (the size is part of the signature)."""
+        ...
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> ObjectInfo:
+        """Assemble the parts (number, etag) in order; InvalidParts if they do not match what was uploaded."""
+        ...
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop a multipart upload and its parts (idempotent)."""
         ...
 
     async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "") -> int:

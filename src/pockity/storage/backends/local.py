@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -35,6 +36,7 @@ from pockity.storage.backends.base import (
     StorageUnavailable,
     resolve_range,
 )
+from pockity.storage.backends.local_multipart import LocalMultipart
 
 WRITE_BATCH = 1024 * 1024  # coalesce small request chunks: one thread hop per MiB, not per 64 KiB
 READ_CHUNK = 256 * 1024
@@ -55,7 +57,7 @@ def check_key(key: str) -> None:
         raise InvalidKey()
 
 
-class LocalBackend:
+class LocalBackend(LocalMultipart):
     name = "local"
 
     def __init__(self, root: Path, public_base_url: str, signing_key: bytes) -> None:
@@ -84,7 +86,10 @@ class LocalBackend:
         for entry in os.scandir(self._tmp):
             with contextlib.suppress(OSError):
                 if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    os.unlink(entry.path)
+                    if entry.is_dir(follow_symlinks=False):  # an abandoned multipart upload's parts
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
                     removed += 1
         return removed
 

@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pockity.storage.backends.base import (
     DEFAULT_CONTENT_TYPE,
+    InvalidParts,
     InvalidRange,
     ObjectInfo,
     ObjectNotFound,
@@ -347,6 +348,54 @@ class S3Backend:
             for err in resp.get("Errors", []):
                 failures[err["Key"]] = f"{err.get('Code', 'Error')}: {err.get('Message', '')}".strip(": ")
         return failures
+
+    async def create_multipart(self, key: str, content_type: str) -> str:
+        """CreateMultipartUpload for a client that sends the parts itself."""
+        with _translated("CreateMultipartUpload", object_op=False):
+            created = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
+        return str(created["UploadId"])
+
+    async def presign_part(self, key: str, upload_id: str, part_number: int, size: int, expires_in: int) -> str:
+        """A presigned UploadPart URL; Content-Length is a signed header, so only exactly `size` bytes pass."""
+        with _translated("PresignUploadPart", object_op=False):
+            return str(
+                await self.client.generate_presigned_url(
+                    "upload_part",
+                    Params={
+                        "Bucket": self.bucket,
+                        "Key": key,
+                        "UploadId": upload_id,
+                        "PartNumber": part_number,
+                        "ContentLength": size,
+                    },
+                    ExpiresIn=expires_in,
+                )
+            )
+
+    async def complete_multipart(self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]) -> ObjectInfo:
+        """CompleteMultipartUpload; S3's refusal of the part list becomes InvalidParts (the client's error)."""
+        listed = [{"PartNumber": n, "ETag": etag if etag.startswith('"') else f'"{etag}"'} for n, etag in parts]
+        try:
+            with _translated("CompleteMultipartUpload", object_op=False):
+                await self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": listed}
+                )
+        except StorageUnavailable as exc:
+            cause = exc.__cause__
+            code = str(getattr(cause, "response", {}).get("Error", {}).get("Code", ""))
+            if code in ("InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload", "MalformedXML"):
+                raise InvalidParts(details={"s3Code": code}) from None
+            raise
+        return await self.head(key)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """AbortMultipartUpload; an upload that is already gone is fine."""
+        try:
+            with _translated("AbortMultipartUpload", object_op=False):
+                await self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except StorageUnavailable as exc:
+            if str(getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code", "")) != "NoSuchUpload":
+                raise
 
     async def presign_post(
         self, key: str, *, max_size: int, content_type: str, expires_in: int, upload_id: str
