@@ -60,6 +60,28 @@ class DirectUpload:
     parts: tuple[PartUrl, ...] = ()
 
 
+async def _reserve(
+    db: Database,
+    principal: Principal,
+    name: str,
+    size: int,
+    content_type: str,
+    policy: uploads.UploadPolicy,
+    expires_in: int,
+) -> uploads.Ticket:
+    # The same atomic reservation as a streamed upload; it outlives the URLs by GRACE.
+    return await uploads.begin(
+        db,
+        principal,
+        name,
+        size,
+        policy,
+        kind="direct",
+        content_type=content_type,
+        ttl=timedelta(seconds=expires_in) + GRACE,
+    )
+
+
 async def start(
     db: Database,
     backend: StorageBackend,
@@ -73,16 +95,7 @@ async def start(
 ) -> DirectUpload:
     """Reserve `size` bytes (the same atomic reservation as a streamed upload) and presign the POST."""
     content_type = content_type or DEFAULT_CONTENT_TYPE
-    ticket = await uploads.begin(
-        db,
-        principal,
-        name,
-        size,
-        policy,
-        kind="direct",
-        content_type=content_type,
-        ttl=timedelta(seconds=expires_in) + GRACE,
-    )
+    ticket = await _reserve(db, principal, name, size, content_type, policy, expires_in)
     try:
         url, fields = await backend.presign_post(
             uploads.physical_key(principal.user_id, name),
@@ -120,16 +133,7 @@ async def start_multipart(
     """Reserve `size`, start a multipart upload and presign one PUT per part, each signed with its exact size."""
     content_type = content_type or DEFAULT_CONTENT_TYPE
     sizes = part_sizes(size, part_size)
-    ticket = await uploads.begin(
-        db,
-        principal,
-        name,
-        size,
-        policy,
-        kind="direct",
-        content_type=content_type,
-        ttl=timedelta(seconds=expires_in) + GRACE,
-    )
+    ticket = await _reserve(db, principal, name, size, content_type, policy, expires_in)
     physical = uploads.physical_key(principal.user_id, name)
     backend_id: str | None = None
     try:
