@@ -31,9 +31,11 @@ import lib
 from lib import BenchError, Server, WrkRequest, WrkResult, log
 
 import storage
+import usage
 
 PASSWORD = "bench correct horse battery staple"
 KEY_VS_JWT_TARGET = 0.9  # API-key auth (one query + AES-GCM open) should keep up with JWT (one query)
+EVENT_CONNECTIONS = 32  # wrk connections for the usage benchmark's event runs
 JWT_VS_HEALTH_CLOSE = 0.8  # informational: `me` with a JWT does one query, like health
 
 
@@ -307,6 +309,11 @@ def bench_storage(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome
     return Outcome(entry, errors)
 
 
+def bench_usage(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
+    entry, errors = usage.bench_usage(server, opts, wrk)
+    return Outcome(entry, errors)
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
@@ -316,6 +323,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             "1 GiB upload and many 64 KiB uploads through Pockity vs straight to RGW; listing 100,000 objects",
             bench_storage,
             environment=storage.storage_environment,
+        ),
+        Benchmark(
+            "usage",
+            "reconcile 100,000 objects written straight to S3 vs a list_objects_v2 walk; S3 event ingestion",
+            bench_usage,
+            environment=usage.usage_environment,
         ),
     )
 }
@@ -350,6 +363,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--list-objects", type=int, default=100_000, help="objects seeded for the listing user")
     g.add_argument(
         "--delimiter-connections", type=int, default=8, help="wrk connections for the root view with delimiter=/"
+    )
+    g = p.add_argument_group("usage")
+    g.add_argument("--usage-objects", type=int, default=100_000, help="objects written straight to S3")
+    g.add_argument("--usage-seed-concurrency", type=int, default=64, help="put_object calls in flight when seeding")
+    g.add_argument(
+        "--usage-event-connections", type=int, default=EVENT_CONNECTIONS, help="wrk connections for events (0: skip)"
+    )
+    g.add_argument(
+        "--usage-event-adopt-objects", type=int, default=3000, help="objects without rows for the adopt event run"
     )
     opts = p.parse_args(argv)
     opts.only = [n.strip() for n in opts.only.split(",") if n.strip()]
