@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
@@ -57,7 +56,7 @@ from pockity.jobs import JobContext
 from pockity.kit.object_names import InvalidName, validate_object_name
 from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
-from pockity.models import ReconciliationReport, Reservation, StorageObject, UsageCounter
+from pockity.models import ReconciliationReport, StorageObject
 from pockity.storage import repository as repo
 from pockity.storage.backends import ObjectInfo, ObjectNotFound, StorageBackend
 from pockity.storage.repository import user_scope
@@ -125,11 +124,6 @@ def _judge(name: str, prefix: str, row: StorageObject | None, info: ObjectInfo |
     return Repair("corrected", info.size - row.size, 0)
 
 
-async def _in_flight(session: AsyncSession, user_id: str, name: str) -> bool:
-    stmt = select(Reservation.id).where(Reservation.user_id == user_id, Reservation.name == name).limit(1)
-    return (await session.scalar(stmt)) is not None
-
-
 async def repair_name(
     db: Database, backend: StorageBackend, user_id: str, name: str, *, dry_run: bool = False
 ) -> Repair | None:
@@ -142,7 +136,7 @@ async def repair_name(
     key = physical_key(user_id, name)
     if dry_run:
         async with db.sessions() as session:
-            if await _in_flight(session, user_id, name):
+            if await repo.get_reservation_by_name(session, user_id, name) is not None:
                 return Repair("busy")
             row = await repo.get_object(session, user_id, name)
             return _judge(name, prefix, row, await _head(backend, key))
@@ -158,7 +152,6 @@ async def repair_name(
             await forget(session, row)
         elif repair is not None and repair.kind in ("adopted", "corrected"):
             assert info is not None
-            await repo.ensure_counter(session, user_scope(user_id))
             await record_object(
                 session,
                 user_id,
@@ -176,15 +169,6 @@ async def repair_name(
 # --- usage recount -----------------------------------------------------------------------------------------
 
 
-def _row_sums(user_id: str) -> Any:
-    o = StorageObject
-    return (
-        select(func.coalesce(func.sum(o.size), 0), func.count(o.id)).where(o.user_id == user_id),
-        select(func.coalesce(func.sum(o.size), 0)).where(o.user_id == user_id).scalar_subquery(),
-        select(func.count(o.id)).where(o.user_id == user_id).scalar_subquery(),
-    )
-
-
 async def recount_usage(db: Database, user_id: str, *, dry_run: bool = False) -> tuple[int, int]:
     """Set `user:{id}` bytes_used/object_count to the sums over the user's rows if they differ.
 
@@ -192,38 +176,24 @@ async def recount_usage(db: Database, user_id: str, *, dry_run: bool = False) ->
     docstring for why a single UPDATE with sub-selects is not safe against a concurrent settle.
     """
     scope = user_scope(user_id)
-    sums, sum_bytes, sum_count = _row_sums(user_id)
-    c = UsageCounter
     if dry_run:
-        # One statement, so the counter and the rows come from one snapshot (a settle changes both at once).
-        counter_bytes = select(c.bytes_used).where(c.scope == scope).scalar_subquery()
-        counter_count = select(c.object_count).where(c.scope == scope).scalar_subquery()
         async with db.sessions() as session:
-            used, count, total, objects = (
-                await session.execute(
-                    select(func.coalesce(counter_bytes, 0), func.coalesce(counter_count, 0), sum_bytes, sum_count)
-                )
-            ).one()
-        return int(total) - int(used), int(objects) - int(count)
+            used, count, total, objects = await repo.counter_and_row_sums(session, user_id)
+        return total - used, objects - count
     async with unit_of_work(db) as session:
-        counter = await session.get(c, scope, with_for_update=True, populate_existing=True)
+        counter = await repo.lock_counter(session, scope)
         if counter is None:
-            total, objects = (await session.execute(sums)).one()
+            total, objects = await repo.row_sums(session, user_id)
             if not total and not objects:
                 return 0, 0  # no counter and no rows: nothing to count, and no empty counter row to create
             await repo.ensure_counter(session, scope)
-            counter = await session.get(c, scope, with_for_update=True, populate_existing=True)
+            counter = await repo.lock_counter(session, scope)
             assert counter is not None
         used, count = counter.bytes_used, counter.object_count
-        total, objects = (await session.execute(sums)).one()  # a statement after the lock: a fresh snapshot
-        moved = int(total) - used, int(objects) - count
+        total, objects = await repo.row_sums(session, user_id)  # a statement after the lock: a fresh snapshot
+        moved = total - used, objects - count
         if moved != (0, 0):
-            await session.execute(
-                update(c)
-                .where(c.scope == scope)
-                .values(bytes_used=int(total), object_count=int(objects))
-                .execution_options(synchronize_session=False)
-            )
+            await repo.set_usage(session, scope, bytes_used=total, object_count=objects)
     return moved
 
 
@@ -238,14 +208,8 @@ class _Entry:
 
 
 async def _row_page(db: Database, user_id: str, after: str | None, limit: int) -> list[_Entry]:
-    """Keyset page of (name, size, etag) in name order: repository.list_names' query without building
-    entities (3x cheaper per row), as one AUTOCOMMIT statement, so no transaction spans the walk."""
-    o = StorageObject
-    stmt = select(o.name, o.size, o.etag).where(o.user_id == user_id).order_by(o.name).limit(limit)
-    if after is not None:
-        stmt = stmt.where(o.name > after)
-    async with db.reader.connect() as conn:
-        return [_Entry(name, size, etag) for name, size, etag in (await conn.execute(stmt)).all()]
+    """Keyset page of (name, size, etag) in name order, one AUTOCOMMIT statement (no transaction spans the walk)."""
+    return [_Entry(*row) for row in await repo.name_size_etag_page(db.reader, user_id, after, limit)]
 
 
 @dataclass
@@ -431,18 +395,15 @@ class _Run:
 
     async def _save(self, session: AsyncSession, **final: Any) -> None:
         self._saved_at = time.monotonic()
-        await session.execute(
-            update(ReconciliationReport)
-            .where(ReconciliationReport.id == self.report.id)
-            .values(
-                objects_seen=self.objects_seen,
-                adopted=self.adopted,
-                removed=self.removed,
-                corrected=self.corrected,
-                drift=dict(self.drift),
-                **final,
-            )
-            .execution_options(synchronize_session=False)
+        await repo.update_report(
+            session,
+            self.report.id,
+            objects_seen=self.objects_seen,
+            adopted=self.adopted,
+            removed=self.removed,
+            corrected=self.corrected,
+            drift=dict(self.drift),
+            **final,
         )
 
     async def _user_ids(self) -> AsyncGenerator[str, None]:
@@ -616,8 +577,4 @@ async def list_reports(
     session: AsyncSession, *, cursor: str | None = None, limit: int = 50
 ) -> tuple[Sequence[ReconciliationReport], str | None]:
     """Newest first (ids are time-ordered); the cursor is the id of the previous page's last report."""
-    r = ReconciliationReport
-    stmt = select(r).order_by(r.id.desc()).limit(limit + 1)
-    if cursor:
-        stmt = stmt.where(r.id < cursor)
-    return keyset_page((await session.scalars(stmt)).all(), limit)
+    return keyset_page(await repo.list_reports(session, before_id=cursor, limit=limit + 1), limit)

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Select, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from pockity.models import Reservation, StorageObject, Tier, UsageCounter, User
+from pockity.models import ReconciliationReport, Reservation, StorageObject, Tier, UsageCounter, User
 
 
 def user_scope(user_id: str) -> str:
@@ -260,3 +260,78 @@ async def set_backend_upload_id(session: AsyncSession, reservation_id: str, back
         .values(backend_upload_id=backend_upload_id)
         .execution_options(synchronize_session=False)
     )
+
+
+# --- reconciliation ---------------------------------------------------------------------------------------
+
+
+def _sums(user_id: str) -> Any:
+    o = StorageObject
+    return (
+        select(func.coalesce(func.sum(o.size), 0)).where(o.user_id == user_id).scalar_subquery(),
+        select(func.count(o.id)).where(o.user_id == user_id).scalar_subquery(),
+    )
+
+
+async def row_sums(session: AsyncSession, user_id: str) -> tuple[int, int]:
+    """Bytes and objects over the user's rows (a statement of its own: its own snapshot)."""
+    o = StorageObject
+    stmt = select(func.coalesce(func.sum(o.size), 0), func.count(o.id)).where(o.user_id == user_id)
+    total, objects = (await session.execute(stmt)).one()
+    return int(total), int(objects)
+
+
+async def counter_and_row_sums(session: AsyncSession, user_id: str) -> tuple[int, int, int, int]:
+    """(counter bytes, counter objects, row bytes, row objects) in ONE statement, so from one snapshot."""
+    c, scope = UsageCounter, user_scope(user_id)
+    sum_bytes, sum_count = _sums(user_id)
+    stmt = select(
+        func.coalesce(select(c.bytes_used).where(c.scope == scope).scalar_subquery(), 0),
+        func.coalesce(select(c.object_count).where(c.scope == scope).scalar_subquery(), 0),
+        sum_bytes,
+        sum_count,
+    )
+    used, count, total, objects = (await session.execute(stmt)).one()
+    return int(used), int(count), int(total), int(objects)
+
+
+async def lock_counter(session: AsyncSession, scope: str) -> UsageCounter | None:
+    return await session.get(UsageCounter, scope, with_for_update=True, populate_existing=True)
+
+
+async def set_usage(session: AsyncSession, scope: str, *, bytes_used: int, object_count: int) -> None:
+    """Overwrite a counter's usage (only under its row lock: see reconcile.recount_usage)."""
+    await session.execute(
+        update(UsageCounter)
+        .where(UsageCounter.scope == scope)
+        .values(bytes_used=bytes_used, object_count=object_count)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def name_size_etag_page(
+    reader: AsyncEngine, user_id: str, after: str | None, limit: int
+) -> list[tuple[str, int, str]]:
+    """Keyset page of (name, size, etag) in name order, without building entities, as one AUTOCOMMIT read."""
+    o = StorageObject
+    stmt = select(o.name, o.size, o.etag).where(o.user_id == user_id).order_by(o.name).limit(limit)
+    if after is not None:
+        stmt = stmt.where(o.name > after)
+    async with reader.connect() as conn:
+        return [(name, size, etag) for name, size, etag in (await conn.execute(stmt)).all()]
+
+
+async def update_report(session: AsyncSession, report_id: str, **values: Any) -> None:
+    await session.execute(
+        update(ReconciliationReport)
+        .where(ReconciliationReport.id == report_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def list_reports(session: AsyncSession, *, before_id: str | None, limit: int) -> Sequence[ReconciliationReport]:
+    stmt = select(ReconciliationReport).order_by(ReconciliationReport.id.desc()).limit(limit)
+    if before_id:
+        stmt = stmt.where(ReconciliationReport.id < before_id)
+    return (await session.scalars(stmt)).all()
