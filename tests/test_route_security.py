@@ -37,6 +37,14 @@ SIGNED = {
     ("POST", "/api/storage/direct/{upload_id}"),
     ("PUT", "/api/storage/parts/{upload_id}/{part_number}"),
 }
+# Provider webhooks: no user credentials, the provider's signature over the raw body instead. Unsigned and
+# forged calls are refused in tests/payments/test_webhooks.py; here, unconfigured ones must refuse too.
+WEBHOOKS = {
+    ("POST", "/api/billing/webhooks/stripe"),
+    ("POST", "/api/billing/webhooks/razorpay"),
+    ("POST", "/api/billing/webhooks/coinbase"),
+    ("POST", "/api/billing/webhooks/btcpay"),
+}
 # Open unless METRICS_TOKEN is set; tested separately below.
 METRICS = ("GET", "/metrics")
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -75,7 +83,7 @@ def all_operations(app: FastAPI) -> list[tuple[str, str]]:
 
 
 def protected_operations(app: FastAPI) -> list[tuple[str, str]]:
-    return [op for op in all_operations(app) if op not in PUBLIC | SIGNED and op != METRICS]
+    return [op for op in all_operations(app) if op not in PUBLIC | SIGNED | WEBHOOKS and op != METRICS]
 
 
 def admin_operations(app: FastAPI) -> list[tuple[str, str]]:
@@ -108,7 +116,7 @@ async def test_route_walk_sees_the_real_api(app: FastAPI) -> None:
 
 
 async def test_public_allowlist_has_no_stale_entries(app: FastAPI) -> None:
-    assert PUBLIC | SIGNED <= served_operations(app)
+    assert PUBLIC | SIGNED | WEBHOOKS <= served_operations(app)
 
 
 # --- no credentials ----------------------------------------------------------------------------------------
@@ -132,6 +140,15 @@ async def test_every_non_public_route_refuses_a_garbage_token(client: httpx.Asyn
     for method, path in protected_operations(app):
         r = await call(client, method, path, {"Authorization": "Bearer not-a-token"})
         assert_error(r, 401, {"invalid_token"}, f"{method} {path}")
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(WEBHOOKS))
+async def test_webhooks_of_unconfigured_providers_refuse(client: httpx.AsyncClient, method: str, path: str) -> None:
+    r = await client.request(
+        method, path, content=b'{"id": "evt_1", "type": "x"}', headers={"Stripe-Signature": "t=1,v1=00"}
+    )
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "provider_not_configured"
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(SIGNED))

@@ -28,6 +28,8 @@ from pockity.jobs import JobContext, JobRunner, default_jobs
 from pockity.kit.crypto import Keyring
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.router import router as open_router
+from pockity.payments.router import router as payments_router
+from pockity.payments.router import webhooks as payment_webhooks_router
 from pockity.storage import reconcile
 from pockity.storage.backends import StorageBackend, StorageUnavailable
 from pockity.storage.backends.local import LocalBackend
@@ -170,6 +172,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tiers_router,
         tier_requests_router,
         billing_router,
+        payments_router,
+        payment_webhooks_router,
         usage_router,
         usage_admin_router,
         admin_router,

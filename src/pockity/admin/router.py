@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
@@ -25,6 +25,21 @@ from pockity.auth.dependencies import AdminPrincipal, request_actor
 from pockity.billing import service as billing
 from pockity.billing.schemas import InvoiceList, InvoiceOut, SubscriptionList, SubscriptionOut
 from pockity.db import DatabaseDep, SessionDep
+from pockity.kit.ids import new_id
+from pockity.kit.pagination import keyset_page
+from pockity.payments import credits, crypto
+from pockity.payments import repository as payments_repo
+from pockity.payments import service as payments
+from pockity.payments.schemas import (
+    CreditGrantIn,
+    CreditsOut,
+    PaymentActionIn,
+    PaymentEventList,
+    PaymentList,
+    PaymentOut,
+    RatesIn,
+    RatesOut,
+)
 from pockity.storage import reconcile
 from pockity.storage import service as storage
 from pockity.users import service as users_service
@@ -34,6 +49,8 @@ router = APIRouter(prefix="/api/admin", tags=["admin"])
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=64)]
 InvoiceStatus = Literal["PENDING", "PAID", "FAILED", "REFUNDED", "VOID"]
+PaymentStatus = Literal["PENDING", "CONFIRMED", "REJECTED", "FAILED", "REFUNDED"]
+Provider = Literal["stripe", "razorpay", "crypto", "coinbase", "btcpay", "manual"]
 SubscriptionStatus = Literal["TRIALING", "ACTIVE", "PENDING_PAYMENT", "PAST_DUE", "CANCELLED", "EXPIRED"]
 
 
@@ -113,7 +130,7 @@ async def update_invoice(
     """Mark an open invoice PAID (confirmed by hand: bank, crypto) or VOID; each happens at most once."""
     actor = request_actor(request, admin)
     if body.status == "PAID":
-        return await billing.pay_invoice(session, invoice_id, actor, provider="manual", note=body.note)
+        return await payments.pay_manually(session, invoice_id, actor, body.note)
     return await billing.void_invoice(session, invoice_id, actor, note=body.note)
 
 
@@ -182,3 +199,97 @@ async def list_reconciliations(
 @router.get("/reconciliations/{report_id}", response_model=ReconciliationOut)
 async def get_reconciliation(report_id: str, _: AdminPrincipal, session: SessionDep) -> object:
     return await reconcile.get_report(session, report_id)
+
+
+# --- payments ----------------------------------------------------------------------------------------------
+
+
+@router.get("/payments", response_model=PaymentList)
+async def list_payments(
+    _: AdminPrincipal,
+    session: SessionDep,
+    status: PaymentStatus | None = None,
+    provider: Provider | None = None,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> object:
+    """Payments newest first; `?status=PENDING&provider=crypto` is the queue of transactions to check."""
+    rows = await payments_repo.list_payments(
+        session, status=status, provider=provider, user_id=user_id, after_id=cursor, limit=limit + 1
+    )
+    items, next_cursor = keyset_page(rows, limit)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.patch("/payments/{payment_id}", response_model=PaymentOut)
+async def resolve_payment(
+    payment_id: str, body: PaymentActionIn, admin: AdminPrincipal, request: Request, session: SessionDep
+) -> object:
+    """Confirm a submitted crypto payment with the amount received (in the asset; default: the quote) — it pays
+    the invoice and any difference becomes credit — or reject it. Each payment is resolved once."""
+    return await crypto.resolve(
+        session, payment_id, body.action, body.amount_received, body.note or None, request_actor(request, admin)
+    )
+
+
+@router.get("/payment-events", response_model=PaymentEventList)
+async def list_payment_events(
+    _: AdminPrincipal,
+    session: SessionDep,
+    provider: Provider | None = None,
+    unprocessed: bool = False,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> object:
+    """The payments inbox: every verified provider event, its outcome and any processing error."""
+    rows = await payments_repo.list_events(
+        session, provider=provider, unprocessed=unprocessed, after_id=cursor, limit=limit + 1
+    )
+    items, next_cursor = keyset_page(rows, limit)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/crypto-rates", response_model=RatesOut)
+async def get_crypto_rates(_: AdminPrincipal, session: SessionDep) -> object:
+    return {"items": await payments_repo.rates(session)}
+
+
+@router.put("/crypto-rates", response_model=RatesOut)
+async def set_crypto_rates(body: RatesIn, admin: AdminPrincipal, request: Request, session: SessionDep) -> object:
+    """Set ETH/BTC prices in USD, valid for `validForMinutes`; quotes for those assets stop when they expire."""
+    items = await crypto.set_rates(
+        session,
+        {str(k): v for k, v in body.rates.items()},
+        timedelta(minutes=body.valid_for_minutes),
+        request_actor(request, admin),
+    )
+    return {"items": items}
+
+
+@router.get("/users/{user_id}/credits", response_model=CreditsOut)
+async def get_user_credits(user_id: str, _: AdminPrincipal, session: SessionDep, currency: str = "USD") -> object:
+    await users_service.get_user(session, user_id)  # 404 for an unknown user
+    balances = await credits.balances(session, user_id)
+    entries = await credits.history(session, user_id, None, 200)
+    return {"balance_cents": balances.get(currency, 0), "currency": currency, "balances": balances, "entries": entries}
+
+
+@router.post("/users/{user_id}/credits", response_model=CreditsOut, status_code=status.HTTP_201_CREATED)
+async def grant_credits(
+    user_id: str, body: CreditGrantIn, admin: AdminPrincipal, request: Request, session: SessionDep
+) -> object:
+    """Grant credit with a reason (audited). `idempotencyKey` makes a retried request grant once."""
+    await users_service.get_user(session, user_id)
+    key = f"grant:{user_id}:{body.idempotency_key or new_id()}"
+    await payments.admin_grant(
+        session, user_id, body.amount_cents, body.currency, body.reason, request_actor(request, admin), key=key
+    )
+    balances = await credits.balances(session, user_id)
+    entries = await credits.history(session, user_id, None, 50)
+    return {
+        "balance_cents": balances.get(body.currency, 0),
+        "currency": body.currency,
+        "balances": balances,
+        "entries": entries,
+    }

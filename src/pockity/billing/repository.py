@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pockity.models import Invoice, Subscription, SubscriptionStatus, User
+from pockity.models import Invoice, InvoiceStatus, Subscription, SubscriptionStatus, User
 
 
 def _owned_invoices(user_id: str) -> Select[Invoice]:
@@ -74,10 +74,48 @@ async def due_period_changes(session: AsyncSession, now: datetime, limit: int) -
     return (await session.scalars(stmt)).all()
 
 
+async def lock_subscription(session: AsyncSession, subscription_id: str) -> Subscription | None:
+    """The subscription, re-read and row-locked: concurrent runners of the life cycle queue here."""
+    stmt = (
+        select(Subscription)
+        .where(Subscription.id == subscription_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def due_lifecycle(session: AsyncSession, now: datetime, limit: int) -> Sequence[str]:
+    """Current subscriptions with something due: a period (or trial) that has ended, or a grace period over."""
+    live = (Subscription.status.in_([SubscriptionStatus.ACTIVE.value, SubscriptionStatus.TRIALING.value])) & (
+        Subscription.current_period_end <= now
+    )
+    overdue = (
+        Subscription.status.in_([SubscriptionStatus.PAST_DUE.value, SubscriptionStatus.PENDING_PAYMENT.value])
+    ) & (Subscription.grace_ends_at <= now)
+    stmt = (
+        select(Subscription.id)
+        .where(Subscription.is_current.is_(True), live | overdue)
+        .order_by(Subscription.id)
+        .limit(limit)
+    )
+    return (await session.scalars(stmt)).all()
+
+
 async def set_user_tier(session: AsyncSession, user_id: str, tier_id: str | None) -> None:
-    """The quota follows the current subscription: its tier is copied onto the user (read on every upload)."""
+    """The quota follows the current subscription: its tier is copied onto the user (read on every upload).
+    A newly current subscription is in good standing, so any billing hold is lifted with it."""
     await session.execute(
-        update(User).where(User.id == user_id).values(tier_id=tier_id).execution_options(synchronize_session="fetch")
+        update(User)
+        .where(User.id == user_id)
+        .values(tier_id=tier_id, billing_hold=None)
+        .execution_options(synchronize_session="fetch")
+    )
+
+
+async def set_billing_hold(session: AsyncSession, user_id: str, hold: str | None) -> None:
+    await session.execute(
+        update(User).where(User.id == user_id).values(billing_hold=hold).execution_options(synchronize_session="fetch")
     )
 
 
@@ -96,9 +134,20 @@ async def get_invoice(session: AsyncSession, invoice_id: str) -> Invoice | None:
     return await session.get(Invoice, invoice_id, populate_existing=True)
 
 
-async def invoices_of_subscription(session: AsyncSession, subscription_id: str, status: str) -> Sequence[Invoice]:
-    stmt = select(Invoice).where(Invoice.subscription_id == subscription_id, Invoice.status == status)
-    return (await session.scalars(stmt)).all()
+async def invoices_of_subscription(session: AsyncSession, subscription_id: str, *statuses: str) -> Sequence[Invoice]:
+    stmt = select(Invoice).where(Invoice.subscription_id == subscription_id, Invoice.status.in_(statuses))
+    return (await session.scalars(stmt.order_by(Invoice.id))).all()
+
+
+async def live_invoice_for_period(
+    session: AsyncSession, subscription_id: str, period_start: datetime
+) -> Invoice | None:
+    stmt = select(Invoice).where(
+        Invoice.subscription_id == subscription_id,
+        Invoice.period_start == period_start,
+        Invoice.status.in_([InvoiceStatus.PENDING.value, InvoiceStatus.FAILED.value, InvoiceStatus.PAID.value]),
+    )
+    return (await session.scalars(stmt.execution_options(populate_existing=True))).first()
 
 
 async def list_invoices(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,9 @@ from pockity.tiers import repository as tiers
 S = SubscriptionStatus
 PAYMENT_DUE = timedelta(days=7)
 LIVE = (S.ACTIVE.value, S.TRIALING.value)
+OPEN = (InvoiceStatus.PENDING.value, InvoiceStatus.FAILED.value)
+UNPAID = (S.PAST_DUE.value, S.PENDING_PAYMENT.value)
+HOLD_PAST_DUE = "past_due"
 
 
 class InvoiceNotFound(NotFound):
@@ -33,6 +36,10 @@ class InvoiceNotFound(NotFound):
 
 class InvoiceNotPayable(Conflict):
     code, message = "invoice_not_payable", "This invoice is not open for payment."
+
+
+class NoSubscription(NotFound):
+    code, message = "no_subscription", "There is no current subscription."
 
 
 class NothingToCancel(Conflict):
@@ -82,7 +89,7 @@ async def _drop_pending(session: AsyncSession, user_id: str, actor: Actor) -> No
     """A newer change replaces a change still waiting for payment: its invoice is voided, never charged."""
     for pending in await repo.pending_subscriptions(session, user_id):
         pending.status, pending.ended_at = S.CANCELLED.value, utcnow()
-        for invoice in await repo.invoices_of_subscription(session, pending.id, InvoiceStatus.PENDING.value):
+        for invoice in await repo.invoices_of_subscription(session, pending.id, *OPEN):
             await repo.transition_invoice(
                 session,
                 invoice.id,
@@ -100,7 +107,16 @@ async def _drop_pending(session: AsyncSession, user_id: str, actor: Actor) -> No
             )
 
 
-def _invoice(sub: Subscription, tier: Tier, due_in: timedelta) -> Invoice:
+def _invoice(
+    sub: Subscription,
+    tier: Tier,
+    due_in: timedelta,
+    *,
+    kind: str = "subscription",
+    period_start: datetime | None = None,
+) -> Invoice:
+    """An invoice for one period of `sub` on `tier`; the period is known for trials and renewals (a new paid
+    subscription's period starts when it is paid)."""
     return Invoice(
         user_id=sub.user_id,
         subscription_id=sub.id,
@@ -108,8 +124,11 @@ def _invoice(sub: Subscription, tier: Tier, due_in: timedelta) -> Invoice:
         amount_cents=tier.price_cents,
         currency=tier.currency,
         status=InvoiceStatus.PENDING.value,
+        kind=kind,
+        period_start=period_start,
+        period_end=period_end(period_start, tier.billing_period) if period_start else None,
         description=f"Pockity {tier.name}, {tier.billing_period}",
-        due_at=utcnow() + due_in,
+        due_at=(period_start or utcnow()) + due_in if kind == "renewal" else utcnow() + due_in,
     )
 
 
@@ -144,7 +163,7 @@ async def change_tier(session: AsyncSession, user_id: str, tier: Tier, actor: Ac
         sub.status = S.TRIALING.value
         sub.current_period_start, sub.current_period_end = now, now + timedelta(days=tier.trial_days)
         await _make_current(session, user_id, sub, ended_status=S.CANCELLED)
-        invoice = _invoice(sub, tier, timedelta(days=tier.trial_days))
+        invoice = _invoice(sub, tier, timedelta(days=tier.trial_days), period_start=sub.current_period_end)
         repo.add(session, invoice)
         await session.flush()
         return Change(sub, invoice, "now")
@@ -185,16 +204,15 @@ async def pay_invoice(
     provider_ref: str | None = None,
     note: str | None = None,
 ) -> Invoice:
-    """Mark an invoice paid exactly once and start the period it pays for."""
+    """Mark an invoice paid exactly once and start (or extend) the period it pays for."""
     invoice = await repo.get_invoice(session, invoice_id)
     if invoice is None:
         raise InvoiceNotFound()
-    open_states = [InvoiceStatus.PENDING.value, InvoiceStatus.FAILED.value]
     now = utcnow()
     if not await repo.transition_invoice(
         session,
         invoice_id,
-        open_states,
+        OPEN,
         status=InvoiceStatus.PAID.value,
         paid_at=now,
         provider=provider,
@@ -204,18 +222,9 @@ async def pay_invoice(
         raise InvoiceNotPayable(details={"status": invoice.status})
     invoice = await repo.get_invoice(session, invoice_id)
     assert invoice is not None
-    sub = await repo.get_subscription(session, invoice.subscription_id) if invoice.subscription_id else None
-    tier = await tiers.get(session, sub.tier_id) if sub else None
-    if (
-        sub is not None
-        and tier is not None
-        and sub.status in (S.PENDING_PAYMENT.value, S.TRIALING.value, S.PAST_DUE.value)
-    ):
-        # A trial's paid period starts when the trial ends; anything else starts now.
-        start = sub.current_period_end if sub.status == S.TRIALING.value and sub.current_period_end else now
-        sub.status, sub.current_period_start = S.ACTIVE.value, start
-        sub.current_period_end = period_end(start, tier.billing_period)
-        await _make_current(session, sub.user_id, sub, ended_status=S.CANCELLED)
+    sub = await repo.lock_subscription(session, invoice.subscription_id) if invoice.subscription_id else None
+    if sub is not None:
+        await _start_paid_period(session, sub, invoice, now)
     record(
         session,
         actor,
@@ -231,6 +240,30 @@ async def pay_invoice(
         },
     )
     return invoice
+
+
+async def _start_paid_period(session: AsyncSession, sub: Subscription, invoice: Invoice, now: datetime) -> None:
+    """A paid invoice makes its subscription ACTIVE for the invoice's period (recorded on the invoice)."""
+    tier = await tiers.get(session, sub.tier_id)
+    if tier is None:
+        return
+    if invoice.period_start is not None and invoice.period_end is not None:
+        start, end = invoice.period_start, invoice.period_end
+    else:  # a new paid subscription: its first period starts now
+        start = now
+        end = period_end(start, tier.billing_period)
+        invoice.period_start, invoice.period_end = start, end
+    if sub.status in (S.PENDING_PAYMENT.value, S.TRIALING.value, S.PAST_DUE.value):
+        sub.status, sub.grace_ends_at = S.ACTIVE.value, None
+        sub.current_period_start, sub.current_period_end = start, end
+        await _make_current(session, sub.user_id, sub, ended_status=S.CANCELLED)
+    elif (
+        sub.status == S.ACTIVE.value
+        and sub.is_current
+        and (sub.current_period_end is None or end > sub.current_period_end)
+    ):  # a renewal paid for the next period
+        sub.current_period_start, sub.current_period_end = start, end
+    await session.flush()
 
 
 async def void_invoice(session: AsyncSession, invoice_id: str, actor: Actor, *, note: str | None = None) -> Invoice:
@@ -282,26 +315,11 @@ async def cancel(session: AsyncSession, user_id: str, actor: Actor) -> Subscript
 
 
 async def apply_period_end(session: AsyncSession, sub: Subscription, actor: Actor) -> Subscription | None:
-    """At the end of a period: a scheduled downgrade starts, a cancelled subscription falls to the default tier."""
-    now = utcnow()
+    """At the end of a period: a scheduled downgrade starts, a cancelled subscription falls to the default tier.
+    A paid target tier starts with a period that is already due, so the renewal step bills it at once."""
     target = sub.scheduled_tier_id if not sub.cancel_at_period_end else await tiers.default_tier_id(session)
-    tier = await tiers.get(session, target) if target else None
     ended = S.CANCELLED if sub.cancel_at_period_end else S.EXPIRED
-    if tier is None:  # cancelled with no default tier: no storage (data is kept, uploads refused)
-        sub.is_current, sub.status, sub.ended_at = False, ended.value, now
-        await session.flush()
-        await repo.set_user_tier(session, sub.user_id, None)
-        return None
-    new = Subscription(
-        user_id=sub.user_id, tier_id=tier.id, status=S.ACTIVE.value, provider=sub.provider, cancel_at_period_end=False
-    )
-    if tier.price_cents > 0:
-        new.current_period_start = sub.current_period_end or now
-        new.current_period_end = period_end(new.current_period_start, tier.billing_period)
-    repo.add(session, new)
-    await _make_current(session, sub.user_id, new, ended_status=ended)
-    if tier.price_cents > 0:
-        repo.add(session, _invoice(new, tier, PAYMENT_DUE))
+    new = await _replace(session, sub, target, ended, start=sub.current_period_end)
     record(
         session,
         actor,
@@ -311,6 +329,202 @@ async def apply_period_end(session: AsyncSession, sub: Subscription, actor: Acto
         details={"before": _sub_snapshot(sub), "after": _sub_snapshot(new)},
     )
     return new
+
+
+async def _replace(
+    session: AsyncSession, sub: Subscription, tier_id: str | None, ended: S, *, start: datetime | None
+) -> Subscription | None:
+    """End `sub` and make a new ACTIVE subscription on `tier_id` current (none: no storage; data is kept)."""
+    now = utcnow()
+    tier = await tiers.get(session, tier_id) if tier_id else None
+    if tier is None:
+        sub.is_current, sub.status, sub.ended_at = False, ended.value, now
+        await session.flush()
+        await repo.set_user_tier(session, sub.user_id, None)
+        return None
+    new = Subscription(
+        user_id=sub.user_id,
+        tier_id=tier.id,
+        status=S.ACTIVE.value,
+        provider=sub.provider,
+        cancel_at_period_end=False,
+        auto_renew_from_credits=sub.auto_renew_from_credits,
+    )
+    if tier.price_cents > 0:
+        new.current_period_start = new.current_period_end = start or now
+    repo.add(session, new)
+    await _make_current(session, sub.user_id, new, ended_status=ended)
+    return new
+
+
+# --- renewals and the life cycle ---------------------------------------------------------------------------
+
+
+async def run_lifecycle(session: AsyncSession, subscription_id: str, actor: Actor, *, grace: timedelta) -> str | None:
+    """Do what is due for one subscription, under its row lock (so two runners do it once):
+    a period change, a renewal (from credits, or an invoice and PAST_DUE), or the end of a grace period."""
+    from pockity.payments import credits  # the ledger lives with payments; it does not import billing
+
+    now = utcnow()
+    sub = await repo.lock_subscription(session, subscription_id)
+    if sub is None or not sub.is_current:
+        return None
+    if sub.status in UNPAID:
+        if sub.grace_ends_at is None or sub.grace_ends_at > now:
+            return None
+        return await _expire(session, sub, actor)
+    if sub.status not in LIVE or sub.current_period_end is None or sub.current_period_end > now:
+        return None
+    if sub.status == S.ACTIVE.value and (sub.scheduled_tier_id or sub.cancel_at_period_end):
+        new = await apply_period_end(session, sub, actor)
+        if new is not None and new.current_period_end is not None:
+            await run_lifecycle(session, new.id, actor, grace=grace)
+        return "period_change"
+    tier = await tiers.get(session, sub.tier_id)
+    if tier is None or tier.price_cents == 0:
+        sub.current_period_end = None  # a free tier has no periods to renew
+        return None
+    invoice = await _invoice_for_next_period(session, sub, tier, grace)
+    if invoice.status == InvoiceStatus.PAID.value:  # paid ahead: the period simply continues
+        await _start_paid_period(session, sub, invoice, now)
+        return "renewed"
+    if sub.auto_renew_from_credits and await credits.debit(
+        session,
+        sub.user_id,
+        invoice.amount_cents,
+        invoice.currency,
+        reason="renewal",
+        key=f"invoice:{invoice.id}",
+        reference=invoice.id,
+    ):
+        await pay_invoice(session, invoice.id, actor, provider="credits", note="auto-renewed from credits")
+        record(
+            session,
+            actor,
+            "subscription.renewed",
+            target_type="subscription",
+            target_id=sub.id,
+            details={"invoiceId": invoice.id, "amountCents": invoice.amount_cents, "from": "credits"},
+        )
+        return "renewed"
+    before = _sub_snapshot(sub)
+    sub.status = S.PAST_DUE.value if sub.status == S.ACTIVE.value else S.PENDING_PAYMENT.value
+    sub.grace_ends_at = sub.current_period_end + grace
+    await repo.set_billing_hold(session, sub.user_id, HOLD_PAST_DUE)
+    record(
+        session,
+        actor,
+        "subscription.past_due",
+        target_type="subscription",
+        target_id=sub.id,
+        details={
+            "before": before,
+            "after": _sub_snapshot(sub),
+            "invoiceId": invoice.id,
+            "graceEndsAt": sub.grace_ends_at.isoformat(),
+        },
+    )
+    return "past_due"
+
+
+async def _invoice_for_next_period(session: AsyncSession, sub: Subscription, tier: Tier, grace: timedelta) -> Invoice:
+    """The invoice for the period starting at the current period's end: the trial's own invoice, one issued
+    before, or a new renewal invoice (at most one live invoice per period, by a unique index)."""
+    assert sub.current_period_end is not None
+    existing = await repo.live_invoice_for_period(session, sub.id, sub.current_period_end)
+    if existing is not None:
+        return existing
+    if sub.status == S.TRIALING.value:  # a trial invoice from before invoices carried their period
+        for invoice in await repo.invoices_of_subscription(session, sub.id, *OPEN):
+            invoice.period_start = sub.current_period_end
+            invoice.period_end = period_end(sub.current_period_end, tier.billing_period)
+            return invoice
+    invoice = _invoice(sub, tier, grace, kind="renewal", period_start=sub.current_period_end)
+    repo.add(session, invoice)
+    await session.flush()
+    return invoice
+
+
+async def _expire(session: AsyncSession, sub: Subscription, actor: Actor) -> str:
+    """Grace is over: open invoices are voided (a late payment becomes credit) and the user falls back to the
+    default tier, or to no storage. Nothing stored is deleted."""
+    for invoice in await repo.invoices_of_subscription(session, sub.id, *OPEN):
+        await repo.transition_invoice(
+            session, invoice.id, OPEN, status=InvoiceStatus.VOID.value, note="subscription expired unpaid"
+        )
+    before = _sub_snapshot(sub)
+    new = await _replace(session, sub, await tiers.default_tier_id(session), S.EXPIRED, start=None)
+    record(
+        session,
+        actor,
+        "subscription.expired",
+        target_type="subscription",
+        target_id=sub.id,
+        details={"before": before, "after": _sub_snapshot(new)},
+    )
+    return "expired"
+
+
+async def invoice_refunded(session: AsyncSession, invoice: Invoice, actor: Actor, *, grace: timedelta) -> None:
+    """A refunded invoice that paid the period running now leaves that period unpaid: the subscription goes
+    PAST_DUE with a grace period and the period is invoiced again. A refund of a past period changes nothing."""
+    if invoice.subscription_id is None or invoice.period_end is None:
+        return
+    sub = await repo.lock_subscription(session, invoice.subscription_id)
+    if (
+        sub is None
+        or not sub.is_current
+        or sub.status != S.ACTIVE.value
+        or sub.current_period_end != invoice.period_end
+    ):
+        return
+    tier = await tiers.get(session, sub.tier_id)
+    if tier is None:
+        return
+    reissued = Invoice(
+        user_id=sub.user_id,
+        subscription_id=sub.id,
+        tier_id=tier.id,
+        amount_cents=invoice.amount_cents,
+        currency=invoice.currency,
+        status=InvoiceStatus.PENDING.value,
+        kind="renewal",
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        description=invoice.description,
+        due_at=utcnow() + grace,
+    )
+    repo.add(session, reissued)
+    before = _sub_snapshot(sub)
+    sub.status, sub.grace_ends_at = S.PAST_DUE.value, utcnow() + grace
+    await session.flush()
+    await repo.set_billing_hold(session, sub.user_id, HOLD_PAST_DUE)
+    record(
+        session,
+        actor,
+        "subscription.past_due",
+        target_type="subscription",
+        target_id=sub.id,
+        details={"before": before, "after": _sub_snapshot(sub), "invoiceId": reissued.id, "reason": "refund"},
+    )
+
+
+async def set_auto_renew(session: AsyncSession, user_id: str, enabled: bool, actor: Actor) -> Subscription:
+    current = await repo.current_subscription(session, user_id, lock=True)
+    if current is None:
+        raise NoSubscription()
+    before = current.auto_renew_from_credits
+    current.auto_renew_from_credits = enabled
+    await session.flush()
+    record(
+        session,
+        actor,
+        "subscription.auto_renew",
+        target_type="subscription",
+        target_id=current.id,
+        details={"before": before, "after": enabled},
+    )
+    return current
 
 
 @dataclass(frozen=True)

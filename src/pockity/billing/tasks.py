@@ -1,6 +1,9 @@
-"""Periodic billing jobs."""
+"""Periodic billing: period changes, renewals, trials ending and grace periods running out."""
 
 from __future__ import annotations
+
+import logging
+from datetime import timedelta
 
 from pockity.audit.service import Actor
 from pockity.billing import repository as repo
@@ -9,22 +12,23 @@ from pockity.db import unit_of_work
 from pockity.jobs import JobContext
 from pockity.kit.time import utcnow
 
+log = logging.getLogger("pockity.billing")
 _BATCH = 200
 
 
 async def apply_period_ends(ctx: JobContext) -> int:
-    """Start scheduled downgrades and end cancelled subscriptions whose period is over."""
-    async with ctx.db.sessions() as session:
-        due = [s.id for s in await repo.due_period_changes(session, utcnow(), _BATCH)]
-    applied = 0
-    for sub_id in due:
-        async with unit_of_work(ctx.db) as session:
-            sub = await repo.get_subscription(session, sub_id)
-            # Re-checked inside the unit of work: another process may have applied it already.
-            if sub is None or not sub.is_current or sub.current_period_end is None or sub.current_period_end > utcnow():
-                continue
-            if sub.scheduled_tier_id is None and not sub.cancel_at_period_end:
-                continue
-            await service.apply_period_end(session, sub, Actor.system("jobs"))
-            applied += 1
-    return applied
+    """Run the life cycle of every current subscription with something due, each in its own unit of work
+    under the subscription's row lock: two runners at once renew each subscription once."""
+    grace = timedelta(days=ctx.settings.billing_grace_days)
+    done = 0
+    seen: set[str] = set()
+    while True:
+        async with ctx.db.sessions() as session:
+            due = [s for s in await repo.due_lifecycle(session, utcnow(), _BATCH) if s not in seen]
+        if not due:
+            return done
+        for sub_id in due:
+            seen.add(sub_id)
+            async with unit_of_work(ctx.db) as session:
+                if await service.run_lifecycle(session, sub_id, Actor.system("jobs"), grace=grace):
+                    done += 1

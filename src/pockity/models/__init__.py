@@ -13,6 +13,7 @@ from pockity.models.billing import (
 )
 from pockity.models.job import JobRun
 from pockity.models.login_throttle import LoginThrottle
+from pockity.models.payments import CreditAccount, CreditEntry, CryptoRate, Payment, PaymentEvent, PaymentStatus
 from pockity.models.storage import ReconciliationReport, Reservation, StorageEvent, StorageObject, UsageCounter
 from pockity.models.tier import Tier
 from pockity.models.usage import Notification, UsageDay, UsageState
@@ -22,11 +23,17 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Base",
+    "CreditAccount",
+    "CreditEntry",
+    "CryptoRate",
     "Invoice",
     "InvoiceStatus",
     "JobRun",
     "LoginThrottle",
     "Notification",
+    "Payment",
+    "PaymentEvent",
+    "PaymentStatus",
     "ReconciliationReport",
     "RequestStatus",
     "Reservation",

@@ -33,6 +33,9 @@ class InvoiceStatus(enum.StrEnum):
     VOID = "VOID"
 
 
+LIVE_INVOICE = "period_start IS NOT NULL AND status IN ('PENDING', 'FAILED', 'PAID')"
+
+
 class TierRequest(Base):
     """A user's request for a tier; at most one PENDING per user (a partial unique index)."""
 
@@ -86,6 +89,9 @@ class Subscription(Base):
     current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     scheduled_tier_id: Mapped[str | None] = mapped_column(ForeignKey("tiers.id", ondelete="RESTRICT"))
+    auto_renew_from_credits: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # PAST_DUE (or a trial ended unpaid): uploads are refused until paid; at this time it expires.
+    grace_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
@@ -98,6 +104,16 @@ class Invoice(Base):
     __table_args__ = (
         Index("ix_invoices_user_id_created_at", "user_id", "created_at"),
         Index("ix_invoices_status", "status"),
+        # One live invoice per subscription period: two renewal runs cannot bill the same period twice
+        # (a voided or refunded one does not count, so a refunded period can be invoiced again).
+        Index(
+            "uq_invoices_subscription_period",
+            "subscription_id",
+            "period_start",
+            unique=True,
+            postgresql_where=text(LIVE_INVOICE),
+            sqlite_where=text(LIVE_INVOICE),
+        ),
     )
 
     id: Mapped[str] = id_column()
@@ -107,6 +123,10 @@ class Invoice(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger, nullable=False)
     currency: Mapped[str] = mapped_column(String(3), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, default=InvoiceStatus.PENDING.value)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="subscription")  # | renewal | topup
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the period it pays, when known
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     description: Mapped[str] = mapped_column(Text, nullable=False)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -25,5 +25,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     # The tier whose limits are the user's quota (None: no storage until an admin grants a tier).
     tier_id: Mapped[str | None] = mapped_column(ForeignKey("tiers.id", ondelete="RESTRICT"))
+    # Set while a subscription is unpaid past its period ("past_due"): uploads are refused, reads allowed.
+    billing_hold: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.auth.schemas import Principal
+from pockity.errors import PockityError
 from pockity.models import Tier
 from pockity.tiers import repository as tiers
 from pockity.users import repository as users
@@ -58,9 +59,21 @@ async def user_tier(session: AsyncSession, user_id: str) -> Tier | None:
     return await tiers.get(session, user.tier_id) if user and user.tier_id else None
 
 
+class SubscriptionPastDue(PockityError):
+    status, code, message = (
+        402,
+        "subscription_past_due",
+        ("Uploads are paused until the open invoice is paid; existing files can still be read and deleted."),
+    )
+
+
 async def limits_for(session: AsyncSession, principal: Principal) -> WriterLimits:
-    """The user's tier limits, plus the key's tier when the request came with a tier-linked key."""
-    tier = await user_tier(session, principal.user_id)
+    """The user's tier limits, plus the key's tier when the request came with a tier-linked key.
+    A user whose subscription is past due may not write (reads are never blocked by billing)."""
+    user = await users.get(session, principal.user_id)
+    if user is not None and user.billing_hold:
+        raise SubscriptionPastDue(details={"hold": user.billing_hold})
+    tier = await tiers.get(session, user.tier_id) if user and user.tier_id else None
     sizes = [tier.max_object_size_bytes if tier and tier.max_object_size_bytes else NO_LIMIT]
     key_limits = None
     if principal.key is not None and principal.key.tier_id:

@@ -1,0 +1,125 @@
+"""The credit ledger: append-only entries whose sum is the balance.
+
+Every change is an entry with an idempotency key (the same grant or debit never happens twice) plus the same
+amount on `credit_accounts` in the same transaction. A debit is one conditional UPDATE (`balance >= amount`),
+so two debits racing for the last credits cannot both succeed, in one process or several.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.errors import PockityError, ValidationFailed
+from pockity.models import CreditEntry
+from pockity.payments import repository as repo
+
+
+class InsufficientCredits(PockityError):
+    status, code, message = 402, "insufficient_credits", "The credit balance does not cover this amount."
+
+
+async def grant(
+    session: AsyncSession,
+    user_id: str,
+    amount_cents: int,
+    currency: str,
+    *,
+    reason: str,
+    key: str,
+    reference: str | None = None,
+    note: str | None = None,
+    created_by: str | None = None,
+) -> bool:
+    """Add credit once per `key`; False when that key was already used (nothing changes)."""
+    if amount_cents <= 0:
+        raise ValidationFailed("A credit must be a positive amount.", code="invalid_amount")
+    return await _append(session, user_id, amount_cents, currency, reason, key, reference, note, created_by)
+
+
+async def take_back(
+    session: AsyncSession,
+    user_id: str,
+    amount_cents: int,
+    currency: str,
+    *,
+    reason: str,
+    key: str,
+    reference: str | None = None,
+    note: str | None = None,
+) -> bool:
+    """Remove credit that turned out not to be the user's (a refunded payment), even past zero: a negative
+    balance is a debt that blocks paying with credits until it is covered."""
+    if amount_cents <= 0:
+        return False
+    return await _append(session, user_id, -amount_cents, currency, reason, key, reference, note, None)
+
+
+async def debit(
+    session: AsyncSession,
+    user_id: str,
+    amount_cents: int,
+    currency: str,
+    *,
+    reason: str,
+    key: str,
+    reference: str | None = None,
+    note: str | None = None,
+) -> bool:
+    """Spend credit if the balance covers it. True when the debit for `key` has happened (now or before)."""
+    if amount_cents <= 0:
+        raise ValidationFailed("A debit must be a positive amount.", code="invalid_amount")
+    if not await repo.take_from_account(session, user_id, currency, amount_cents):
+        return False
+    entry = CreditEntry(
+        user_id=user_id,
+        amount_cents=-amount_cents,
+        currency=currency,
+        reason=reason,
+        reference=reference,
+        idempotency_key=key,
+        note=note,
+    )
+    if not await repo.insert_entry(session, entry):
+        await repo.add_to_account(session, user_id, currency, amount_cents)  # this debit was already made
+    return True
+
+
+async def _append(
+    session: AsyncSession,
+    user_id: str,
+    amount: int,
+    currency: str,
+    reason: str,
+    key: str,
+    reference: str | None,
+    note: str | None,
+    created_by: str | None,
+) -> bool:
+    entry = CreditEntry(
+        user_id=user_id,
+        amount_cents=amount,
+        currency=currency,
+        reason=reason,
+        reference=reference,
+        idempotency_key=key,
+        note=note,
+        created_by=created_by,
+    )
+    if not await repo.insert_entry(session, entry):
+        return False
+    await repo.add_to_account(session, user_id, currency, amount)
+    return True
+
+
+async def balance(session: AsyncSession, user_id: str, currency: str) -> int:
+    return await repo.ledger_balance(session, user_id, currency)
+
+
+async def balances(session: AsyncSession, user_id: str) -> dict[str, int]:
+    return await repo.ledger_balances(session, user_id)
+
+
+async def history(session: AsyncSession, user_id: str, cursor: str | None, limit: int) -> Sequence[CreditEntry]:
+    return await repo.list_entries(session, user_id, cursor, limit)

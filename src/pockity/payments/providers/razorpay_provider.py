@@ -1,0 +1,153 @@
+"""Razorpay: orders for invoices, checkout signature verification, and its webhook events.
+
+The official package verifies both signatures (`verify_payment_signature`: HMAC-SHA256(key secret,
+"order_id|payment_id"); `verify_webhook_signature`: HMAC-SHA256(webhook secret, raw body) in
+`X-Razorpay-Signature`). Its HTTP calls are blocking `requests` calls, so they run in a worker thread;
+`RAZORPAY_API_BASE` points the client at another host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import razorpay  # type: ignore[import-untyped]
+from razorpay.errors import (  # type: ignore[import-untyped]
+    BadRequestError,
+    GatewayError,
+    ServerError,
+    SignatureVerificationError,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from pockity.audit.service import Actor
+from pockity.config import Settings
+from pockity.models import Invoice, Payment
+from pockity.payments import repository as repo
+from pockity.payments import service
+from pockity.payments.service import InvalidSignature, ProviderFailed, ProviderNotConfigured, Received
+from pockity.payments.webhooks import Handling, Verified, field, parse_json
+
+NAME = "razorpay"
+
+
+def configured(settings: Settings) -> bool:
+    return bool(settings.razorpay_key_id and settings.razorpay_secret)
+
+
+def _client(settings: Settings) -> razorpay.Client:
+    if not configured(settings):
+        raise ProviderNotConfigured("Razorpay is not configured on this server.")
+    options = {"base_url": settings.razorpay_api_base.rstrip("/")} if settings.razorpay_api_base else {}
+    return razorpay.Client(auth=(settings.razorpay_key_id, settings.razorpay_secret), **options)
+
+
+async def create_order(settings: Settings, invoice: Invoice) -> dict[str, Any]:
+    client = _client(settings)
+    data = {
+        "amount": invoice.amount_cents,
+        "currency": invoice.currency,
+        "receipt": invoice.id,
+        "notes": {"invoiceId": invoice.id, "userId": invoice.user_id},
+    }
+    try:
+        order = await asyncio.to_thread(client.order.create, data, timeout=settings.provider_timeout_seconds)
+    except (BadRequestError, GatewayError, ServerError) as exc:
+        raise ProviderFailed(details={"provider": NAME, "message": str(exc)[:300]}) from None
+    except OSError as exc:  # requests' connection errors
+        raise ProviderFailed(details={"provider": NAME, "message": type(exc).__name__}) from None
+    if not isinstance(order, dict) or not isinstance(order.get("id"), str):
+        raise ProviderFailed(details={"provider": NAME, "message": "unexpected order response"})
+    return order
+
+
+async def verify_checkout(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: str,
+    order_id: str,
+    payment_id: str,
+    signature: str,
+    actor: Actor,
+) -> Payment:
+    """The browser's proof of payment: valid only if signed with our key secret over order_id|payment_id.
+    The amount is the order's (Razorpay captures exactly the order amount)."""
+    client = _client(settings)
+    try:
+        client.utility.verify_payment_signature(
+            {"razorpay_order_id": order_id, "razorpay_payment_id": payment_id, "razorpay_signature": signature}
+        )
+    except SignatureVerificationError:
+        raise InvalidSignature() from None
+    pending = await repo.payment_by_checkout(session, NAME, order_id)
+    if pending is None or pending.user_id != user_id:
+        raise service.PaymentNotFound("No checkout with this order id.")
+    try:
+        return await service.receive(
+            session,
+            Received(NAME, payment_id, pending.amount_cents, pending.currency, pending.invoice_id, order_id),
+            actor,
+        )
+    except service.Unapplicable:
+        raise service.PaymentNotFound("The invoice for this order no longer exists.") from None
+
+
+def verify(settings: Settings, raw: bytes, signature: str | None, event_id: str | None) -> Verified:
+    if not settings.razorpay_webhook_secret:
+        raise ProviderNotConfigured("Razorpay webhooks are not configured on this server.")
+    if not signature:
+        raise InvalidSignature()
+    text, body = parse_json(raw)
+    try:
+        razorpay.Utility(None).verify_webhook_signature(text, signature, settings.razorpay_webhook_secret)
+    except SignatureVerificationError:
+        raise InvalidSignature() from None
+    kind = body.get("event")
+    if not isinstance(kind, str):
+        raise InvalidSignature("The event has no type.", code="invalid_payload")
+    if not event_id:  # X-Razorpay-Event-Id is the documented key; without it, the entity names the event
+        entity = field(body, "payload", "refund", "entity", "id") or field(body, "payload", "payment", "entity", "id")
+        event_id = f"{kind}:{entity or body.get('created_at')}"
+    return Verified(NAME, event_id, kind, body, text)
+
+
+async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
+    payment = field(event.body, "payload", "payment", "entity") or {}
+    kind = event.event_type
+    if kind in ("payment.captured", "order.paid"):
+        if not isinstance(payment.get("id"), str):
+            raise service.Unapplicable("payment event without a payment id")
+        await service.receive(
+            session,
+            Received(
+                NAME,
+                payment["id"],
+                payment.get("amount") if isinstance(payment.get("amount"), int) else None,
+                payment.get("currency"),
+                invoice_id=field(payment, "notes", "invoiceId"),
+                checkout_ref=payment.get("order_id"),
+            ),
+            ctx.actor,
+        )
+        return "applied"
+    if kind == "payment.failed":
+        return await service.payment_failed(
+            session,
+            NAME,
+            invoice_id=field(payment, "notes", "invoiceId"),
+            checkout_ref=payment.get("order_id"),
+            reason=str(payment.get("error_description") or kind),
+            actor=ctx.actor,
+        )
+    if kind == "refund.processed":
+        refund = field(event.body, "payload", "refund", "entity") or {}
+        money = refund.get("payment_id") or payment.get("id")
+        total = payment.get("amount_refunded")
+        if not isinstance(total, int):  # no payment entity: add this refund to what is recorded
+            existing = await repo.payment_by_provider_id(session, NAME, money) if isinstance(money, str) else None
+            amount = refund.get("amount")
+            total = (existing.refunded_cents if existing else 0) + (amount if isinstance(amount, int) else 0)
+        if not isinstance(money, str):
+            raise service.Unapplicable("refund without a payment id")
+        return await service.refunded(session, NAME, money, total, ctx.actor, grace=ctx.grace)
+    return "ignored"

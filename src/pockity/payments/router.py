@@ -1,0 +1,243 @@
+"""Payment routes: methods, checkout, crypto submissions, credits, and the provider webhooks.
+
+User routes need a JWT (like the rest of billing). Webhooks are public but signed: each verifies its
+provider's signature over the raw body before anything is stored (the route-table test lists them).
+Admin payment routes live in admin/router.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, status
+
+from pockity.audit.service import Actor
+from pockity.auth.dependencies import JwtPrincipal, request_actor
+from pockity.billing import repository as billing_repo
+from pockity.billing import service as billing
+from pockity.billing.schemas import InvoiceOut, SubscriptionOut
+from pockity.config import Settings
+from pockity.db import DatabaseDep, SessionDep, unit_of_work
+from pockity.kit.pagination import keyset_page
+from pockity.payments import credits, crypto, service
+from pockity.payments import repository as repo
+from pockity.payments.providers import crypto_processors, razorpay_provider, stripe_provider
+from pockity.payments.schemas import (
+    AutoRenewIn,
+    CheckoutIn,
+    CheckoutOut,
+    CreditsOut,
+    CryptoSubmitIn,
+    InvoiceDetail,
+    MethodsOut,
+    PaymentList,
+    PaymentOut,
+    RazorpayVerifyIn,
+    TopUpIn,
+    WebhookAck,
+)
+from pockity.payments.webhooks import Handler, Handling, Verified, deliver
+
+router = APIRouter(prefix="/api/billing", tags=["payments"])
+webhooks = APIRouter(prefix="/api/billing/webhooks", tags=["webhooks"])
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.get("/methods", response_model=MethodsOut)
+async def methods(_: JwtPrincipal, request: Request) -> object:
+    """Which ways to pay this server offers; a provider without its keys is listed as unavailable."""
+    s = _settings(request)
+    rows: list[dict[str, object]] = [
+        {"id": "stripe", "kind": "checkout", "available": stripe_provider.configured(s)},
+        {
+            "id": "razorpay",
+            "kind": "checkout",
+            "available": razorpay_provider.configured(s),
+            "key_id": s.razorpay_key_id if razorpay_provider.configured(s) else None,
+        },
+    ]
+    for asset in crypto.ASSETS:
+        address = crypto.address_for(s, asset)
+        rows.append({"id": f"crypto:{asset}", "kind": "manual", "available": address is not None, "address": address})
+    rows += [
+        {"id": "coinbase", "kind": "webhook", "available": bool(s.coinbase_commerce_webhook_secret)},
+        {"id": "btcpay", "kind": "webhook", "available": bool(s.btcpay_webhook_secret)},
+        {"id": "credits", "kind": "balance", "available": True},
+    ]
+    return {"methods": rows}
+
+
+@router.get("/invoices/{invoice_id}", response_model=InvoiceDetail)
+async def get_invoice(invoice_id: str, principal: JwtPrincipal, request: Request, session: SessionDep) -> object:
+    """One of your invoices, with what to send to pay it in each crypto asset."""
+    invoice = await billing_repo.get_own_invoice(session, principal.user_id, invoice_id)
+    if invoice is None:
+        raise billing.InvoiceNotFound()
+    detail = InvoiceDetail.model_validate(invoice)
+    if invoice.status in service.OPEN_INVOICE:
+        detail.crypto = [q.__dict__ for q in await crypto.quotes(session, _settings(request), invoice)]  # type: ignore[misc]
+    return detail
+
+
+@router.post("/invoices/{invoice_id}/checkout", response_model=CheckoutOut)
+async def checkout(
+    invoice_id: str, body: CheckoutIn, principal: JwtPrincipal, request: Request, db: DatabaseDep
+) -> object:
+    """Start paying an invoice by card (a Stripe Checkout Session URL) or with Razorpay (an order id for its
+    checkout widget). The provider call runs outside any database transaction."""
+    settings = _settings(request)
+    configured = stripe_provider.configured if body.provider == "stripe" else razorpay_provider.configured
+    if not configured(settings):
+        raise service.ProviderNotConfigured(f"{body.provider} is not configured on this server.")
+    async with unit_of_work(db) as session:
+        invoice = await service.open_own_invoice(session, principal.user_id, invoice_id)
+        payment = await service.start_payment(session, invoice, body.provider)
+        session.expunge(invoice)
+    out: dict[str, object] = {
+        "provider": body.provider,
+        "payment_id": payment.id,
+        "invoice_id": invoice.id,
+        "amount_cents": invoice.amount_cents,
+        "currency": invoice.currency,
+    }
+    if body.provider == "stripe":
+        made = await stripe_provider.create_checkout(settings, invoice, payment, principal.email)
+        ref = str(made["id"])
+        out |= {"url": made["url"], "session_id": ref}
+    else:
+        order = await razorpay_provider.create_order(settings, invoice)
+        ref = str(order["id"])
+        out |= {"order_id": ref, "key_id": settings.razorpay_key_id}
+    async with unit_of_work(db) as session:
+        await repo.transition_payment(session, payment.id, ["PENDING"], checkout_ref=ref)
+    return out
+
+
+@router.post("/razorpay/verify", response_model=PaymentOut)
+async def razorpay_verify(
+    body: RazorpayVerifyIn, principal: JwtPrincipal, request: Request, session: SessionDep
+) -> object:
+    """Razorpay checkout's success handler posts its three fields here; the signature proves the payment."""
+    return await razorpay_provider.verify_checkout(
+        session,
+        _settings(request),
+        principal.user_id,
+        body.razorpay_order_id,
+        body.razorpay_payment_id,
+        body.razorpay_signature,
+        request_actor(request, principal),
+    )
+
+
+@router.post("/invoices/{invoice_id}/crypto", response_model=PaymentOut, status_code=status.HTTP_201_CREATED)
+async def submit_crypto(
+    invoice_id: str, body: CryptoSubmitIn, principal: JwtPrincipal, request: Request, session: SessionDep
+) -> object:
+    """Tell us the transaction that pays this invoice; an admin confirms it against the chain."""
+    return await crypto.submit(
+        session,
+        _settings(request),
+        principal.user_id,
+        invoice_id,
+        body.asset,
+        body.tx_hash,
+        body.from_address,
+        request_actor(request, principal),
+    )
+
+
+@router.post("/invoices/{invoice_id}/pay-with-credits", response_model=InvoiceOut)
+async def pay_with_credits(invoice_id: str, principal: JwtPrincipal, request: Request, session: SessionDep) -> object:
+    return await service.pay_with_credits(session, principal.user_id, invoice_id, request_actor(request, principal))
+
+
+@router.get("/payments", response_model=PaymentList)
+async def list_payments(principal: JwtPrincipal, session: SessionDep) -> object:
+    return {"items": await service.own_payments(session, principal.user_id)}
+
+
+@router.get("/credits", response_model=CreditsOut)
+async def get_credits(
+    principal: JwtPrincipal,
+    session: SessionDep,
+    currency: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "USD",
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> object:
+    """Your credit balance (the sum of the ledger) and its entries, newest first."""
+    balances = await credits.balances(session, principal.user_id)
+    page, next_cursor = keyset_page(await credits.history(session, principal.user_id, cursor, limit + 1), limit)
+    return {
+        "balance_cents": balances.get(currency, 0),
+        "currency": currency,
+        "balances": balances,
+        "entries": page,
+        "next_cursor": next_cursor,
+    }
+
+
+@router.post("/credits/top-up", response_model=InvoiceOut, status_code=status.HTTP_201_CREATED)
+async def top_up(body: TopUpIn, principal: JwtPrincipal, request: Request, session: SessionDep) -> object:
+    """An invoice whose payment (by any method) becomes credit."""
+    return await service.create_topup(
+        session, principal.user_id, body.amount_cents, body.currency, request_actor(request, principal)
+    )
+
+
+@router.patch("/subscription", response_model=SubscriptionOut)
+async def update_subscription(
+    body: AutoRenewIn, principal: JwtPrincipal, request: Request, session: SessionDep
+) -> object:
+    """Renew automatically from the credit balance at each period end (when it covers the price)."""
+    return await billing.set_auto_renew(
+        session, principal.user_id, body.auto_renew_from_credits, request_actor(request, principal)
+    )
+
+
+# --- webhooks --------------------------------------------------------------------------------------------
+
+
+async def _deliver(request: Request, db: DatabaseDep, event: Verified, handler: Handler) -> object:
+    handling = Handling(_settings(request), Actor(type="provider", id=event.provider, request_id=None))
+    return await deliver(db, event, handler, handling)
+
+
+@webhooks.post("/stripe", response_model=WebhookAck)
+async def stripe_webhook(
+    request: Request, db: DatabaseDep, stripe_signature: Annotated[str | None, Header()] = None
+) -> object:
+    event = stripe_provider.verify(_settings(request), await request.body(), stripe_signature)
+    return await _deliver(request, db, event, stripe_provider.handle)
+
+
+@webhooks.post("/razorpay", response_model=WebhookAck)
+async def razorpay_webhook(
+    request: Request,
+    db: DatabaseDep,
+    x_razorpay_signature: Annotated[str | None, Header()] = None,
+    x_razorpay_event_id: Annotated[str | None, Header()] = None,
+) -> object:
+    event = razorpay_provider.verify(
+        _settings(request), await request.body(), x_razorpay_signature, x_razorpay_event_id
+    )
+    return await _deliver(request, db, event, razorpay_provider.handle)
+
+
+@webhooks.post("/coinbase", response_model=WebhookAck)
+async def coinbase_webhook(
+    request: Request, db: DatabaseDep, x_cc_webhook_signature: Annotated[str | None, Header()] = None
+) -> object:
+    event = crypto_processors.verify_coinbase(_settings(request), await request.body(), x_cc_webhook_signature)
+    return await _deliver(request, db, event, crypto_processors.handle_coinbase)
+
+
+@webhooks.post("/btcpay", response_model=WebhookAck)
+async def btcpay_webhook(
+    request: Request, db: DatabaseDep, btcpay_sig: Annotated[str | None, Header(alias="BTCPay-Sig")] = None
+) -> object:
+    event = crypto_processors.verify_btcpay(_settings(request), await request.body(), btcpay_sig)
+    return await _deliver(request, db, event, crypto_processors.handle_btcpay)
