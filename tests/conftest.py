@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from tests.fixtures.app import client_for, make_settings, running_app
 from tests.fixtures.users import TestUser, make_admin, make_user
 
-pytest_plugins = ["tests.fixtures.database", "tests.fixtures.s3", "tests.fixtures.tiers"]
+pytest_plugins = ["tests.fixtures.database", "tests.fixtures.s3", "tests.fixtures.tiers", "tests.fixtures.payments"]
 
 
 @pytest.fixture(scope="session")

@@ -224,6 +224,8 @@ async def pay_invoice(
     assert invoice is not None
     sub = await repo.lock_subscription(session, invoice.subscription_id) if invoice.subscription_id else None
     if sub is not None:
+        if sub.status != S.ACTIVE.value:
+            sub.provider = provider  # how the subscription was paid for
         await _start_paid_period(session, sub, invoice, now)
     record(
         session,

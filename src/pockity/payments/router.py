@@ -32,6 +32,7 @@ from pockity.payments.schemas import (
     MethodsOut,
     PaymentList,
     PaymentOut,
+    QuoteOut,
     RazorpayVerifyIn,
     TopUpIn,
     WebhookAck,
@@ -79,7 +80,7 @@ async def get_invoice(invoice_id: str, principal: JwtPrincipal, request: Request
         raise billing.InvoiceNotFound()
     detail = InvoiceDetail.model_validate(invoice)
     if invoice.status in service.OPEN_INVOICE:
-        detail.crypto = [q.__dict__ for q in await crypto.quotes(session, _settings(request), invoice)]  # type: ignore[misc]
+        detail.crypto = [QuoteOut.model_validate(q) for q in await crypto.quotes(session, _settings(request), invoice)]
     return detail
 
 
