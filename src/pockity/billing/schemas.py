@@ -17,6 +17,8 @@ class SubscriptionOut(OutputModel):
     current_period_end: datetime | None
     cancel_at_period_end: bool
     scheduled_tier_id: str | None
+    auto_renew_from_credits: bool
+    grace_ends_at: datetime | None
     ended_at: datetime | None
     created_at: datetime
 
@@ -35,6 +37,10 @@ class InvoiceOut(OutputModel):
     amount_cents: int
     currency: str
     status: str
+    kind: str
+    period_start: datetime | None
+    period_end: datetime | None
+    refunded_cents: int
     description: str
     due_at: datetime
     paid_at: datetime | None

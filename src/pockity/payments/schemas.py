@@ -63,11 +63,7 @@ class QuoteOut(OutputModel):
 
 
 class InvoiceDetail(InvoiceOut):
-    kind: str
-    period_start: datetime | None
-    period_end: datetime | None
-    refunded_cents: int
-    crypto: list[QuoteOut] = []
+    crypto: list[QuoteOut] = []  # what to send to pay it in each asset (open invoices only)
 
 
 class PaymentOut(OutputModel):
