@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lib
 from lib import BenchError, Server, WrkRequest, WrkResult, log
 
+import payments
 import storage
 import usage
 
@@ -314,6 +315,11 @@ def bench_usage(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
     return Outcome(entry, errors)
 
 
+def bench_payments(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
+    entry, errors = payments.bench_payments(server, opts, wrk)
+    return Outcome(entry, errors)
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
@@ -329,6 +335,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             "reconcile 100,000 objects written straight to S3 vs a list_objects_v2 walk; S3 event ingestion",
             bench_usage,
             environment=usage.usage_environment,
+        ),
+        Benchmark(
+            "payments",
+            "signed Stripe webhooks (new and duplicate) vs health; the renewal job with one and two runners",
+            bench_payments,
+            server_env=payments.SERVER_ENV,
         ),
     )
 }
@@ -373,9 +385,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--usage-event-adopt-objects", type=int, default=3000, help="objects without rows for the adopt event run"
     )
+    g = p.add_argument_group("payments")
+    g.add_argument("--payments-parts", default="webhooks,renewals", help="comma list of: webhooks, renewals")
+    g.add_argument("--payments-events", type=int, default=6000, help="signed events (top-up invoices) prepared")
+    g.add_argument("--payments-users", type=int, default=20, help="users the top-up invoices belong to")
+    g.add_argument("--payments-connections", type=int, default=32, help="wrk connections for webhook runs")
+    g.add_argument("--payments-renewals", type=int, default=2000, help="subscriptions due in each renewal run")
     opts = p.parse_args(argv)
     opts.only = [n.strip() for n in opts.only.split(",") if n.strip()]
     opts.storage_parts = [n.strip() for n in opts.storage_parts.split(",") if n.strip()]
+    opts.payments_parts = [n.strip() for n in opts.payments_parts.split(",") if n.strip()]
     if set(opts.storage_parts) - {"big", "small", "list"}:
         p.error("--storage-parts takes big, small, list")
     unknown = [n for n in opts.only if n not in BENCHMARKS]

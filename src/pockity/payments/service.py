@@ -345,7 +345,7 @@ async def create_topup(session: AsyncSession, user_id: str, amount_cents: int, c
 async def admin_grant(
     session: AsyncSession, user_id: str, amount_cents: int, currency: str, reason: str, actor: Actor, *, key: str
 ) -> None:
-    await credits.grant(
+    if not await credits.grant(
         session,
         user_id,
         amount_cents,
@@ -354,7 +354,8 @@ async def admin_grant(
         key=key,
         note=reason,
         created_by=actor.id if actor.type == "user" else None,
-    )
+    ):
+        return  # a retried request (same idempotency key): granted before, not again — and not audited again
     record(
         session,
         actor,
