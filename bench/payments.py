@@ -197,6 +197,7 @@ def _webhooks(server: Server, opts: argparse.Namespace, wrk: str, errors: list[s
         results.setdefault("health", []).append(_row(one("health", WrkRequest("/api/open/health"))))
     before = asyncio.run(_sql(server.database_url, "SELECT count(*) FROM payment_events"))[0][0]
     new = one("new events", _events_request([_signed(i, run) for i in invoices], threads))
+    storage.settle(server)  # requests still queued when wrk stopped finish before counting
     applied = asyncio.run(_sql(server.database_url, "SELECT count(*) FROM payment_events"))[0][0] - before
     if applied >= len(invoices):
         errors.append(f"all {len(invoices)} events were used up: raise --payments-events")
@@ -210,6 +211,7 @@ def _webhooks(server: Server, opts: argparse.Namespace, wrk: str, errors: list[s
     )
     dup_signed = [_signed(r[0], run) for r in done]
     results["duplicate"] = _row(one("duplicate events", _events_request(dup_signed, threads)))
+    storage.settle(server)
     after = asyncio.run(_sql(server.database_url, "SELECT count(*) FROM payment_events"))[0][0] - before
     checks = asyncio.run(
         _sql(

@@ -254,10 +254,7 @@ async def test_two_invoices_racing_for_credit_that_covers_one(
     second = await _one_off_invoice(papp, payer.id, 500)
     await _grant(pclient, padmin, payer.id, 700)
     results = await asyncio.gather(
-        *(
-            pclient.post(f"/api/billing/invoices/{i}/pay-with-credits", headers=payer.headers)
-            for i in (first, second)
-        )
+        *(pclient.post(f"/api/billing/invoices/{i}/pay-with-credits", headers=payer.headers) for i in (first, second))
     )
     assert sorted(r.status_code for r in results) == [200, 402], [r.text for r in results]
     loser = next(r for r in results if r.status_code == 402)

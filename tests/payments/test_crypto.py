@@ -61,7 +61,9 @@ async def _submit(
     return await client.post(f"/api/billing/invoices/{invoice_id}/crypto", json=body, headers=user.headers)
 
 
-async def _submitted(client: httpx.AsyncClient, user: TestUser, invoice_id: str, asset: str, tx_hash: str) -> dict[str, Any]:
+async def _submitted(
+    client: httpx.AsyncClient, user: TestUser, invoice_id: str, asset: str, tx_hash: str
+) -> dict[str, Any]:
     r = await _submit(client, user, invoice_id, asset, tx_hash)
     assert r.status_code == 201, r.text
     return r.json()  # type: ignore[no-any-return]
@@ -114,7 +116,9 @@ async def _invoice_row(app: FastAPI, invoice_id: str) -> Invoice:
 
 async def _entries(app: FastAPI, user_id: str) -> list[tuple[int, str, str | None]]:
     async with app.state.db.sessions() as s:
-        rows = (await s.scalars(select(CreditEntry).where(CreditEntry.user_id == user_id).order_by(CreditEntry.id))).all()
+        rows = (
+            await s.scalars(select(CreditEntry).where(CreditEntry.user_id == user_id).order_by(CreditEntry.id))
+        ).all()
     return [(e.amount_cents, e.reason, e.reference) for e in rows]
 
 
@@ -184,7 +188,10 @@ def coinbase_body(
             "network": "ethereum",
             "transaction_id": "0x" + _tx(),
             "status": "CONFIRMED",
-            "value": {"local": {"amount": amount, "currency": currency}, "crypto": {"amount": "0.1", "currency": "ETH"}},
+            "value": {
+                "local": {"amount": amount, "currency": currency},
+                "crypto": {"amount": "0.1", "currency": "ETH"},
+            },
         }
         for amount in (paid if paid is not None else [price])
     ]
@@ -419,7 +426,13 @@ async def test_submission_is_normalised_queued_for_admins_and_audited(
     p = r.json()
     assert p["txHash"] == "0x" + raw  # upper-case, no prefix, padded → the canonical form
     assert (p["status"], p["provider"], p["invoiceId"], p["userId"]) == ("PENDING", "crypto", inv["id"], payer.id)
-    assert (p["amountCents"], p["currency"], p["asset"], p["assetAmount"], p["rate"]) == (500, "USD", "USDC", "5.00", "1")
+    assert (p["amountCents"], p["currency"], p["asset"], p["assetAmount"], p["rate"]) == (
+        500,
+        "USD",
+        "USDC",
+        "5.00",
+        "1",
+    )
     assert (p["receivedCents"], p["creditedCents"], p["fromAddress"], p["resolvedAt"]) == (None, 0, sender, None)
 
     eth_raw = _tx()
@@ -508,7 +521,7 @@ async def test_submitting_for_someone_elses_or_a_closed_invoice(
     assert _error(r) == (409, "invoice_not_payable") and r.json()["error"]["details"] == {"status": "PAID"}
     r = await pclient.post(f"/api/billing/invoices/{mine['id']}/crypto", json={"asset": "USDC", "txHash": _tx()})
     assert r.status_code == 401
-    assert await _payments(papp) == []
+    assert await _payments(papp, provider="crypto") == []  # (marking it paid recorded a `manual` one)
 
 
 # --- admin confirmation ----------------------------------------------------------------------------------
@@ -636,7 +649,11 @@ async def test_reject_leaves_the_invoice_open_and_a_payment_is_resolved_once(
     p = await _submitted(pclient, payer, inv["id"], "USDC", _tx())
     r = await _resolve(pclient, padmin, p["id"], action="reject", note="no such transaction")
     assert r.status_code == 200, r.text
-    assert (r.json()["status"], r.json()["note"], r.json()["receivedCents"]) == ("REJECTED", "no such transaction", None)
+    assert (r.json()["status"], r.json()["note"], r.json()["receivedCents"]) == (
+        "REJECTED",
+        "no such transaction",
+        None,
+    )
     row = (await _payments(papp))[0]
     assert (row.status, row.resolved_by, row.credited_cents) == ("REJECTED", padmin.id, 0) and row.resolved_at
     detail = await invoice(pclient, payer, inv["id"])
@@ -677,7 +694,9 @@ async def test_resolve_input_rules(
     assert _error(r) == (422, "invalid_amount")
     for bad in ("-1", "1e3", "abc", "1.2.3"):
         assert (await _resolve(pclient, padmin, p["id"], amount=bad)).status_code == 422, bad
-    assert (await pclient.patch(f"/api/admin/payments/{p['id']}", json={"action": "pay"}, headers=padmin.headers)).status_code == 422
+    assert (
+        await pclient.patch(f"/api/admin/payments/{p['id']}", json={"action": "pay"}, headers=padmin.headers)
+    ).status_code == 422
     r = await _resolve(pclient, padmin, "01NOSUCHPAYMENT0000000000")
     assert _error(r) == (404, "payment_not_found")
     r = await _resolve(pclient, payer, p["id"])
@@ -725,6 +744,76 @@ async def test_confirm_and_reject_racing_one_wins(
     assert len(await _audit(papp, "payment.received")) + len(await _audit(papp, "payment.rejected")) == 1
 
 
+async def test_two_partial_payments_confirmed_at_once_pay_the_invoice_once(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
+) -> None:
+    other_admin = await make_admin(papp, pclient)
+    inv = await subscribe_invoice(pclient, payer, padmin)
+    a = await _submitted(pclient, payer, inv["id"], "USDC", _tx())
+    b = await _submitted(pclient, payer, inv["id"], "USDC", _tx())
+    results = await asyncio.gather(
+        _resolve(pclient, padmin, a["id"], amount="3.00"), _resolve(pclient, other_admin, b["id"], amount="3.00")
+    )
+    assert [r.status_code for r in results] == [200, 200]
+    paid = await _invoice_row(papp, inv["id"])
+    assert (paid.status, paid.provider) == ("PAID", "credits")
+    entries = await _entries(papp, payer.id)
+    assert sorted(entries) == sorted(
+        [(300, "partial_payment", a["id"]), (300, "partial_payment", b["id"]), (-500, "invoice", inv["id"])]
+    )
+    await _ledger_is(papp, pclient, payer, 100)
+    assert len(await _audit(papp, "invoice.paid", inv["id"])) == 1
+
+
+async def test_confirming_after_the_invoice_was_paid_otherwise_makes_it_all_credit(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
+) -> None:
+    inv = await subscribe_invoice(pclient, payer, padmin)
+    p = await _submitted(pclient, payer, inv["id"], "USDC", _tx())
+    await pclient.patch(f"/api/admin/invoices/{inv['id']}", json={"status": "PAID"}, headers=padmin.headers)
+    r = await _resolve(pclient, padmin, p["id"])
+    assert r.status_code == 200 and (r.json()["receivedCents"], r.json()["creditedCents"]) == (500, 500)
+    paid = await _invoice_row(papp, inv["id"])
+    assert (paid.status, paid.provider) == ("PAID", "manual")  # money is never dropped: it became credit
+    assert await _entries(papp, payer.id) == [(500, "unapplied_payment", p["id"])]
+    await _ledger_is(papp, pclient, payer, 500)
+    assert len(await _audit(papp, "invoice.paid", inv["id"])) == 1
+
+
+async def test_a_top_up_paid_in_parts_closes_once_covered(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
+) -> None:
+    """KNOWN BUG (left failing on purpose): apply_received closes a top-up only when ONE payment covers it
+    ("the top-up invoice closes once it is covered"); two parts that cover it leave it open and payable again."""
+    top = await topup_invoice(pclient, payer, 2000)
+    a = await _submitted(pclient, payer, top["id"], "USDC", _tx())
+    b = await _submitted(pclient, payer, top["id"], "USDC", _tx())
+    assert (await _resolve(pclient, padmin, a["id"], amount="10.00")).status_code == 200
+    assert (await _invoice_row(papp, top["id"])).status == "PENDING"  # half of it: still open
+    assert (await _resolve(pclient, padmin, b["id"], amount="10.00")).status_code == 200
+    assert await _entries(papp, payer.id) == [(1000, "topup", a["id"]), (1000, "topup", b["id"])]
+    await _ledger_is(papp, pclient, payer, 2000)
+    assert (await _invoice_row(papp, top["id"])).status == "PAID"
+
+
+async def test_a_non_usd_invoice_has_no_crypto_quote(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
+) -> None:
+    await _set_rates(pclient, padmin, {"ETH": "3000", "BTC": "100000"})
+    r = await pclient.post(
+        "/api/billing/credits/top-up", json={"amountCents": 1000, "currency": "EUR"}, headers=payer.headers
+    )
+    assert r.status_code == 201, r.text
+    q = _quotes(await invoice(pclient, payer, r.json()["id"]))
+    assert {a: (x["available"], x["reason"], x["amount"]) for a, x in q.items()} == {
+        a: (False, "currency_not_supported", None) for a in ("ETH", "USDC", "BTC")
+    }
+    sub = await _submit(pclient, payer, r.json()["id"], "USDC", _tx())
+    assert _error(sub) == (409, "quote_unavailable")
+    assert sub.json()["error"]["details"] == {"asset": "USDC", "reason": "currency_not_supported"}
+    assert await _payments(papp) == []
+
+
 # --- an asset without an address -------------------------------------------------------------------------
 
 
@@ -753,7 +842,9 @@ async def test_an_asset_without_an_address_is_not_offered(btcless_app: FastAPI) 
             "reason": "not_configured",
         }
         assert q["ETH"]["available"] is True and q["USDC"]["available"] is True
-        methods = {m["id"]: m for m in (await client.get("/api/billing/methods", headers=user.headers)).json()["methods"]}
+        methods = {
+            m["id"]: m for m in (await client.get("/api/billing/methods", headers=user.headers)).json()["methods"]
+        }
         assert (methods["crypto:BTC"]["available"], methods["crypto:BTC"]["address"]) == (False, None)
         assert (methods["crypto:ETH"]["available"], methods["crypto:ETH"]["address"]) == (True, ETH_ADDRESS)
         r = await _submit(client, user, inv["id"], "BTC", _tx())
@@ -810,7 +901,10 @@ async def test_coinbase_overpayment_becomes_credit(
 ) -> None:
     inv = await subscribe_invoice(pclient, payer, padmin)
     charge = f"charge_{secrets.token_hex(6)}"
-    _ack(await post_coinbase(pclient, coinbase_body("charge:resolved", inv["id"], charge, paid=["5.00", "2.50"])), "applied")
+    _ack(
+        await post_coinbase(pclient, coinbase_body("charge:resolved", inv["id"], charge, paid=["5.00", "2.50"])),
+        "applied",
+    )
     p = (await _payments(papp))[0]
     assert (p.received_cents, p.credited_cents) == (750, 250)
     assert (await _invoice_row(papp, inv["id"])).status == "PAID"
@@ -988,7 +1082,7 @@ async def test_btcpay_late_payment_after_our_invoice_was_paid_is_all_credit(
         payment={"id": "pay_after", "value": "0.0001"},
     )
     _ack(await post_btcpay(pclient, body), "applied_late")
-    p = (await _payments(papp))[0]
+    [p] = await _payments(papp, provider="btcpay")
     assert (p.received_cents, p.credited_cents) == (1000, 1000)  # 0.0001 BTC at 100000 USD
     assert await _entries(papp, payer.id) == [(1000, "unapplied_payment", p.id)]
     await _ledger_is(papp, pclient, payer, 1000)
@@ -1060,5 +1154,34 @@ async def test_btcpay_event_for_an_unknown_invoice_is_recorded_as_unapplicable(
         ("dlv_nometa", "unapplicable"),
     }
     # Processed, so the unprocessed view is empty, and a redelivery does not try again.
-    assert (await pclient.get("/api/admin/payment-events?unprocessed=true", headers=padmin.headers)).json()["items"] == []
+    assert (await pclient.get("/api/admin/payment-events?unprocessed=true", headers=padmin.headers)).json()[
+        "items"
+    ] == []
     _ack(await post_btcpay(pclient, unknown), "unapplicable", duplicate=True)
+
+
+@pytest.mark.parametrize(
+    "payment",
+    [
+        {"id": "pay_bad", "value": "abc"},
+        {"id": "pay_nan", "value": "NaN"},
+        {"id": "pay_zero", "value": "0"},
+        {"id": "pay_neg", "value": "-0.0001"},
+        {"value": "0.0001"},
+        {"id": "pay_novalue"},
+    ],
+)
+async def test_btcpay_late_payment_without_a_usable_value_or_id_is_left_for_an_admin(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser, payment: dict[str, Any]
+) -> None:
+    """Permanent: recorded as unapplicable, not a 503 that makes BTCPay redeliver it for ever."""
+    await _set_rates(pclient, padmin, {"BTC": "100000"})
+    inv = await subscribe_invoice(pclient, payer, padmin)
+    body = btcpay_body(
+        "InvoiceReceivedPayment", "BTCPAYbad", inv["id"], delivery_id="dlv_bad", afterExpiration=True, payment=payment
+    )
+    _ack(await post_btcpay(pclient, body), "unapplicable")
+    [event] = await _events(papp, "btcpay")
+    assert (event.outcome, event.attempts) == ("unapplicable", 1) and event.processed_at is not None
+    assert await _payments(papp) == []
+    await _ledger_is(papp, pclient, payer, 0)

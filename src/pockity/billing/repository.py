@@ -74,12 +74,15 @@ async def due_period_changes(session: AsyncSession, now: datetime, limit: int) -
     return (await session.scalars(stmt)).all()
 
 
-async def lock_subscription(session: AsyncSession, subscription_id: str) -> Subscription | None:
-    """The subscription, re-read and row-locked: concurrent runners of the life cycle queue here."""
+async def lock_subscription(
+    session: AsyncSession, subscription_id: str, *, skip_locked: bool = False
+) -> Subscription | None:
+    """The subscription, re-read and row-locked: concurrent changes queue here. With `skip_locked`, None when
+    another transaction holds it (a second life-cycle runner moves on instead of waiting for the first)."""
     stmt = (
         select(Subscription)
         .where(Subscription.id == subscription_id)
-        .with_for_update()
+        .with_for_update(skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
     return (await session.scalars(stmt)).first()

@@ -368,7 +368,8 @@ async def run_lifecycle(session: AsyncSession, subscription_id: str, actor: Acto
     from pockity.payments import credits  # the ledger lives with payments; it does not import billing
 
     now = utcnow()
-    sub = await repo.lock_subscription(session, subscription_id)
+    # Another runner working on this subscription has it locked: skip it (that runner does it, once).
+    sub = await repo.lock_subscription(session, subscription_id, skip_locked=True)
     if sub is None or not sub.is_current:
         return None
     if sub.status in UNPAID:
@@ -440,6 +441,7 @@ async def _invoice_for_next_period(session: AsyncSession, sub: Subscription, tie
         for invoice in await repo.invoices_of_subscription(session, sub.id, *OPEN):
             invoice.period_start = sub.current_period_end
             invoice.period_end = period_end(sub.current_period_end, tier.billing_period)
+            await session.flush()  # pay_invoice re-reads the invoice (populate_existing): keep the period
             return invoice
     invoice = _invoice(sub, tier, grace, kind="renewal", period_start=sub.current_period_end)
     repo.add(session, invoice)

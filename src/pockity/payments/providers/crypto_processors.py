@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.config import Settings
+from pockity.kit.time import utcnow
 from pockity.payments import repository as repo
 from pockity.payments import service
 from pockity.payments.service import InvalidSignature, ProviderNotConfigured, Received
@@ -133,9 +134,12 @@ async def handle_btcpay(session: AsyncSession, event: Verified, ctx: Handling) -
         value = field(event.body, "payment", "value")
         rates = {r.asset: r for r in await repo.rates(session)}
         rate = rates.get("BTC")
-        if rate is None:
-            raise service.Unapplicable("late BTC payment and no BTC rate to value it; confirm it by hand")
-        cents = _cents(Decimal(str(value)) * Decimal(rate.rate)) if value is not None else None
+        if rate is None or rate.expires_at <= utcnow():  # an expired rate is no current rate (as for quotes)
+            raise service.Unapplicable("late BTC payment and no current BTC rate to value it; confirm it by hand")
+        try:
+            cents = _cents(Decimal(str(value)) * Decimal(rate.rate)) if value is not None else None
+        except InvalidOperation:  # not a number: permanent, retrying would not help
+            cents = None
         payment_id = field(event.body, "payment", "id")
         if not cents or not isinstance(payment_id, str):
             raise service.Unapplicable("late payment without a value or id")
