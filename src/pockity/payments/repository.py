@@ -108,6 +108,14 @@ async def payment_by_checkout(session: AsyncSession, provider: str, checkout_ref
     return (await session.scalars(stmt)).first()
 
 
+async def received_for_invoice(session: AsyncSession, invoice_id: str) -> int:
+    """What confirmed payments for an invoice brought in, in all."""
+    stmt = select(func.coalesce(func.sum(Payment.received_cents), 0)).where(
+        Payment.invoice_id == invoice_id, Payment.status == "CONFIRMED"
+    )
+    return int(await session.scalar(stmt) or 0)
+
+
 async def tx_hash_exists(session: AsyncSession, tx_hash: str) -> bool:
     return (await session.scalar(select(Payment.id).where(Payment.tx_hash == tx_hash))) is not None
 

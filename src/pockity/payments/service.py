@@ -130,6 +130,7 @@ async def receive(session: AsyncSession, money: Received, actor: Actor) -> Payme
         raise Unapplicable(f"currency {money.currency} does not match the invoice's {payment.currency}")
     amount = payment.amount_cents if money.amount_cents is None else money.amount_cents
     await apply_received(session, payment, amount, actor, provider_payment_id=money.provider_payment_id)
+    await session.refresh(payment)  # apply_received changed the row with UPDATEs: return what is stored
     return payment
 
 
@@ -156,7 +157,7 @@ async def apply_received(
     credited, reason = received_cents, "unapplied_payment"
     if invoice is not None and invoice.status in OPEN_INVOICE:
         if invoice.kind == "topup":  # all of it is credit; the top-up invoice closes once it is covered
-            if received_cents >= invoice.amount_cents:
+            if await repo.received_for_invoice(session, invoice.id) >= invoice.amount_cents:
                 await billing.pay_invoice(
                     session, invoice.id, actor, provider=payment.provider, provider_ref=payment.id
                 )

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 import razorpay  # type: ignore[import-untyped]
+from razorpay.constants.url import URL  # type: ignore[import-untyped]
 from razorpay.errors import (  # type: ignore[import-untyped]
     BadRequestError,
     GatewayError,
@@ -35,10 +36,17 @@ def configured(settings: Settings) -> bool:
     return bool(settings.razorpay_key_id and settings.razorpay_secret)
 
 
+def _api_base(configured_base: str) -> str:
+    """RAZORPAY_API_BASE is documented with /v1 (razorpay 1.x's base); razorpay 2.x adds /v1 to each path itself."""
+    base = configured_base.rstrip("/")
+    v1 = getattr(URL, "V1", None)
+    return base[: -len(v1)] if v1 and base.endswith(v1) else base
+
+
 def _client(settings: Settings) -> razorpay.Client:
     if not configured(settings):
         raise ProviderNotConfigured("Razorpay is not configured on this server.")
-    options = {"base_url": settings.razorpay_api_base.rstrip("/")} if settings.razorpay_api_base else {}
+    options = {"base_url": _api_base(settings.razorpay_api_base)} if settings.razorpay_api_base else {}
     return razorpay.Client(auth=(settings.razorpay_key_id, settings.razorpay_secret), **options)
 
 
@@ -73,6 +81,8 @@ async def verify_checkout(
     """The browser's proof of payment: valid only if signed with our key secret over order_id|payment_id.
     The amount is the order's (Razorpay captures exactly the order amount)."""
     client = _client(settings)
+    if not signature.isascii():  # hmac.compare_digest raises TypeError on non-ASCII
+        raise InvalidSignature()
     try:
         client.utility.verify_payment_signature(
             {"razorpay_order_id": order_id, "razorpay_payment_id": payment_id, "razorpay_signature": signature}
@@ -95,7 +105,7 @@ async def verify_checkout(
 def verify(settings: Settings, raw: bytes, signature: str | None, event_id: str | None) -> Verified:
     if not settings.razorpay_webhook_secret:
         raise ProviderNotConfigured("Razorpay webhooks are not configured on this server.")
-    if not signature:
+    if not signature or not signature.isascii():  # hmac.compare_digest raises TypeError on non-ASCII
         raise InvalidSignature()
     text, body = parse_json(raw)
     try:

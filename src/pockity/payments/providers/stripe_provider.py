@@ -77,6 +77,8 @@ def verify(settings: Settings, raw: bytes, signature: str | None) -> Verified:
     if not settings.stripe_webhook_secret:
         raise ProviderNotConfigured("Stripe webhooks are not configured on this server.")
     text, body = parse_json(raw)
+    if signature is not None and not signature.isascii():  # hmac.compare_digest raises TypeError on these
+        raise InvalidSignature()
     try:
         stripe.WebhookSignature.verify_header(text, signature, settings.stripe_webhook_secret, TOLERANCE_SECONDS)
     except stripe.SignatureVerificationError:
