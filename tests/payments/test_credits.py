@@ -48,7 +48,7 @@ async def _audit(app: FastAPI, action: str) -> list[AuditEvent]:
 
 async def _invoice_row(app: FastAPI, invoice_id: str) -> Invoice:
     async with app.state.db.sessions() as s:
-        row = await s.get(Invoice, invoice_id)
+        row: Invoice | None = await s.get(Invoice, invoice_id)
     assert row is not None
     return row
 

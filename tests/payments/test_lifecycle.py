@@ -69,16 +69,18 @@ async def _paid_starter(client: httpx.AsyncClient, user: TestUser, admin: TestUs
 
 async def _sub(app: FastAPI, sub_id: str) -> Subscription:
     async with app.state.db.sessions() as s:
-        row = await s.get(Subscription, sub_id)
+        row: Subscription | None = await s.get(Subscription, sub_id)
     assert row is not None
     return row
 
 
 async def _current(app: FastAPI, user_id: str) -> Subscription:
     async with app.state.db.sessions() as s:
-        rows = (
-            await s.scalars(select(Subscription).where(Subscription.user_id == user_id, Subscription.is_current))
-        ).all()
+        rows: list[Subscription] = list(
+            (
+                await s.scalars(select(Subscription).where(Subscription.user_id == user_id, Subscription.is_current))
+            ).all()
+        )
     assert len(rows) == 1
     return rows[0]
 
@@ -98,7 +100,7 @@ async def _entries(app: FastAPI, user_id: str) -> list[tuple[int, str, str | Non
 
 async def _user(app: FastAPI, user_id: str) -> User:
     async with app.state.db.sessions() as s:
-        row = await s.get(User, user_id)
+        row: User | None = await s.get(User, user_id)
     assert row is not None
     return row
 
@@ -409,7 +411,7 @@ async def test_two_runners_at_once_renew_each_subscription_once(
         await _consistent(papp, user.id, 500)
     renewed = await _audit(papp, "subscription.renewed")
     assert sorted(e.target_id or "" for e in renewed) == sorted(sub_id for sub_id, _ in ends.values())
-    assert await asyncio.gather(run_billing(papp), run_billing(papp)) == [0, 0]
+    assert list(await asyncio.gather(run_billing(papp), run_billing(papp))) == [0, 0]
 
 
 # --- 6. trials ---------------------------------------------------------------------------------------------

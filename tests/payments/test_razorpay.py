@@ -126,7 +126,7 @@ async def _entries(app: FastAPI, user_id: str) -> list[tuple[int, str]]:
             .where(CreditEntry.user_id == user_id)
             .order_by(CreditEntry.id)
         )
-    return [tuple(r) for r in rows.all()]  # type: ignore[misc]
+    return [(int(a), str(r)) for a, r in rows.all()]
 
 
 async def _current_sub(app: FastAPI, user_id: str) -> Subscription:
@@ -162,7 +162,7 @@ async def test_checkout_creates_an_order_for_exactly_the_invoice(
 
     assert len(provider_stub.requests) == 1
     sent = provider_stub.requests[0]
-    assert (sent.method, sent.path) == ("POST", "/v1/orders")
+    assert (sent.method, sent.path) == ("POST", "/v1/orders")  # RAZORPAY_API_BASE includes /v1, as documented
     expected_auth = base64.b64encode(f"{RAZORPAY_KEY_ID}:{RAZORPAY_SECRET}".encode()).decode()
     assert sent.headers["authorization"] == f"Basic {expected_auth}"
     body = sent.json
@@ -400,7 +400,7 @@ async def test_bad_webhook_signature_is_400_and_stores_nothing(
     inv = await subscribe_invoice(pclient, payer, padmin)
     out = await _checkout(pclient, payer, inv["id"])
     body = razorpay_event("payment.captured", payment=_payment_entity(_pay_id(), out["orderId"], inv["id"]))
-    headers = {"X-Razorpay-Event-Id": _event_id()}
+    headers: dict[str, str | bytes] = {"X-Razorpay-Event-Id": _event_id()}
     if case == "forged":
         headers["X-Razorpay-Signature"] = "ab" * 32
     elif case == "wrong_secret":
@@ -410,8 +410,9 @@ async def test_bad_webhook_signature_is_400_and_stores_nothing(
             RAZORPAY_WEBHOOK_SECRET, body.replace(b'"amount": 500', b'"amount": 5')
         )
     elif case == "non_ascii":
-        headers["X-Razorpay-Signature"] = "é" * 64
-    r = await pclient.post("/api/billing/webhooks/razorpay", content=body, headers=headers)
+        headers["X-Razorpay-Signature"] = ("é" * 64).encode("latin-1")
+    raw_headers = [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in headers.items()]
+    r = await pclient.post("/api/billing/webhooks/razorpay", content=body, headers=raw_headers)
     assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_signature")
     assert await _events(papp) == []
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"

@@ -149,7 +149,7 @@ async def _entries(app: FastAPI, user_id: str) -> list[tuple[int, str, str | Non
             .where(CreditEntry.user_id == user_id)
             .order_by(CreditEntry.id)
         )
-    return [tuple(r) for r in rows.all()]  # type: ignore[misc]
+    return [(int(a), str(r), ref) for a, r, ref in rows.all()]
 
 
 async def _audits(app: FastAPI, action: str, target_id: str | None = None) -> list[AuditEvent]:
@@ -450,7 +450,7 @@ async def test_top_up_paid_by_card_becomes_credit(
 # --- webhooks: rejected, ignored, unapplicable -----------------------------------------------------------
 
 
-def _bad_headers(body: bytes, case: str) -> dict[str, str]:
+def _bad_headers(body: bytes, case: str) -> dict[str, str | bytes]:
     now = int(time.time())
     if case == "forged":
         return {"Stripe-Signature": f"t={now},v1={'0' * 64}"}
@@ -462,11 +462,13 @@ def _bad_headers(body: bytes, case: str) -> dict[str, str]:
         return {"Stripe-Signature": stripe_signature(body.replace(b'"amount_total": 500', b'"amount_total": 50'))}
     if case == "garbage":
         return {"Stripe-Signature": "not a signature"}
+    if case == "non_ascii":
+        return {"Stripe-Signature": f"t={now},v1={'é' * 64}".encode("latin-1")}
     assert case == "missing"
     return {}
 
 
-@pytest.mark.parametrize("case", ["forged", "wrong_secret", "stale", "other_body", "garbage", "missing"])
+@pytest.mark.parametrize("case", ["forged", "wrong_secret", "stale", "other_body", "garbage", "non_ascii", "missing"])
 async def test_bad_signatures_are_400_and_store_nothing(
     pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser, case: str
 ) -> None:
@@ -476,7 +478,10 @@ async def test_bad_signatures_are_400_and_store_nothing(
     r = await pclient.post(
         "/api/billing/webhooks/stripe",
         content=body,
-        headers={"content-type": "application/json", **_bad_headers(body, case)},
+        headers=[
+            (b"content-type", b"application/json"),
+            *((k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in _bad_headers(body, case).items()),
+        ],
     )
     assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_signature")
     assert await _events(papp) == []
