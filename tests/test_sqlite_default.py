@@ -126,3 +126,57 @@ async def test_concurrent_duplicates_give_one_201_and_409s(api: httpx.AsyncClien
     with sqlite3.connect(sqlite_dir / "p.db") as conn:
         (count,) = conn.execute("SELECT count(*) FROM users WHERE email = ?", (email,)).fetchone()
     assert count == 1
+
+
+async def test_money_and_renewals_on_sqlite(sqlite_app: FastAPI, api: httpx.AsyncClient) -> None:
+    """The payments path on the embedded default: credits, paying from them, a renewal by the job, PAST_DUE."""
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from pockity.billing.tasks import apply_period_ends
+    from pockity.jobs import JobContext
+    from pockity.kit.time import utcnow
+    from pockity.models import CreditAccount, CreditEntry, Subscription
+    from tests.fixtures.users import make_admin, make_user
+
+    user = await make_user(api, "lite-pay")
+    admin = await make_admin(sqlite_app, api)
+    r = await api.post(
+        f"/api/admin/users/{user.id}/credits", json={"amountCents": 1000, "reason": "x"}, headers=admin.headers
+    )
+    assert r.status_code == 201 and r.json()["balanceCents"] == 1000
+    req = await api.post("/api/tier-requests", json={"tierId": "tier_starter", "reason": "r"}, headers=user.headers)
+    approved = await api.patch(
+        f"/api/tier-requests/admin/{req.json()['id']}/approve", json={"approved": True}, headers=admin.headers
+    )
+    invoice_id = approved.json()["invoiceId"]
+    r = await api.post(f"/api/billing/invoices/{invoice_id}/pay-with-credits", headers=user.headers)
+    assert r.status_code == 200 and r.json()["status"] == "PAID", r.text
+    r = await api.patch("/api/billing/subscription", json={"autoRenewFromCredits": True}, headers=user.headers)
+    sub_id = r.json()["id"]
+    ctx = JobContext(db=sqlite_app.state.db, storage=sqlite_app.state.storage, settings=sqlite_app.state.settings)
+
+    async def end_period() -> None:
+        async with sqlite_app.state.db.sessions() as s, s.begin():
+            await s.execute(
+                update(Subscription)
+                .where(Subscription.user_id == user.id, Subscription.is_current.is_(True))
+                .values(current_period_end=utcnow() - timedelta(seconds=1))
+            )
+
+    await end_period()
+    assert await asyncio.gather(apply_period_ends(ctx), apply_period_ends(ctx)) in ([1, 0], [0, 1])
+    sub = (await api.get("/api/billing/subscription", headers=user.headers)).json()["current"]
+    assert (sub["id"], sub["status"]) == (sub_id, "ACTIVE")
+    assert (await api.get("/api/billing/credits", headers=user.headers)).json()["balanceCents"] == 0
+    await end_period()  # nothing left for another month
+    assert await apply_period_ends(ctx) == 1
+    sub = (await api.get("/api/billing/subscription", headers=user.headers)).json()["current"]
+    assert sub["status"] == "PAST_DUE" and sub["graceEndsAt"]
+    r = await api.put("/api/storage/files/a.txt", content=b"x", headers=user.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (402, "subscription_past_due")
+    async with sqlite_app.state.db.sessions() as s:
+        total = sum((await s.scalars(select(CreditEntry.amount_cents).where(CreditEntry.user_id == user.id))).all())
+        account = await s.scalar(select(CreditAccount.balance_cents).where(CreditAccount.user_id == user.id))
+    assert total == account == 0

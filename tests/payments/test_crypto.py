@@ -889,7 +889,7 @@ async def test_coinbase_confirmed_charge_pays_once_despite_replays_and_later_eve
 
     _ack(await post_coinbase(pclient, body), "applied", duplicate=True)  # a replay of the same event
     resolved = coinbase_body("charge:resolved", inv["id"], charge, event_id="cc_evt_resolved")
-    _ack(await post_coinbase(pclient, resolved), "applied")  # another event about the same money
+    _ack(await post_coinbase(pclient, resolved), "already_applied")  # another event about the same money
     assert len(await _payments(papp)) == 1
     assert [e.event_id for e in await _events(papp, "coinbase")] == ["cc_evt_first", "cc_evt_resolved"]
     assert len(await _audit(papp, "payment.received")) == 1

@@ -295,7 +295,7 @@ async def test_provider_error_is_502_and_records_no_checkout(
     assert "50 cents" in err["details"]["message"]
     assert len(provider_stub.requests) == 1  # a client error is not retried
     (attempt,) = await _payments(papp, payer.id)
-    assert attempt.checkout_ref is None and attempt.status != "CONFIRMED"
+    assert attempt.checkout_ref is None and attempt.status == "FAILED"  # over, not pending for ever
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"
     # The invoice can still be paid: the next checkout works and gets its own idempotency key.
     again = await _checkout(pclient, payer, inv["id"])
@@ -342,7 +342,7 @@ async def test_completed_checkout_pays_once_and_activates_the_subscription(
     assert len(await _events(papp)) == 1
     assert (await _events(papp))[0].attempts == 1
     # The same money reported by a second, different event (invoice.paid with the same PaymentIntent).
-    await _ack(pclient, _invoice_paid(inv["id"], pi, 500), "applied")
+    await _ack(pclient, _invoice_paid(inv["id"], pi, 500), "already_applied")
     assert len(await _events(papp)) == 2
     assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
     assert len(await _audits(papp, "payment.received")) == 1
@@ -364,14 +364,14 @@ async def test_payment_event_before_the_checkout_completion_pays_once(
     period_end = sub["current"]["currentPeriodEnd"]
 
     # The checkout completion for the same PaymentIntent arrives later: nothing more happens.
-    await _ack(pclient, _completed(made["sessionId"], inv["id"], pi, 500), "applied")
+    await _ack(pclient, _completed(made["sessionId"], inv["id"], pi, 500), "already_applied")
     confirmed = [p for p in await _payments(papp, payer.id) if p.status == "CONFIRMED"]
     assert [(p.provider_payment_id, p.received_cents, p.credited_cents) for p in confirmed] == [(pi, 500, 0)]
     assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
     assert len(await _audits(papp, "payment.received")) == 1
     assert await balance(pclient, payer) == 0 and await _entries(papp, payer.id) == []
     assert (await subscription(pclient, payer))["current"]["currentPeriodEnd"] == period_end
-    assert [e.outcome for e in await _events(papp)] == ["applied", "applied"]
+    assert [e.outcome for e in await _events(papp)] == ["applied", "already_applied"]
 
 
 async def test_asynchronous_payment_waits_for_its_success_event(
@@ -663,6 +663,29 @@ async def test_refund_of_the_current_period_puts_the_subscription_past_due_until
     r = await pclient.put("/api/storage/files/x.txt", content=b"hello", headers=payer.headers)
     assert r.status_code == 201, r.text
     assert await balance(pclient, payer) == 0
+
+
+async def test_a_refund_before_its_payment_is_retried_until_the_payment_is_recorded(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
+) -> None:
+    inv = await subscribe_invoice(pclient, payer, padmin)
+    made = await _checkout(pclient, payer, inv["id"])
+    pi = _pi()
+    refund = _charge_refunded(pi, 500)
+    r = await post_stripe(pclient, refund)
+    # Not applicable yet: 503 so Stripe delivers it again; stored, unprocessed, with the reason.
+    assert (r.status_code, r.json()["error"]["code"]) == (503, "event_processing_failed")
+    (event,) = await _events(papp)
+    assert event.processed_at is None and event.attempts == 1 and "to refund yet" in (event.error or "")
+    await _ack(pclient, _completed(made["sessionId"], inv["id"], pi, 500), "applied")
+    assert (await invoice(pclient, payer, inv["id"]))["status"] == "PAID"
+    # The redelivery now applies, once.
+    await _ack(pclient, refund, "refunded")
+    assert (await invoice(pclient, payer, inv["id"]))["status"] == "REFUNDED"
+    await _ack(pclient, refund, "refunded", duplicate=True)
+    refunded = [e for e in await _events(papp) if e.event_type == "charge.refunded"]
+    assert [(e.outcome, e.error, e.attempts) for e in refunded] == [("refunded", None, 2)]
+    assert len(await _audits(papp, "payment.refunded")) == 1
 
 
 async def test_refund_of_an_overpayment_takes_back_the_credit_first(

@@ -105,14 +105,21 @@ async def checkout(
         "amount_cents": invoice.amount_cents,
         "currency": invoice.currency,
     }
-    if body.provider == "stripe":
-        made = await stripe_provider.create_checkout(settings, invoice, payment, principal.email)
-        ref = str(made["id"])
-        out |= {"url": made["url"], "session_id": ref}
-    else:
-        order = await razorpay_provider.create_order(settings, invoice)
-        ref = str(order["id"])
-        out |= {"order_id": ref, "key_id": settings.razorpay_key_id}
+    try:
+        if body.provider == "stripe":
+            made = await stripe_provider.create_checkout(settings, invoice, payment, principal.email)
+            ref = str(made["id"])
+            out |= {"url": made["url"], "session_id": ref}
+        else:
+            order = await razorpay_provider.create_order(settings, invoice)
+            ref = str(order["id"])
+            out |= {"order_id": ref, "key_id": settings.razorpay_key_id}
+    except service.ProviderFailed:
+        async with unit_of_work(db) as session:  # the attempt is over; it must not look pending for ever
+            await repo.transition_payment(
+                session, payment.id, ["PENDING"], status="FAILED", note="the provider refused the checkout"
+            )
+        raise
     async with unit_of_work(db) as session:
         await repo.transition_payment(session, payment.id, ["PENDING"], checkout_ref=ref)
     return out

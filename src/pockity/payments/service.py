@@ -51,6 +51,11 @@ class PaymentNotPending(Conflict):
     code, message = "payment_not_pending", "This payment has already been resolved."
 
 
+class NotYet(Exception):
+    """A verified event that refers to something not recorded yet (a refund before the payment it refunds):
+    answered 503 so the provider delivers it again later, by when the earlier event has usually arrived."""
+
+
 class Unapplicable(Exception):
     """A verified event that can never be applied (unknown invoice, wrong currency): it is stored, marked
     processed with this reason, and left for an admin — retrying would not help."""
@@ -102,15 +107,24 @@ async def open_own_invoice(session: AsyncSession, user_id: str, invoice_id: str)
 
 async def receive(session: AsyncSession, money: Received, actor: Actor) -> Payment:
     """Apply money a provider reports, once. Raises Unapplicable when it cannot be matched to an invoice."""
+    return (await _receive(session, money, actor))[0]
+
+
+async def receive_event(session: AsyncSession, money: Received, actor: Actor) -> str:
+    """`receive` for a webhook: its outcome says whether this event applied the money or found it applied."""
+    return "applied" if (await _receive(session, money, actor))[1] else "already_applied"
+
+
+async def _receive(session: AsyncSession, money: Received, actor: Actor) -> tuple[Payment, bool]:
     payment = await repo.payment_by_provider_id(session, money.provider, money.provider_payment_id)
     if payment is not None and payment.status in (P.CONFIRMED.value, P.REFUNDED.value):
-        return payment  # the same money again (a replay, or a second event about it)
+        return payment, False  # the same money again (a replay, or a second event about it)
     if payment is None and money.checkout_ref:
         by_checkout = await repo.payment_by_checkout(session, money.provider, money.checkout_ref)
         if by_checkout is not None and by_checkout.provider_payment_id in (None, money.provider_payment_id):
             payment = by_checkout
             if payment.status in (P.CONFIRMED.value, P.REFUNDED.value):
-                return payment
+                return payment, False
     if payment is None:
         invoice = await billing_repo.get_invoice(session, money.invoice_id) if money.invoice_id else None
         if invoice is None:
@@ -125,13 +139,13 @@ async def receive(session: AsyncSession, money: Received, actor: Actor) -> Payme
             existing = await repo.payment_by_provider_id(session, money.provider, money.provider_payment_id)
             if existing is None:
                 raise
-            return existing
+            return existing, False
     if money.currency is not None and money.currency.upper() != payment.currency:
         raise Unapplicable(f"currency {money.currency} does not match the invoice's {payment.currency}")
     amount = payment.amount_cents if money.amount_cents is None else money.amount_cents
-    await apply_received(session, payment, amount, actor, provider_payment_id=money.provider_payment_id)
+    applied = await apply_received(session, payment, amount, actor, provider_payment_id=money.provider_payment_id)
     await session.refresh(payment)  # apply_received changed the row with UPDATEs: return what is stored
-    return payment
+    return payment, applied
 
 
 async def apply_received(
@@ -262,7 +276,7 @@ async def refunded(
     payment's cumulative refund, so a replay or an older event changes nothing."""
     payment = await repo.payment_by_provider_id(session, provider, provider_payment_id)
     if payment is None:
-        raise Unapplicable(f"no {provider} payment {provider_payment_id!r} to refund")
+        raise NotYet(f"no {provider} payment {provider_payment_id!r} to refund yet")
     received = payment.received_cents or 0
     total = min(refunded_total_cents, received)
     before = payment.refunded_cents

@@ -25,7 +25,7 @@ from pockity.db import Database, unit_of_work
 from pockity.errors import PockityError
 from pockity.kit.time import utcnow
 from pockity.payments import repository as repo
-from pockity.payments.service import InvalidSignature, Unapplicable
+from pockity.payments.service import InvalidSignature, NotYet, Unapplicable
 
 log = logging.getLogger("pockity.payments")
 
@@ -97,7 +97,10 @@ async def deliver(db: Database, event: Verified, handler: Handler, handling: Han
             row.attempts += 1
         return {"received": True, "duplicate": False, "outcome": outcome}
     except Exception as exc:
-        log.exception("processing %s event %s failed", event.provider, event.event_id)
+        if isinstance(exc, NotYet):
+            log.warning("%s event %s must wait: %s", event.provider, event.event_id, exc)
+        else:
+            log.exception("processing %s event %s failed", event.provider, event.event_id)
         async with unit_of_work(db) as session:
             row = await repo.lock_event(session, event.provider, event.event_id)
             if row is not None:

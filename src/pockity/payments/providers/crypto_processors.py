@@ -82,12 +82,11 @@ async def handle_coinbase(session: AsyncSession, event: Verified, ctx: Handling)
         money = charge.get("id") or charge.get("code")
         if not isinstance(money, str):
             raise service.Unapplicable("charge without an id")
-        await service.receive(
+        return await service.receive_event(
             session,
             Received(COINBASE, money, amount, currency, invoice_id=field(charge, "metadata", "invoiceId")),
             ctx.actor,
         )
-        return "applied"
     if event.event_type == "charge:failed":
         return "noted"  # nothing was received; the invoice stays open
     return "ignored"
@@ -123,10 +122,9 @@ async def handle_btcpay(session: AsyncSession, event: Verified, ctx: Handling) -
     if event.event_type == "InvoiceSettled":
         # The settled event carries no amount: the store invoice was created for our invoice's amount, which
         # is what `amount_cents=None` applies (see README: only Pockity should create invoices on the store).
-        await service.receive(
+        return await service.receive_event(
             session, Received(BTCPAY, store_invoice, None, None, invoice_id=_our_invoice(event.body)), ctx.actor
         )
-        return "applied"
     if event.event_type == "InvoiceReceivedPayment":
         if not event.body.get("afterExpiration"):
             return "noted"  # InvoiceSettled follows when the store invoice is fully paid
@@ -143,12 +141,12 @@ async def handle_btcpay(session: AsyncSession, event: Verified, ctx: Handling) -
         payment_id = field(event.body, "payment", "id")
         if not cents or not isinstance(payment_id, str):
             raise service.Unapplicable("late payment without a value or id")
-        await service.receive(
+        outcome = await service.receive_event(
             session,
             Received(
                 BTCPAY, f"{store_invoice}:{payment_id}", cents, rate.currency, invoice_id=_our_invoice(event.body)
             ),
             ctx.actor,
         )
-        return "applied_late"
+        return "applied_late" if outcome == "applied" else outcome
     return "ignored"

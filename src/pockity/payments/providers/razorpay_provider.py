@@ -127,7 +127,7 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
     if kind in ("payment.captured", "order.paid"):
         if not isinstance(payment.get("id"), str):
             raise service.Unapplicable("payment event without a payment id")
-        await service.receive(
+        return await service.receive_event(
             session,
             Received(
                 NAME,
@@ -139,7 +139,6 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
             ),
             ctx.actor,
         )
-        return "applied"
     if kind == "payment.failed":
         return await service.payment_failed(
             session,

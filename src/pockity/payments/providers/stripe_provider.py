@@ -116,7 +116,7 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
     if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
         if obj.get("payment_status") != "paid":
             return "awaiting_payment"  # an asynchronous method: async_payment_succeeded follows
-        await service.receive(
+        return await service.receive_event(
             session,
             Received(
                 NAME,
@@ -128,9 +128,8 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
             ),
             ctx.actor,
         )
-        return "applied"
     if kind == "invoice.paid":
-        await service.receive(
+        return await service.receive_event(
             session,
             Received(
                 NAME,
@@ -141,7 +140,6 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
             ),
             ctx.actor,
         )
-        return "applied"
     if kind in ("invoice.payment_failed", "checkout.session.async_payment_failed"):
         reason = field(obj, "last_finalization_error", "message") or kind
         return await service.payment_failed(
