@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     coinbase_commerce_webhook_secret: str | None = Field(None, validation_alias="COINBASE_COMMERCE_WEBHOOK_SECRET")
     btcpay_webhook_secret: str | None = Field(None, validation_alias="BTCPAY_WEBHOOK_SECRET")
     billing_grace_days: int = Field(7, ge=0, le=365, validation_alias="BILLING_GRACE_DAYS")
+    billing_renewal_notice_days: int = Field(3, ge=0, le=60, validation_alias="BILLING_RENEWAL_NOTICE_DAYS")
     checkout_success_url: str | None = Field(None, validation_alias="CHECKOUT_SUCCESS_URL")
     checkout_cancel_url: str | None = Field(None, validation_alias="CHECKOUT_CANCEL_URL")
     provider_timeout_seconds: float = Field(20.0, gt=0, validation_alias="PROVIDER_TIMEOUT_SECONDS")

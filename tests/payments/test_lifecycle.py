@@ -664,3 +664,77 @@ async def test_cancel_at_period_end_falls_to_the_default_tier_without_an_invoice
     assert change.details["after"]["tierId"] == "tier_free"
     assert await _audit(papp, "subscription.renewed") == []
     assert await run_billing(papp) == 0
+
+
+# --- the next period's invoice, ahead of the period end --------------------------------------------------------
+
+
+async def test_the_next_invoice_is_issued_ahead_and_paying_it_early_extends_the_period(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
+) -> None:
+    sub_id, first = await _paid_starter(pclient, payer, padmin)
+    far = utcnow() + timedelta(days=10)
+    await end_period(papp, sub_id, far)
+    assert await run_billing(papp) == 0  # not within the notice (3 days) yet: nothing issued
+    assert [i.id for i in await _invoices(papp, payer.id)] == [first]
+    soon = utcnow() + timedelta(days=2)
+    await end_period(papp, sub_id, soon)
+    assert await run_billing(papp) == 1
+    assert await run_billing(papp) == 0  # issued once
+    ahead = [i for i in await _invoices(papp, payer.id) if i.id != first]
+    assert [(i.kind, i.status, i.amount_cents, i.period_start) for i in ahead] == [("renewal", "PENDING", 500, soon)]
+    (issued,) = await _audit(papp, "invoice.issued", ahead[0].id)
+    assert issued.details["subscriptionId"] == sub_id
+    sub = await _sub(papp, sub_id)
+    assert sub.status == "ACTIVE" and (await _user(papp, payer.id)).billing_hold is None  # still in good standing
+    # Paying ahead extends the period at once; at the old end nothing more happens.
+    await _grant(pclient, padmin, payer, 500)
+    r = await pclient.post(f"/api/billing/invoices/{ahead[0].id}/pay-with-credits", headers=payer.headers)
+    assert r.status_code == 200 and r.json()["status"] == "PAID", r.text
+    sub = await _sub(papp, sub_id)
+    assert (sub.current_period_start, sub.current_period_end) == (soon, period_end(soon, "monthly"))
+    assert await run_billing(papp) == 0
+    assert len(await _invoices(papp, payer.id)) == 2 and await balance(pclient, payer) == 0
+
+
+async def test_an_invoice_issued_ahead_is_paid_from_credits_only_at_the_period_end(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
+) -> None:
+    sub_id, first = await _paid_starter(pclient, payer, padmin)
+    await _auto_renew(pclient, payer)
+    await _grant(pclient, padmin, payer, 500)
+    old_end = utcnow() + timedelta(days=1)
+    await end_period(papp, sub_id, old_end)
+    assert await run_billing(papp) == 1
+    (ahead,) = [i for i in await _invoices(papp, payer.id) if i.id != first]
+    assert ahead.status == "PENDING" and await balance(pclient, payer) == 500  # not charged early
+    await end_period(papp, sub_id, utcnow() - timedelta(seconds=1))
+    async with papp.state.db.sessions() as s, s.begin():  # the invoice follows the moved period end
+        await s.execute(
+            update(Invoice).where(Invoice.id == ahead.id).values(period_start=utcnow() - timedelta(seconds=1))
+        )
+    async with papp.state.db.sessions() as s:
+        moved = (await s.get(Invoice, ahead.id)).period_start  # type: ignore[union-attr]
+    await end_period(papp, sub_id, moved)
+    assert await run_billing(papp) == 1
+    invoices = await _invoices(papp, payer.id)
+    assert [(i.id, i.status, i.provider) for i in invoices] == [
+        (first, "PAID", "manual"),
+        (ahead.id, "PAID", "credits"),
+    ]
+    assert await balance(pclient, payer) == 0 and (await _sub(papp, sub_id)).status == "ACTIVE"
+    await _consistent(papp, payer.id, 0)
+
+
+async def test_cancelling_voids_an_invoice_issued_ahead(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
+) -> None:
+    sub_id, first = await _paid_starter(pclient, payer, padmin)
+    await end_period(papp, sub_id, utcnow() + timedelta(days=1))
+    assert await run_billing(papp) == 1
+    (ahead,) = [i for i in await _invoices(papp, payer.id) if i.id != first]
+    r = await pclient.post("/api/billing/subscription/cancel", headers=payer.headers)
+    assert r.status_code == 200, r.text
+    statuses = {i.id: i.status for i in await _invoices(papp, payer.id)}
+    assert statuses == {first: "PAID", ahead.id: "VOID"}
+    assert await run_billing(papp) == 0  # a cancelled subscription is not invoiced again

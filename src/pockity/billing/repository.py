@@ -4,13 +4,15 @@ state changes that must happen once are conditional UPDATEs (status = expected).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.models import Invoice, InvoiceStatus, Subscription, SubscriptionStatus, User
+
+LIVE_INVOICE_STATES = [InvoiceStatus.PENDING.value, InvoiceStatus.FAILED.value, InvoiceStatus.PAID.value]
 
 
 def _owned_invoices(user_id: str) -> Select[Invoice]:
@@ -88,17 +90,33 @@ async def lock_subscription(
     return (await session.scalars(stmt)).first()
 
 
-async def due_lifecycle(session: AsyncSession, now: datetime, limit: int) -> Sequence[str]:
-    """Current subscriptions with something due: a period (or trial) that has ended, or a grace period over."""
-    live = (Subscription.status.in_([SubscriptionStatus.ACTIVE.value, SubscriptionStatus.TRIALING.value])) & (
-        Subscription.current_period_end <= now
-    )
+async def due_lifecycle(session: AsyncSession, now: datetime, notice: timedelta, limit: int) -> Sequence[str]:
+    """Current subscriptions with something due: a period (or trial) that has ended, a grace period over, or a
+    paid period ending within `notice` whose next invoice has not been issued yet."""
+    live_states = [SubscriptionStatus.ACTIVE.value, SubscriptionStatus.TRIALING.value]
+    ended = Subscription.status.in_(live_states) & (Subscription.current_period_end <= now)
     overdue = (
         Subscription.status.in_([SubscriptionStatus.PAST_DUE.value, SubscriptionStatus.PENDING_PAYMENT.value])
     ) & (Subscription.grace_ends_at <= now)
+    next_invoiced = (
+        select(Invoice.id)
+        .where(
+            Invoice.subscription_id == Subscription.id,
+            Invoice.period_start == Subscription.current_period_end,
+            Invoice.status.in_(LIVE_INVOICE_STATES),
+        )
+        .exists()
+    )
+    ending_soon = (
+        (Subscription.status == SubscriptionStatus.ACTIVE.value)
+        & (Subscription.current_period_end <= now + notice)
+        & Subscription.scheduled_tier_id.is_(None)
+        & Subscription.cancel_at_period_end.is_(False)
+        & ~next_invoiced
+    )
     stmt = (
         select(Subscription.id)
-        .where(Subscription.is_current.is_(True), live | overdue)
+        .where(Subscription.is_current.is_(True), ended | overdue | ending_soon)
         .order_by(Subscription.id)
         .limit(limit)
     )
@@ -148,7 +166,7 @@ async def live_invoice_for_period(
     stmt = select(Invoice).where(
         Invoice.subscription_id == subscription_id,
         Invoice.period_start == period_start,
-        Invoice.status.in_([InvoiceStatus.PENDING.value, InvoiceStatus.FAILED.value, InvoiceStatus.PAID.value]),
+        Invoice.status.in_(LIVE_INVOICE_STATES),
     )
     return (await session.scalars(stmt.execution_options(populate_existing=True))).first()
 

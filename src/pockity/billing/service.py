@@ -151,6 +151,7 @@ async def change_tier(session: AsyncSession, user_id: str, tier: Tier, actor: Ac
     if _is_downgrade(current, current_tier, tier):
         assert current is not None
         current.scheduled_tier_id, current.cancel_at_period_end = tier.id, False
+        await _void_next_period(session, current, "replaced by a scheduled tier change")
         return Change(current, None, "period_end")
     now = utcnow()
     sub = Subscription(user_id=user_id, tier_id=tier.id, provider="manual", cancel_at_period_end=False)
@@ -305,6 +306,7 @@ async def cancel(session: AsyncSession, user_id: str, actor: Actor) -> Subscript
     if current is None or tier is None or tier.price_cents == 0 or current.cancel_at_period_end:
         raise NothingToCancel()
     current.cancel_at_period_end, current.scheduled_tier_id = True, None
+    await _void_next_period(session, current, "subscription cancelled at period end")
     record(
         session,
         actor,
@@ -338,6 +340,7 @@ async def _replace(
 ) -> Subscription | None:
     """End `sub` and make a new ACTIVE subscription on `tier_id` current (none: no storage; data is kept)."""
     now = utcnow()
+    await _void_next_period(session, sub, f"subscription {ended.value.lower()}")
     tier = await tiers.get(session, tier_id) if tier_id else None
     if tier is None:
         sub.is_current, sub.status, sub.ended_at = False, ended.value, now
@@ -362,9 +365,17 @@ async def _replace(
 # --- renewals and the life cycle ---------------------------------------------------------------------------
 
 
-async def run_lifecycle(session: AsyncSession, subscription_id: str, actor: Actor, *, grace: timedelta) -> str | None:
-    """Do what is due for one subscription, under its row lock (so two runners do it once):
-    a period change, a renewal (from credits, or an invoice and PAST_DUE), or the end of a grace period."""
+async def run_lifecycle(
+    session: AsyncSession,
+    subscription_id: str,
+    actor: Actor,
+    *,
+    grace: timedelta,
+    notice: timedelta = timedelta(0),
+) -> str | None:
+    """Do what is due for one subscription, under its row lock (so two runners do it once): the next period's
+    invoice `notice` ahead of the period end (so it can be paid before), a period change, a renewal (from
+    credits, or PAST_DUE with the invoice open), or the end of a grace period."""
     from pockity.payments import credits  # the ledger lives with payments; it does not import billing
 
     now = utcnow()
@@ -376,12 +387,14 @@ async def run_lifecycle(session: AsyncSession, subscription_id: str, actor: Acto
         if sub.grace_ends_at is None or sub.grace_ends_at > now:
             return None
         return await _expire(session, sub, actor)
-    if sub.status not in LIVE or sub.current_period_end is None or sub.current_period_end > now:
+    if sub.status not in LIVE or sub.current_period_end is None:
         return None
+    if sub.current_period_end > now:
+        return await _invoice_ahead(session, sub, actor, grace, now + notice)
     if sub.status == S.ACTIVE.value and (sub.scheduled_tier_id or sub.cancel_at_period_end):
         new = await apply_period_end(session, sub, actor)
         if new is not None and new.current_period_end is not None:
-            await run_lifecycle(session, new.id, actor, grace=grace)
+            await run_lifecycle(session, new.id, actor, grace=grace, notice=notice)
         return "period_change"
     tier = await tiers.get(session, sub.tier_id)
     if tier is None or tier.price_cents == 0:
@@ -428,6 +441,48 @@ async def run_lifecycle(session: AsyncSession, subscription_id: str, actor: Acto
         },
     )
     return "past_due"
+
+
+async def _void_next_period(session: AsyncSession, sub: Subscription, reason: str) -> None:
+    """An invoice issued ahead for the next period is void once that period will not happen as invoiced."""
+    for invoice in await repo.invoices_of_subscription(session, sub.id, *OPEN):
+        if invoice.period_start is not None and invoice.period_start == sub.current_period_end:
+            await repo.transition_invoice(session, invoice.id, OPEN, status=InvoiceStatus.VOID.value, note=reason)
+
+
+async def _invoice_ahead(
+    session: AsyncSession, sub: Subscription, actor: Actor, grace: timedelta, horizon: datetime
+) -> str | None:
+    """Issue the next period's invoice once the period end is within the notice: the user can pay it before the
+    period ends (paying it early extends the period at once). Credits are only used at the period end."""
+    assert sub.current_period_end is not None
+    if (
+        sub.status != S.ACTIVE.value
+        or sub.scheduled_tier_id
+        or sub.cancel_at_period_end
+        or sub.current_period_end > horizon
+    ):
+        return None
+    tier = await tiers.get(session, sub.tier_id)
+    if tier is None or tier.price_cents == 0:
+        return None
+    if await repo.live_invoice_for_period(session, sub.id, sub.current_period_end) is not None:
+        return None
+    invoice = await _invoice_for_next_period(session, sub, tier, grace)
+    record(
+        session,
+        actor,
+        "invoice.issued",
+        target_type="invoice",
+        target_id=invoice.id,
+        details={
+            "subscriptionId": sub.id,
+            "amountCents": invoice.amount_cents,
+            "periodStart": sub.current_period_end.isoformat(),
+            "autoRenewFromCredits": sub.auto_renew_from_credits,
+        },
+    )
+    return "invoiced"
 
 
 async def _invoice_for_next_period(session: AsyncSession, sub: Subscription, tier: Tier, grace: timedelta) -> Invoice:

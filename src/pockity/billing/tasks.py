@@ -1,4 +1,5 @@
-"""Periodic billing: period changes, renewals, trials ending and grace periods running out."""
+"""Periodic billing: renewal invoices ahead of the period end, period changes, renewals, trials ending and
+grace periods running out."""
 
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ async def apply_period_ends(ctx: JobContext) -> int:
     """Run the life cycle of every current subscription with something due, each in its own unit of work
     under the subscription's row lock: two runners at once renew each subscription once."""
     grace = timedelta(days=ctx.settings.billing_grace_days)
+    notice = timedelta(days=ctx.settings.billing_renewal_notice_days)
     done = 0
     seen: set[str] = set()
     while True:
         async with ctx.db.sessions() as session:
-            due = [s for s in await repo.due_lifecycle(session, utcnow(), _BATCH) if s not in seen]
+            due = [s for s in await repo.due_lifecycle(session, utcnow(), notice, _BATCH) if s not in seen]
         if not due:
             return done
         for sub_id in due:
             seen.add(sub_id)
             async with unit_of_work(ctx.db) as session:
-                if await service.run_lifecycle(session, sub_id, Actor.system("jobs"), grace=grace):
+                if await service.run_lifecycle(session, sub_id, Actor.system("jobs"), grace=grace, notice=notice):
                     done += 1
