@@ -738,3 +738,37 @@ async def test_cancelling_voids_an_invoice_issued_ahead(
     statuses = {i.id: i.status for i in await _invoices(papp, payer.id)}
     assert statuses == {first: "PAID", ahead.id: "VOID"}
     assert await run_billing(papp) == 0  # a cancelled subscription is not invoiced again
+
+
+async def test_the_user_is_told_about_invoices_renewals_past_due_and_expiry(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser, other_payer: TestUser
+) -> None:
+    sub_id, _ = await _paid_starter(pclient, payer, padmin)
+    await end_period(papp, sub_id, utcnow() + timedelta(days=1))
+    await run_billing(papp)  # issued ahead
+    await end_period(papp, sub_id)
+    async with papp.state.db.sessions() as s, s.begin():  # the period end arrives for the issued invoice too
+        sub = await s.get(Subscription, sub_id)
+        assert sub is not None
+        await s.execute(
+            update(Invoice)
+            .where(Invoice.subscription_id == sub_id, Invoice.status == "PENDING")
+            .values(period_start=sub.current_period_end)
+        )
+    await run_billing(papp)  # no credits, no auto-renew: PAST_DUE
+    await end_grace(papp, sub_id)
+    await run_billing(papp)  # expired
+
+    r = await pclient.get("/api/notifications", headers=payer.headers)
+    assert r.status_code == 200, r.text
+    kinds = [n["kind"] for n in r.json()["items"]]
+    assert sorted(k for k in kinds if k.startswith("billing.")) == [
+        "billing.expired",
+        "billing.invoice",
+        "billing.past_due",
+    ]
+    past_due = next(n for n in r.json()["items"] if n["kind"] == "billing.past_due")
+    assert "5.00 USD" in past_due["body"] and past_due["data"]["subscriptionId"] == sub_id
+    # Nobody else sees them.
+    r = await pclient.get("/api/notifications", headers=other_payer.headers)
+    assert [n for n in r.json()["items"] if n["kind"].startswith("billing.")] == []

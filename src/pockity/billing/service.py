@@ -19,7 +19,7 @@ from pockity.errors import Conflict, NotFound
 from pockity.kit.pagination import keyset_page
 from pockity.kit.periods import monthly_cents, period_end
 from pockity.kit.time import utcnow
-from pockity.models import Invoice, InvoiceStatus, Subscription, SubscriptionStatus, Tier
+from pockity.models import Invoice, InvoiceStatus, Notification, Subscription, SubscriptionStatus, Tier
 from pockity.tiers import repository as tiers
 
 S = SubscriptionStatus
@@ -53,6 +53,15 @@ class Change:
     subscription: Subscription
     invoice: Invoice | None
     effective: str  # "now" | "on_payment" | "period_end"
+
+
+def _notify(session: AsyncSession, user_id: str, kind: str, title: str, body: str, data: dict[str, object]) -> None:
+    """A message in the user's notifications (GET /api/notifications), in the same unit of work."""
+    session.add(Notification(user_id=user_id, kind=kind, title=title, body=body, data=data))
+
+
+def _money(cents: int, currency: str) -> str:
+    return f"{cents / 100:.2f} {currency}"
 
 
 def _sub_snapshot(sub: Subscription | None) -> dict[str, object] | None:
@@ -414,6 +423,14 @@ async def run_lifecycle(
         reference=invoice.id,
     ):
         await pay_invoice(session, invoice.id, actor, provider="credits", note="auto-renewed from credits")
+        _notify(
+            session,
+            sub.user_id,
+            "billing.renewed",
+            "Subscription renewed from credits",
+            f"{_money(invoice.amount_cents, invoice.currency)} was taken from your credit balance for the next period.",
+            {"invoiceId": invoice.id, "subscriptionId": sub.id},
+        )
         record(
             session,
             actor,
@@ -427,6 +444,16 @@ async def run_lifecycle(
     sub.status = S.PAST_DUE.value if sub.status == S.ACTIVE.value else S.PENDING_PAYMENT.value
     sub.grace_ends_at = sub.current_period_end + grace
     await repo.set_billing_hold(session, sub.user_id, HOLD_PAST_DUE)
+    _notify(
+        session,
+        sub.user_id,
+        "billing.past_due",
+        "Payment due: uploads are paused",
+        f"Invoice {invoice.id} ({_money(invoice.amount_cents, invoice.currency)}) is unpaid. Your files stay "
+        f"readable; uploads resume once it is paid. Unpaid after {sub.grace_ends_at:%Y-%m-%d}, the subscription "
+        "ends and your account returns to the free tier (nothing is deleted).",
+        {"invoiceId": invoice.id, "subscriptionId": sub.id, "graceEndsAt": sub.grace_ends_at.isoformat()},
+    )
     record(
         session,
         actor,
@@ -469,6 +496,20 @@ async def _invoice_ahead(
     if await repo.live_invoice_for_period(session, sub.id, sub.current_period_end) is not None:
         return None
     invoice = await _invoice_for_next_period(session, sub, tier, grace)
+    _notify(
+        session,
+        sub.user_id,
+        "billing.invoice",
+        "Your next invoice",
+        f"Invoice {invoice.id} ({_money(invoice.amount_cents, invoice.currency)}) is for the period starting "
+        f"{sub.current_period_end:%Y-%m-%d}"
+        + (
+            "; it will be paid from your credits if they cover it."
+            if sub.auto_renew_from_credits
+            else "; pay it before then to keep uploading without a pause."
+        ),
+        {"invoiceId": invoice.id, "subscriptionId": sub.id},
+    )
     record(
         session,
         actor,
@@ -513,6 +554,16 @@ async def _expire(session: AsyncSession, sub: Subscription, actor: Actor) -> str
         )
     before = _sub_snapshot(sub)
     new = await _replace(session, sub, await tiers.default_tier_id(session), S.EXPIRED, start=None)
+    _notify(
+        session,
+        sub.user_id,
+        "billing.expired",
+        "Subscription ended",
+        "The grace period ended unpaid, so the subscription has ended"
+        + (" and your account is on the free tier." if new else ".")
+        + " Your files are kept; request a tier to get more room again.",
+        {"subscriptionId": sub.id},
+    )
     record(
         session,
         actor,
@@ -558,6 +609,15 @@ async def invoice_refunded(session: AsyncSession, invoice: Invoice, actor: Actor
     sub.status, sub.grace_ends_at = S.PAST_DUE.value, utcnow() + grace
     await session.flush()
     await repo.set_billing_hold(session, sub.user_id, HOLD_PAST_DUE)
+    _notify(
+        session,
+        sub.user_id,
+        "billing.past_due",
+        "Payment refunded: uploads are paused",
+        f"The payment for the current period was refunded. Invoice {reissued.id} is open for it; your files stay "
+        "readable and uploads resume once it is paid.",
+        {"invoiceId": reissued.id, "subscriptionId": sub.id, "graceEndsAt": sub.grace_ends_at.isoformat()},
+    )
     record(
         session,
         actor,
