@@ -100,6 +100,8 @@ async def test_admin_grant_adds_an_audited_entry(
     [row] = await _entries(papp, payer.id)
     assert row.created_by == padmin.id and row.idempotency_key.startswith(f"grant:{payer.id}:")
     await _consistent(papp, payer.id, 1234)
+    detail = await pclient.get(f"/api/admin/users/{payer.id}", headers=padmin.headers)
+    assert detail.status_code == 200 and detail.json()["credits"] == {"USD": 1234}
     [event] = await _audit(papp, "credits.granted")
     assert (event.actor_type, event.actor_id, event.target_type, event.target_id) == (
         "user",

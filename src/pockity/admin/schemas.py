@@ -55,6 +55,7 @@ class UserDetailOut(OutputModel):
     usage: UsageSummaryOut
     api_keys: list[ApiKeyOut]
     invoices: list[InvoiceOut]
+    credits: dict[str, int]  # balance in cents per currency (the ledger's sum)
 
 
 class UserUsageOut(OutputModel):

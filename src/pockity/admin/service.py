@@ -11,6 +11,7 @@ from pockity.apikeys import service as apikeys
 from pockity.audit.service import Actor
 from pockity.billing import service as billing
 from pockity.models import Subscription
+from pockity.payments import credits
 from pockity.storage import service as storage
 from pockity.tiers.service import get_tier
 from pockity.users import service as users
@@ -25,10 +26,11 @@ class UserDetail:
     usage: storage.Usage
     api_keys: Any
     invoices: Any
+    credits: dict[str, int]
 
 
 async def user_detail(session: AsyncSession, user_id: str) -> UserDetail:
-    """One user with tier, subscription, usage, keys and invoices."""
+    """One user with tier, subscription, usage, keys, invoices and credit balances."""
     user = await users.get_user(session, user_id)
     state = await billing.subscription_state(session, user_id)
     return UserDetail(
@@ -39,6 +41,7 @@ async def user_detail(session: AsyncSession, user_id: str) -> UserDetail:
         usage=await storage.usage(session, user_id),
         api_keys=await apikeys.list_keys(session, user_id),
         invoices=await billing.own_invoices(session, user_id),
+        credits=await credits.balances(session, user_id),
     )
 
 
