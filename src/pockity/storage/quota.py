@@ -10,7 +10,6 @@ from pockity.auth.schemas import Principal
 from pockity.errors import PockityError
 from pockity.models import Tier
 from pockity.tiers import repository as tiers
-from pockity.users import repository as users
 
 NO_LIMIT = 2**62
 
@@ -55,8 +54,8 @@ def _limits(tier: Tier | None) -> Limits:
 
 
 async def user_tier(session: AsyncSession, user_id: str) -> Tier | None:
-    user = await users.get(session, user_id)
-    return await tiers.get(session, user.tier_id) if user and user.tier_id else None
+    found = await tiers.for_writer(session, user_id)
+    return found.tier if found else None
 
 
 class SubscriptionPastDue(PockityError):
@@ -68,16 +67,17 @@ class SubscriptionPastDue(PockityError):
 
 
 async def limits_for(session: AsyncSession, principal: Principal) -> WriterLimits:
-    """The user's tier limits, plus the key's tier when the request came with a tier-linked key.
+    """The user's tier limits, plus the key's tier when the request came with a tier-linked key (one query).
     A user whose subscription is past due may not write (reads are never blocked by billing)."""
-    user = await users.get(session, principal.user_id)
-    if user is not None and user.billing_hold:
-        raise SubscriptionPastDue(details={"hold": user.billing_hold})
-    tier = await tiers.get(session, user.tier_id) if user and user.tier_id else None
+    key_tier_id = principal.key.tier_id if principal.key is not None else None
+    found = await tiers.for_writer(session, principal.user_id, key_tier_id or None)
+    if found is not None and found.billing_hold:
+        raise SubscriptionPastDue(details={"hold": found.billing_hold})
+    tier = found.tier if found else None
     sizes = [tier.max_object_size_bytes if tier and tier.max_object_size_bytes else NO_LIMIT]
     key_limits = None
-    if principal.key is not None and principal.key.tier_id:
-        key_tier = await tiers.get(session, principal.key.tier_id)
+    if key_tier_id:
+        key_tier = found.key_tier if found else None
         key_limits = _limits(key_tier)
         if key_tier and key_tier.max_object_size_bytes:
             sizes.append(key_tier.max_object_size_bytes)

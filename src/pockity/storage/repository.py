@@ -33,9 +33,14 @@ def _owned(user_id: str) -> Select[StorageObject]:
 # --- usage counters -------------------------------------------------------------------------------
 
 
+def _insert(session: AsyncSession) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
 async def ensure_counter(session: AsyncSession, scope: str) -> None:
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(UsageCounter).values(scope=scope, bytes_used=0, object_count=0, bytes_reserved=0, objects_reserved=0)
+    stmt = _insert(session)(UsageCounter).values(
+        scope=scope, bytes_used=0, object_count=0, bytes_reserved=0, objects_reserved=0
+    )
     await session.execute(stmt.on_conflict_do_nothing(index_elements=["scope"]))
 
 
@@ -46,7 +51,12 @@ async def get_counter(session: AsyncSession, scope: str) -> UsageCounter | None:
 async def try_reserve(
     session: AsyncSession, scope: str, *, nbytes: int, objects: int, max_bytes: int, max_objects: int
 ) -> bool:
-    """Hold `nbytes` and `objects` if used + reserved + them stays within the limits (one statement)."""
+    """Hold `nbytes` and `objects` if used + reserved + them stays within the limits (one statement).
+
+    No row matched: over a limit, or the scope has no counter yet (its first upload). Only then is the counter
+    created and the same statement run once more, instead of an INSERT ... ON CONFLICT before every upload. The
+    retry is needed even when the INSERT finds a row: another transaction may have created it meanwhile.
+    """
     c = UsageCounter
     fits_bytes = or_(nbytes == 0, c.bytes_used + c.bytes_reserved + nbytes <= max_bytes)  # type: ignore[arg-type]
     fits_objects = or_(objects == 0, c.object_count + c.objects_reserved + objects <= max_objects)  # type: ignore[arg-type]
@@ -56,16 +66,18 @@ async def try_reserve(
         .values(bytes_reserved=c.bytes_reserved + nbytes, objects_reserved=c.objects_reserved + objects)
         .execution_options(synchronize_session=False)
     )
-    result = await session.execute(stmt)
-    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+    if (await session.execute(stmt)).rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    await ensure_counter(session, scope)
+    return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 async def adjust(
     session: AsyncSession, scope: str, *, used: int = 0, count: int = 0, reserved: int = 0, objects_reserved: int = 0
-) -> None:
-    """Apply settled deltas (after the bytes are stored or the reservation released)."""
+) -> bool:
+    """Apply settled deltas (after the bytes are stored or the reservation released); False: no such counter."""
     c = UsageCounter
-    await session.execute(
+    result = await session.execute(
         update(c)
         .where(c.scope == scope)
         .values(
@@ -76,6 +88,7 @@ async def adjust(
         )
         .execution_options(synchronize_session=False)
     )
+    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 async def release(session: AsyncSession, held: Reservation) -> None:
@@ -90,6 +103,56 @@ async def release(session: AsyncSession, held: Reservation) -> None:
 
 def add_reservation(session: AsyncSession, reservation: Reservation) -> None:
     session.add(reservation)
+
+
+async def insert_reservation(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    name: str,
+    api_key_id: str | None,
+    kind: str,
+    declared_size: int | None,
+    content_type: str | None,
+    expires_at: datetime,
+) -> str | None:
+    """Take the name's write lock: insert an empty reservation and return its id, or None if the name is held.
+
+    One `INSERT ... ON CONFLICT (user_id, name) DO NOTHING RETURNING id`: a conflict is an answer, not an error,
+    so it needs no savepoint and leaves the transaction usable. On PostgreSQL a conflicting row that is not
+    committed yet makes it wait for that transaction, exactly as the unique index did for a plain INSERT.
+    """
+    stmt = (
+        _insert(session)(Reservation)
+        .values(
+            user_id=user_id,
+            name=name,
+            api_key_id=api_key_id,
+            bytes=0,
+            objects=0,
+            key_bytes=0,
+            key_objects=0,
+            kind=kind,
+            declared_size=declared_size,
+            content_type=content_type,
+            expires_at=expires_at,
+        )
+        .on_conflict_do_nothing(index_elements=["user_id", "name"])
+        .returning(Reservation.id)
+    )
+    return (await session.execute(stmt)).scalar()
+
+
+async def hold(
+    session: AsyncSession, reservation_id: str, *, nbytes: int, objects: int, key_bytes: int, key_objects: int
+) -> None:
+    """Record on a reservation just taken what `begin` reserved for it (one UPDATE for all four amounts)."""
+    await session.execute(
+        update(Reservation)
+        .where(Reservation.id == reservation_id)
+        .values(bytes=nbytes, objects=objects, key_bytes=key_bytes, key_objects=key_objects)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def grow_reservation(
@@ -137,6 +200,30 @@ async def get_object(
 
 def add_object(session: AsyncSession, obj: StorageObject) -> None:
     session.add(obj)
+
+
+async def insert_object(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    name: str,
+    size: int,
+    etag: str,
+    content_type: str | None,
+    api_key_id: str | None,
+) -> StorageObject | None:
+    """Insert the name's row unless it has one (None then): `INSERT ... ON CONFLICT DO NOTHING RETURNING` the row.
+
+    On PostgreSQL an uncommitted row of the same name makes it wait for that transaction, like the unique index
+    does for a plain INSERT; a conflict is an answer here, not an error that would abort the transaction.
+    """
+    stmt = (
+        _insert(session)(StorageObject)
+        .values(user_id=user_id, name=name, size=size, etag=etag, content_type=content_type, api_key_id=api_key_id)
+        .on_conflict_do_nothing(index_elements=["user_id", "name"])
+        .returning(StorageObject)
+    )
+    return (await session.execute(stmt)).scalars().first()
 
 
 async def delete_object(session: AsyncSession, obj: StorageObject) -> None:

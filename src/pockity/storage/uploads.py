@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.auth.schemas import Principal
@@ -99,25 +98,20 @@ async def begin(
         max_size = min(policy.server_max_bytes, limits.max_object_size)
         if declared is not None and declared > max_size:
             raise _too_large(max_size)
-        reservation = Reservation(
+        key_id = principal.key.id if principal.key else None
+        reservation_id = await repo.insert_reservation(
+            session,
             user_id=principal.user_id,
             name=name,
-            api_key_id=principal.key.id if principal.key else None,
-            bytes=0,
-            objects=0,
-            key_bytes=0,
-            key_objects=0,
+            api_key_id=key_id,
             kind=kind,
             declared_size=declared,
             content_type=content_type,
             expires_at=utcnow() + (ttl or policy.reservation_ttl),
         )
-        repo.add_reservation(session, reservation)
-        try:
-            async with session.begin_nested():
-                await session.flush()
-        except IntegrityError:
-            raise ObjectBusy() from None
+        if reservation_id is None:
+            raise ObjectBusy()
+        # Read under the lock just taken: the size credited to a replacement cannot change until it is released.
         old = await repo.get_object(session, principal.user_id, name)
         user = QuotaScope(
             scope=user_scope(principal.user_id),
@@ -135,18 +129,20 @@ async def begin(
                 new_object=not same_writer,
             )
         for scope in (user, key):
-            if scope is not None:
-                await repo.ensure_counter(session, scope.scope)
-                await _reserve(session, scope, scope.needed(declared or 0), objects=int(scope.new_object))
-        await repo.grow_reservation(
-            session,
-            reservation.id,
-            nbytes=user.reserved,
-            key_bytes=key.reserved if key else 0,
-            expires_at=reservation.expires_at,
-        )
-        reservation.objects, reservation.key_objects = int(user.new_object), int(key.new_object) if key else 0
-    return Ticket(reservation.id, principal.user_id, name, reservation.api_key_id, user, key, max_size, declared)
+            if scope is None:
+                continue
+            nbytes, objects = scope.needed(declared or 0), int(scope.new_object)
+            if nbytes or objects:  # a replacement that does not grow holds nothing, so there is nothing to check
+                await _reserve(session, scope, nbytes, objects=objects)
+        held = {
+            "nbytes": user.reserved,
+            "objects": user.objects_reserved,
+            "key_bytes": key.reserved if key else 0,
+            "key_objects": key.objects_reserved if key else 0,
+        }
+        if any(held.values()):  # the row was inserted empty
+            await repo.hold(session, reservation_id, **held)
+    return Ticket(reservation_id, principal.user_id, name, key_id, user, key, max_size, declared)
 
 
 async def _reserve(session: AsyncSession, scope: QuotaScope, nbytes: int, *, objects: int = 0) -> None:
@@ -244,7 +240,16 @@ async def finish(db: Database, ticket: Ticket, info: ObjectInfo, content_type: s
     """Record the stored object and turn the reservation into usage (one unit of work)."""
     async with unit_of_work(db) as session:
         held = await repo.take_reservation(session, ticket.reservation_id)
-        return await settle(session, held, ticket.user_id, ticket.name, ticket.key_id, info, content_type)
+        return await settle(
+            session,
+            held,
+            ticket.user_id,
+            ticket.name,
+            ticket.key_id,
+            info,
+            content_type,
+            expect_new=ticket.user.new_object,
+        )
 
 
 async def settle(
@@ -255,14 +260,21 @@ async def settle(
     key_id: str | None,
     info: ObjectInfo,
     content_type: str | None,
+    *,
+    expect_new: bool = False,
 ) -> StorageObject:
     """Record the object as stored and give back what its reservation held (None: already released)."""
-    obj = await record_object(
-        session, user_id, name, size=info.size, etag=info.etag, content_type=content_type, writer_key_id=key_id
+    return await record_object(
+        session,
+        user_id,
+        name,
+        size=info.size,
+        etag=info.etag,
+        content_type=content_type,
+        writer_key_id=key_id,
+        release=held,
+        expect_new=expect_new,
     )
-    if held is not None:
-        await repo.release(session, held)
-    return obj
 
 
 async def record_object(
@@ -274,16 +286,31 @@ async def record_object(
     etag: str,
     content_type: str | None,
     writer_key_id: str | None,
+    release: Reservation | None = None,
+    expect_new: bool = False,
 ) -> StorageObject:
-    """Create or replace the object row and move usage between scopes by the size difference."""
+    """Create or replace the object row and move usage between scopes by the size difference; with `release`,
+    also give back what that (already taken) reservation held, in the same counter UPDATEs.
+
+    `expect_new` (the name had no row when its upload began) tries the INSERT first: it succeeds only if there
+    is still no row, which is what the locking read would have found, so the read is saved; on a conflict
+    (the hint was stale) the row is read and replaced as usual. The hint never changes the outcome.
+    """
+    if expect_new:
+        obj = await repo.insert_object(
+            session,
+            user_id=user_id,
+            name=name,
+            size=size,
+            etag=etag,
+            content_type=content_type,
+            api_key_id=writer_key_id,
+        )
+        if obj is not None:
+            await _move_usage(session, user_id, None, size, writer_key_id, release)
+            return obj
     old = await repo.get_object(session, user_id, name, for_update=True)
-    await repo.ensure_counter(session, user_scope(user_id))  # an adopted file may be the user's first
-    await repo.adjust(session, user_scope(user_id), used=size - (old.size if old else 0), count=0 if old else 1)
-    if old is not None and old.api_key_id:
-        await repo.adjust(session, key_scope(old.api_key_id), used=-old.size, count=-1)
-    if writer_key_id:
-        await repo.ensure_counter(session, key_scope(writer_key_id))
-        await repo.adjust(session, key_scope(writer_key_id), used=size, count=1)
+    await _move_usage(session, user_id, old, size, writer_key_id, release)
     if old is None:
         obj = StorageObject(
             user_id=user_id, name=name, size=size, etag=etag, content_type=content_type, api_key_id=writer_key_id
@@ -294,6 +321,60 @@ async def record_object(
     old.size, old.etag, old.content_type, old.api_key_id = size, etag, content_type, writer_key_id
     old.updated_at = utcnow()
     return old
+
+
+async def _move_usage(
+    session: AsyncSession,
+    user_id: str,
+    old: StorageObject | None,
+    size: int,
+    writer_key_id: str | None,
+    release: Reservation | None,
+) -> None:
+    """Usage moves from the replaced object's scopes to the writer's, and the reservation's hold is given back."""
+    moves = _CounterMoves()
+    # create=True: an adopted file may be the user's first, an upload the key's first.
+    moves.add(user_scope(user_id), create=True, used=size - (old.size if old else 0), count=0 if old else 1)
+    if old is not None and old.api_key_id:
+        moves.add(key_scope(old.api_key_id), used=-old.size, count=-1)
+    if writer_key_id:
+        moves.add(key_scope(writer_key_id), create=True, used=size, count=1)
+    if release is not None:
+        moves.add(user_scope(release.user_id), reserved=-release.bytes, objects_reserved=-release.objects)
+        if release.api_key_id:
+            moves.add(key_scope(release.api_key_id), reserved=-release.key_bytes, objects_reserved=-release.key_objects)
+    await moves.apply(session)
+
+
+class _CounterMoves:
+    """Usage deltas gathered per counter, then applied as ONE UPDATE per counter, in the order first touched.
+
+    The result is what one UPDATE per delta gave, also when a counter is missing: an UPDATE of no row changes
+    nothing, except for a scope added with create=True, which is then created (INSERT ... ON CONFLICT DO
+    NOTHING) and given what was added from that call on — as when the INSERT ran right before it, every time.
+    Creating only on a miss saves that INSERT on every upload.
+    """
+
+    def __init__(self) -> None:
+        self._all: dict[str, dict[str, int]] = {}
+        self._since_create: dict[str, dict[str, int]] = {}
+
+    def add(self, scope: str, *, create: bool = False, **deltas: int) -> None:
+        if create:
+            self._since_create.setdefault(scope, {})
+        sums = [self._all.setdefault(scope, {})]
+        if scope in self._since_create:
+            sums.append(self._since_create[scope])
+        for into in sums:
+            for field, n in deltas.items():
+                into[field] = into.get(field, 0) + n
+
+    async def apply(self, session: AsyncSession) -> None:
+        for scope, deltas in self._all.items():
+            if await repo.adjust(session, scope, **deltas) or scope not in self._since_create:
+                continue
+            await repo.ensure_counter(session, scope)
+            await repo.adjust(session, scope, **self._since_create[scope])
 
 
 async def abort(db: Database, ticket: Ticket) -> None:

@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from pockity.models import Tier, User
 
 
 async def get(session: AsyncSession, tier_id: str) -> Tier | None:
     return await session.get(Tier, tier_id)
+
+
+class WriterTiers(NamedTuple):
+    billing_hold: str | None
+    tier: Tier | None  # the user's
+    key_tier: Tier | None  # the API key's, when one was asked for
+
+
+async def for_writer(session: AsyncSession, user_id: str, key_tier_id: str | None = None) -> WriterTiers | None:
+    """The user's billing hold and tier, and the tier an API key is linked to, in ONE query (None: no such user).
+
+    Every upload starts with this read, so it is one round trip instead of one per row (user, tier, key tier).
+    """
+    users_tier = select(User.billing_hold, Tier).outerjoin(Tier, Tier.id == User.tier_id).where(User.id == user_id)
+    if key_tier_id is None:
+        row = (await session.execute(users_tier)).first()
+        return WriterTiers(row[0], row[1], None) if row else None
+    key_tier = aliased(Tier)
+    with_key = users_tier.add_columns(key_tier).outerjoin(key_tier, key_tier.id == key_tier_id)
+    found = (await session.execute(with_key)).first()
+    return WriterTiers(found[0], found[1], found[2]) if found else None
 
 
 async def default_tier_id(session: AsyncSession) -> str | None:
