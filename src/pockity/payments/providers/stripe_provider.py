@@ -8,9 +8,8 @@ a worker thread; `STRIPE_API_BASE` points it at another host (tests run a local 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.config import Settings
@@ -18,6 +17,9 @@ from pockity.models import Invoice, Payment
 from pockity.payments import service
 from pockity.payments.service import InvalidSignature, ProviderFailed, ProviderNotConfigured, Received
 from pockity.payments.webhooks import Handling, Verified, field, parse_json
+
+if TYPE_CHECKING:
+    import stripe
 
 NAME = "stripe"
 TOLERANCE_SECONDS = 300
@@ -27,20 +29,30 @@ def configured(settings: Settings) -> bool:
     return bool(settings.stripe_secret_key)
 
 
+def _stripe() -> Any:
+    """The stripe package, imported on first use: it adds ~10 MiB to every process, configured or not."""
+    import stripe
+
+    return stripe
+
+
 def _client(settings: Settings) -> stripe.StripeClient:
+    sdk = _stripe()
     if not settings.stripe_secret_key:
         raise ProviderNotConfigured("Stripe is not configured on this server.")
-    return stripe.StripeClient(
+    client: stripe.StripeClient = sdk.StripeClient(
         settings.stripe_secret_key,
         base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base else None,
         max_network_retries=1,
-        http_client=stripe.RequestsClient(timeout=settings.provider_timeout_seconds),
+        http_client=sdk.RequestsClient(timeout=settings.provider_timeout_seconds),
     )
+    return client
 
 
 async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment, email: str) -> dict[str, Any]:
     """A Checkout Session for exactly this invoice; the invoice id travels as client_reference_id and in
     metadata (also on the PaymentIntent, so refunds can be traced)."""
+    stripe = _stripe()
     client = _client(settings)
     base = settings.base_url
     params: dict[str, Any] = {
@@ -76,6 +88,7 @@ async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment
 def verify(settings: Settings, raw: bytes, signature: str | None) -> Verified:
     if not settings.stripe_webhook_secret:
         raise ProviderNotConfigured("Stripe webhooks are not configured on this server.")
+    stripe = _stripe()
     text, body = parse_json(raw)
     if signature is not None and not signature.isascii():  # hmac.compare_digest raises TypeError on these
         raise InvalidSignature()
