@@ -28,6 +28,7 @@ from pockity.jobs import JobContext, JobRunner, default_jobs
 from pockity.kit.crypto import Keyring
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.router import router as open_router
+from pockity.payments.providers import stripe_provider
 from pockity.payments.router import router as payments_router
 from pockity.payments.router import webhooks as payment_webhooks_router
 from pockity.storage import reconcile
@@ -108,6 +109,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.async_database_url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
     )
     app.state.db = db
+    if settings.stripe_secret_key or settings.stripe_webhook_secret:
+        stripe_provider.load_sdk()  # configured: import it now, not inside the first payment request
     storage: StorageBackend = app.state.storage
     try:
         await storage.start()

@@ -29,11 +29,15 @@ def configured(settings: Settings) -> bool:
     return bool(settings.stripe_secret_key)
 
 
-def _stripe() -> Any:
-    """The stripe package, imported on first use: it adds ~10 MiB to every process, configured or not."""
+def load_sdk() -> Any:
+    """The stripe package, imported when first needed (the app loads it at start when Stripe is configured):
+    it adds ~10 MiB to a process, which a server without Stripe should not pay."""
     import stripe
 
     return stripe
+
+
+_stripe = load_sdk
 
 
 def _client(settings: Settings) -> stripe.StripeClient:
