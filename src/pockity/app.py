@@ -28,7 +28,7 @@ from pockity.jobs import JobContext, JobRunner, default_jobs
 from pockity.kit.crypto import Keyring
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.router import router as open_router
-from pockity.payments.providers import stripe_provider
+from pockity.payments.providers import razorpay_provider, stripe_provider
 from pockity.payments.router import router as payments_router
 from pockity.payments.router import webhooks as payment_webhooks_router
 from pockity.storage import reconcile
@@ -109,8 +109,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.async_database_url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
     )
     app.state.db = db
+    # A configured provider's SDK is imported now, not inside the first payment request.
     if settings.stripe_secret_key or settings.stripe_webhook_secret:
-        stripe_provider.load_sdk()  # configured: import it now, not inside the first payment request
+        stripe_provider.load_sdk()
+    if razorpay_provider.configured(settings) or settings.razorpay_webhook_secret:
+        razorpay_provider.load_sdk()
     storage: StorageBackend = app.state.storage
     try:
         await storage.start()

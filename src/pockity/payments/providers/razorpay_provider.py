@@ -11,14 +11,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import razorpay  # type: ignore[import-untyped]
-from razorpay.constants.url import URL  # type: ignore[import-untyped]
-from razorpay.errors import (  # type: ignore[import-untyped]
-    BadRequestError,
-    GatewayError,
-    ServerError,
-    SignatureVerificationError,
-)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor
@@ -32,6 +24,16 @@ from pockity.payments.webhooks import Handling, Verified, field, parse_json
 NAME = "razorpay"
 
 
+def load_sdk() -> Any:
+    """The razorpay package (and `requests`), imported when first needed — the app loads it at start when
+    Razorpay is configured — so a server without Razorpay does not carry it (~5 MiB)."""
+    import razorpay  # type: ignore[import-untyped]
+    import razorpay.constants.url  # type: ignore[import-untyped]
+    import razorpay.errors  # type: ignore[import-untyped]
+
+    return razorpay
+
+
 def configured(settings: Settings) -> bool:
     return bool(settings.razorpay_key_id and settings.razorpay_secret)
 
@@ -39,19 +41,20 @@ def configured(settings: Settings) -> bool:
 def _api_base(configured_base: str) -> str:
     """RAZORPAY_API_BASE is documented with /v1 (razorpay 1.x's base); razorpay 2.x adds /v1 to each path itself."""
     base = configured_base.rstrip("/")
-    v1 = getattr(URL, "V1", None)
+    v1 = getattr(load_sdk().constants.url.URL, "V1", None)
     return base[: -len(v1)] if v1 and base.endswith(v1) else base
 
 
-def _client(settings: Settings) -> razorpay.Client:
+def _client(settings: Settings) -> Any:
     if not configured(settings):
         raise ProviderNotConfigured("Razorpay is not configured on this server.")
     options = {"base_url": _api_base(settings.razorpay_api_base)} if settings.razorpay_api_base else {}
-    return razorpay.Client(auth=(settings.razorpay_key_id, settings.razorpay_secret), **options)
+    return load_sdk().Client(auth=(settings.razorpay_key_id, settings.razorpay_secret), **options)
 
 
 async def create_order(settings: Settings, invoice: Invoice) -> dict[str, Any]:
     client = _client(settings)
+    errors = load_sdk().errors
     data = {
         "amount": invoice.amount_cents,
         "currency": invoice.currency,
@@ -60,7 +63,7 @@ async def create_order(settings: Settings, invoice: Invoice) -> dict[str, Any]:
     }
     try:
         order = await asyncio.to_thread(client.order.create, data, timeout=settings.provider_timeout_seconds)
-    except (BadRequestError, GatewayError, ServerError) as exc:
+    except (errors.BadRequestError, errors.GatewayError, errors.ServerError) as exc:
         raise ProviderFailed(details={"provider": NAME, "message": str(exc)[:300]}) from None
     except OSError as exc:  # requests' connection errors
         raise ProviderFailed(details={"provider": NAME, "message": type(exc).__name__}) from None
@@ -87,7 +90,7 @@ async def verify_checkout(
         client.utility.verify_payment_signature(
             {"razorpay_order_id": order_id, "razorpay_payment_id": payment_id, "razorpay_signature": signature}
         )
-    except SignatureVerificationError:
+    except load_sdk().errors.SignatureVerificationError:
         raise InvalidSignature() from None
     pending = await repo.payment_by_checkout(session, NAME, order_id)
     if pending is None or pending.user_id != user_id:
@@ -109,8 +112,8 @@ def verify(settings: Settings, raw: bytes, signature: str | None, event_id: str 
         raise InvalidSignature()
     text, body = parse_json(raw)
     try:
-        razorpay.Utility(None).verify_webhook_signature(text, signature, settings.razorpay_webhook_secret)
-    except SignatureVerificationError:
+        load_sdk().Utility(None).verify_webhook_signature(text, signature, settings.razorpay_webhook_secret)
+    except load_sdk().errors.SignatureVerificationError:
         raise InvalidSignature() from None
     kind = body.get("event")
     if not isinstance(kind, str):
