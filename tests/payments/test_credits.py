@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from pockity.kit.time import utcnow
-from pockity.models import AuditEvent, CreditEntry, Invoice, Payment, Subscription, User
-from tests.fixtures.payments import balance, ledger_and_account, subscribe_invoice, topup_invoice
+from pockity.models import CreditEntry, Invoice, Payment, Subscription, User
+from tests.fixtures.payments import audits, balance, invoice_row, ledger_and_account, subscribe_invoice, topup_invoice
 from tests.fixtures.users import TestUser
 
 
@@ -39,18 +39,6 @@ async def _entries(app: FastAPI, user_id: str) -> list[CreditEntry]:
     async with app.state.db.sessions() as s:
         stmt = select(CreditEntry).where(CreditEntry.user_id == user_id).order_by(CreditEntry.id)
         return list((await s.scalars(stmt)).all())
-
-
-async def _audit(app: FastAPI, action: str) -> list[AuditEvent]:
-    async with app.state.db.sessions() as s:
-        return list((await s.scalars(select(AuditEvent).where(AuditEvent.action == action))).all())
-
-
-async def _invoice_row(app: FastAPI, invoice_id: str) -> Invoice:
-    async with app.state.db.sessions() as s:
-        row: Invoice | None = await s.get(Invoice, invoice_id)
-    assert row is not None
-    return row
 
 
 async def _consistent(app: FastAPI, user_id: str, expected: int) -> None:
@@ -102,7 +90,7 @@ async def test_admin_grant_adds_an_audited_entry(
     await _consistent(papp, payer.id, 1234)
     detail = await pclient.get(f"/api/admin/users/{payer.id}", headers=padmin.headers)
     assert detail.status_code == 200 and detail.json()["credits"] == {"USD": 1234}
-    [event] = await _audit(papp, "credits.granted")
+    [event] = await audits(papp, "credits.granted")
     assert (event.actor_type, event.actor_id, event.target_type, event.target_id) == (
         "user",
         padmin.id,
@@ -128,7 +116,7 @@ async def test_grant_rules(
         assert r.status_code == 422, r.text
     assert await _entries(papp, payer.id) == []
     await _consistent(papp, payer.id, 0)
-    assert await _audit(papp, "credits.granted") == []
+    assert await audits(papp, "credits.granted") == []
 
 
 async def test_the_same_idempotency_key_grants_once(
@@ -143,7 +131,7 @@ async def test_the_same_idempotency_key_grants_once(
     ]
     await _consistent(papp, payer.id, 700)
     # The audit log describes what happened: one grant.
-    assert len(await _audit(papp, "credits.granted")) == 1
+    assert len(await audits(papp, "credits.granted")) == 1
     # A different key is a different grant.
     assert (await _grant(pclient, padmin, payer.id, 300, idempotencyKey="ticket-43")).status_code == 201
     assert await balance(pclient, payer) == 1000
@@ -171,8 +159,8 @@ async def test_a_top_up_paid_by_an_admin_becomes_credit(
     )
     assert entry["reference"] == payment.id
     await _consistent(papp, payer.id, 2000)
-    assert [e.target_id for e in await _audit(papp, "credits.topup_requested")] == [top["id"]]
-    assert [e.target_id for e in await _audit(papp, "invoice.paid")] == [top["id"]]
+    assert [e.target_id for e in await audits(papp, "credits.topup_requested")] == [top["id"]]
+    assert [e.target_id for e in await audits(papp, "invoice.paid")] == [top["id"]]
     # Paid once: a second PATCH changes nothing.
     again = await pclient.patch(f"/api/admin/invoices/{top['id']}", json={"status": "PAID"}, headers=padmin.headers)
     assert (again.status_code, again.json()["error"]["code"]) == (409, "invoice_not_payable")
@@ -202,7 +190,7 @@ async def test_paying_with_exactly_enough_credit(
         "ACTIVE",
         "credits",
     )
-    [paid] = await _audit(papp, "invoice.paid")
+    [paid] = await audits(papp, "invoice.paid")
     assert paid.target_id == inv["id"] and paid.details["provider"] == "credits" and paid.actor_id == payer.id
     # Paid invoices are not paid again.
     again = await pclient.post(f"/api/billing/invoices/{inv['id']}/pay-with-credits", headers=payer.headers)
@@ -220,12 +208,12 @@ async def test_not_enough_credit_is_402_and_changes_nothing(
     error = r.json()["error"]
     assert error["code"] == "insufficient_credits"
     assert error["details"] == {"balanceCents": 499, "amountCents": 500, "currency": "USD"}
-    assert (await _invoice_row(papp, inv["id"])).status == "PENDING"
+    assert (await invoice_row(papp, inv["id"])).status == "PENDING"
     assert [e.amount_cents for e in await _entries(papp, payer.id)] == [499]
     await _consistent(papp, payer.id, 499)
     sub = (await pclient.get("/api/billing/subscription", headers=payer.headers)).json()
     assert sub["current"]["tierId"] == "tier_free" and sub["pending"]["status"] == "PENDING_PAYMENT"
-    assert await _audit(papp, "invoice.paid") == []
+    assert await audits(papp, "invoice.paid") == []
     # With no credit account at all it is the same answer.
     other = await _one_off_invoice(papp, payer.id, 100_000)
     r = await pclient.post(f"/api/billing/invoices/{other}/pay-with-credits", headers=payer.headers)
@@ -239,11 +227,11 @@ async def test_another_users_invoice_is_404_and_a_top_up_is_409(
     await _grant(pclient, padmin, payer.id, 5000)
     r = await pclient.post(f"/api/billing/invoices/{theirs['id']}/pay-with-credits", headers=payer.headers)
     assert (r.status_code, r.json()["error"]["code"]) == (404, "invoice_not_found")
-    assert (await _invoice_row(papp, theirs["id"])).status == "PENDING"
+    assert (await invoice_row(papp, theirs["id"])).status == "PENDING"
     top = await topup_invoice(pclient, payer, 1000)
     r = await pclient.post(f"/api/billing/invoices/{top['id']}/pay-with-credits", headers=payer.headers)
     assert (r.status_code, r.json()["error"]["code"]) == (409, "topup_not_payable_with_credits")
-    assert (await _invoice_row(papp, top["id"])).status == "PENDING"
+    assert (await invoice_row(papp, top["id"])).status == "PENDING"
     assert [e.amount_cents for e in await _entries(papp, payer.id)] == [5000]
     await _consistent(papp, payer.id, 5000)
     await _consistent(papp, other_payer.id, 0)
@@ -261,13 +249,13 @@ async def test_two_invoices_racing_for_credit_that_covers_one(
     assert sorted(r.status_code for r in results) == [200, 402], [r.text for r in results]
     loser = next(r for r in results if r.status_code == 402)
     assert loser.json()["error"]["code"] == "insufficient_credits"
-    statuses = sorted([(await _invoice_row(papp, first)).status, (await _invoice_row(papp, second)).status])
+    statuses = sorted([(await invoice_row(papp, first)).status, (await invoice_row(papp, second)).status])
     assert statuses == ["PAID", "PENDING"]
     assert await balance(pclient, payer) == 200
     await _consistent(papp, payer.id, 200)
     debits = [e for e in await _entries(papp, payer.id) if e.amount_cents < 0]
     assert [d.amount_cents for d in debits] == [-500]
-    assert len(await _audit(papp, "invoice.paid")) == 1
+    assert len(await audits(papp, "invoice.paid")) == 1
 
 
 async def test_the_same_invoice_paid_twice_at_once_is_debited_once(
@@ -281,12 +269,12 @@ async def test_the_same_invoice_paid_twice_at_once_is_debited_once(
     codes = sorted(r.status_code for r in results)
     assert codes == [200, 409, 409], [r.text for r in results]
     assert {r.json()["error"]["code"] for r in results if r.status_code == 409} == {"invoice_not_payable"}
-    assert (await _invoice_row(papp, inv)).status == "PAID"
+    assert (await invoice_row(papp, inv)).status == "PAID"
     debits = [e for e in await _entries(papp, payer.id) if e.amount_cents < 0]
     assert [(d.amount_cents, d.reference) for d in debits] == [(-500, inv)]
     assert await balance(pclient, payer) == 1000
     await _consistent(papp, payer.id, 1000)
-    assert len(await _audit(papp, "invoice.paid")) == 1
+    assert len(await audits(papp, "invoice.paid")) == 1
     async with papp.state.db.sessions() as s:
         live = await s.scalar(
             select(func.count())

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from pockity.kit.time import utcnow
-from pockity.models import AuditEvent, CreditEntry, CryptoRate, Invoice, Payment, PaymentEvent, Subscription
+from pockity.models import CreditEntry, CryptoRate, Payment, PaymentEvent, Subscription
 from tests.fixtures.app import client_for, make_settings, running_app
 from tests.fixtures.payments import (
     BTC_ADDRESS,
@@ -27,9 +27,11 @@ from tests.fixtures.payments import (
     ETH_ADDRESS,
     USDC_ADDRESS,
     ProviderStub,
+    audits,
     balance,
     hmac_hex,
     invoice,
+    invoice_row,
     ledger_and_account,
     payment_settings,
     post_btcpay,
@@ -107,27 +109,12 @@ async def _payments(app: FastAPI, **where: Any) -> list[Payment]:
         return list((await s.scalars(stmt)).all())
 
 
-async def _invoice_row(app: FastAPI, invoice_id: str) -> Invoice:
-    async with app.state.db.sessions() as s:
-        row: Invoice | None = await s.get(Invoice, invoice_id)
-        assert row is not None
-        return row
-
-
 async def _entries(app: FastAPI, user_id: str) -> list[tuple[int, str, str | None]]:
     async with app.state.db.sessions() as s:
         rows = (
             await s.scalars(select(CreditEntry).where(CreditEntry.user_id == user_id).order_by(CreditEntry.id))
         ).all()
     return sorted((e.amount_cents, e.reason, e.reference) for e in rows)  # ids made in one millisecond: any order
-
-
-async def _audit(app: FastAPI, action: str, target_id: str | None = None) -> list[AuditEvent]:
-    async with app.state.db.sessions() as s:
-        stmt = select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
-        if target_id is not None:
-            stmt = stmt.where(AuditEvent.target_id == target_id)
-        return list((await s.scalars(stmt)).all())
 
 
 async def _events(app: FastAPI, provider: str) -> list[PaymentEvent]:
@@ -309,12 +296,12 @@ async def test_quotes_usdc_at_par_eth_btc_from_admin_rates_rounded_up_until_they
     assert (await _set_rates(pclient, padmin, {"BTC": "30000"})).status_code == 200
     assert (await _rates(papp))["BTC"].rate == "30000"
     assert _quotes(await invoice(pclient, payer, inv["id"]))["BTC"]["amount"] == "0.00016667"
-    audits = await _audit(papp, "crypto.rates_set")
-    assert sorted((a.details["validForSeconds"], a.details["rates"]) for a in audits) == [
+    rate_audits = await audits(papp, "crypto.rates_set")
+    assert sorted((a.details["validForSeconds"], a.details["rates"]) for a in rate_audits) == [
         (1800, {"ETH": "3000", "BTC": "100000"}),
         (3600, {"BTC": "30000"}),
     ]
-    assert {a.actor_id for a in audits} == {padmin.id}
+    assert {a.actor_id for a in rate_audits} == {padmin.id}
 
     await _expire_rates(papp)
     q = _quotes(await invoice(pclient, payer, inv["id"]))
@@ -347,7 +334,7 @@ async def test_only_admins_set_or_read_rates(
     r = await pclient.put("/api/admin/crypto-rates", json={"rates": {"ETH": "1"}})
     assert r.status_code == 401
     assert await _rates(papp) == {}
-    assert await _audit(papp, "crypto.rates_set") == []
+    assert await audits(papp, "crypto.rates_set") == []
 
 
 @pytest.mark.parametrize(
@@ -373,7 +360,7 @@ async def test_invalid_rates_are_refused_and_nothing_is_stored(
     assert r.status_code == 422, r.text
     assert "error" in r.json()
     assert await _rates(papp) == {}
-    assert await _audit(papp, "crypto.rates_set") == []
+    assert await audits(papp, "crypto.rates_set") == []
 
 
 # --- submitting a transaction ----------------------------------------------------------------------------
@@ -401,7 +388,7 @@ async def test_a_malformed_tx_hash_is_refused(
     assert _error(r) == (422, code)
     assert r.json()["error"]["details"] == {"asset": asset}
     assert await _payments(papp) == []
-    assert await _audit(papp, "payment.crypto_submitted") == []
+    assert await audits(papp, "payment.crypto_submitted") == []
 
 
 async def test_bad_asset_or_sending_address_is_refused(
@@ -460,10 +447,10 @@ async def test_submission_is_normalised_queued_for_admins_and_audited(
     mine = (await pclient.get("/api/billing/payments", headers=payer.headers)).json()["items"]
     assert {m["id"] for m in mine} == set(rows)
 
-    audit = await _audit(papp, "payment.crypto_submitted", p["id"])
+    audit = await audits(papp, "payment.crypto_submitted", p["id"])
     assert len(audit) == 1 and audit[0].actor_id == payer.id
     assert audit[0].details == {"invoiceId": inv["id"], "asset": "USDC", "txHash": "0x" + raw, "amount": "5.00"}
-    assert len(await _audit(papp, "payment.crypto_submitted")) == 3
+    assert len(await audits(papp, "payment.crypto_submitted")) == 3
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"  # nothing paid until confirmed
     await _ledger_is(papp, pclient, payer, 0)
 
@@ -489,7 +476,7 @@ async def test_a_tx_hash_pays_one_invoice_only(
         assert r.json()["error"]["details"] == {"txHash": "0x" + raw}
     rows = await _payments(papp)
     assert [(row.id, row.invoice_id, row.tx_hash) for row in rows] == [(made["id"], first["id"], "0x" + raw)]
-    assert len(await _audit(papp, "payment.crypto_submitted")) == 1
+    assert len(await audits(papp, "payment.crypto_submitted")) == 1
 
 
 async def test_two_users_submitting_one_hash_at_once_one_wins(
@@ -548,14 +535,14 @@ async def test_confirm_without_amount_pays_the_invoice_exactly(
     assert body["resolvedAt"]
     row = (await _payments(papp))[0]
     assert (row.status, row.received_cents, row.credited_cents, row.resolved_by) == ("CONFIRMED", 500, 0, padmin.id)
-    paid = await _invoice_row(papp, inv["id"])
+    paid = await invoice_row(papp, inv["id"])
     assert (paid.status, paid.provider, paid.provider_ref) == ("PAID", "crypto", p["id"])
     assert (await invoice(pclient, payer, inv["id"]))["crypto"] == []
     sub = await _current_subscription(papp, payer.id)
     assert (sub.tier_id, sub.status) == ("tier_starter", "ACTIVE")
     assert await _entries(papp, payer.id) == []
     await _ledger_is(papp, pclient, payer, 0)
-    received = await _audit(papp, "payment.received", p["id"])
+    received = await audits(papp, "payment.received", p["id"])
     assert len(received) == 1 and received[0].actor_id == padmin.id
     assert received[0].details | {"creditReason": None} == {
         "provider": "crypto",
@@ -564,7 +551,7 @@ async def test_confirm_without_amount_pays_the_invoice_exactly(
         "creditedCents": 0,
         "creditReason": None,
     }
-    assert len(await _audit(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
     queue = await pclient.get("/api/admin/payments?status=PENDING&provider=crypto", headers=padmin.headers)
     assert queue.json()["items"] == []
 
@@ -579,7 +566,7 @@ async def test_confirming_exactly_the_quoted_eth_amount_pays_exactly(
     await _set_rates(pclient, padmin, {"ETH": "1000"})  # the rate quoted on submission still applies
     r = await _resolve(pclient, padmin, p["id"], amount="0.00166667")
     assert r.status_code == 200 and (r.json()["receivedCents"], r.json()["creditedCents"]) == (500, 0)
-    assert (await _invoice_row(papp, inv["id"])).status == "PAID"
+    assert (await invoice_row(papp, inv["id"])).status == "PAID"
     await _ledger_is(papp, pclient, payer, 0)
 
 
@@ -596,7 +583,7 @@ async def test_partial_payments_become_credit_until_they_cover_the_invoice(
     assert still["status"] == "PENDING" and _quotes(still)["USDC"]["amount"] == "5.00"
     assert await _entries(papp, payer.id) == [(200, "partial_payment", first["id"])]
     await _ledger_is(papp, pclient, payer, 200)
-    assert (await _audit(papp, "payment.received", first["id"]))[0].details["creditReason"] == "partial_payment"
+    assert (await audits(papp, "payment.received", first["id"]))[0].details["creditReason"] == "partial_payment"
     assert (await _current_subscription(papp, payer.id)).status == "PENDING_PAYMENT"
 
     # The rest arrives in ETH: 0.001 ETH at the quoted 3000 USD is 300 cents, which with the 200 covers 500.
@@ -604,14 +591,14 @@ async def test_partial_payments_become_credit_until_they_cover_the_invoice(
     r = await _resolve(pclient, padmin, second["id"], amount="0.001")
     assert r.status_code == 200, r.text
     assert (r.json()["receivedCents"], r.json()["creditedCents"]) == (300, 300)
-    paid = await _invoice_row(papp, inv["id"])
+    paid = await invoice_row(papp, inv["id"])
     assert (paid.status, paid.provider) == ("PAID", "credits")
     assert await _entries(papp, payer.id) == sorted(
         [(200, "partial_payment", first["id"]), (300, "partial_payment", second["id"]), (-500, "invoice", inv["id"])]
     )
     await _ledger_is(papp, pclient, payer, 0)
     assert (await _current_subscription(papp, payer.id)).status == "ACTIVE"
-    assert len(await _audit(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
 
 
 async def test_an_overpayment_pays_the_invoice_and_the_rest_is_credit(
@@ -623,11 +610,11 @@ async def test_an_overpayment_pays_the_invoice_and_the_rest_is_credit(
     r = await _resolve(pclient, padmin, p["id"], amount="0.002")  # 6.00 USD
     assert r.status_code == 200, r.text
     assert (r.json()["receivedCents"], r.json()["creditedCents"]) == (600, 100)
-    paid = await _invoice_row(papp, inv["id"])
+    paid = await invoice_row(papp, inv["id"])
     assert (paid.status, paid.provider, paid.provider_ref) == ("PAID", "crypto", p["id"])
     assert await _entries(papp, payer.id) == [(100, "overpayment", p["id"])]
     await _ledger_is(papp, pclient, payer, 100)
-    details = (await _audit(papp, "payment.received", p["id"]))[0].details
+    details = (await audits(papp, "payment.received", p["id"]))[0].details
     assert (details["receivedCents"], details["creditedCents"], details["creditReason"]) == (600, 100, "overpayment")
 
 
@@ -639,7 +626,7 @@ async def test_a_crypto_top_up_becomes_credit(
     p = await _submitted(pclient, payer, top["id"], "USDC", _tx())
     r = await _resolve(pclient, padmin, p["id"])
     assert r.status_code == 200 and r.json()["creditedCents"] == 2000
-    assert (await _invoice_row(papp, top["id"])).status == "PAID"
+    assert (await invoice_row(papp, top["id"])).status == "PAID"
     assert await _entries(papp, payer.id) == [(2000, "topup", p["id"])]
     await _ledger_is(papp, pclient, payer, 2000)
 
@@ -660,7 +647,7 @@ async def test_reject_leaves_the_invoice_open_and_a_payment_is_resolved_once(
     assert (row.status, row.resolved_by, row.credited_cents) == ("REJECTED", padmin.id, 0) and row.resolved_at
     detail = await invoice(pclient, payer, inv["id"])
     assert detail["status"] == "PENDING" and _quotes(detail)["USDC"]["available"] is True
-    rejected = await _audit(papp, "payment.rejected", p["id"])
+    rejected = await audits(papp, "payment.rejected", p["id"])
     assert len(rejected) == 1 and rejected[0].actor_id == padmin.id
     assert rejected[0].details == {"note": "no such transaction"}
 
@@ -669,8 +656,8 @@ async def test_reject_leaves_the_invoice_open_and_a_payment_is_resolved_once(
         assert _error(again) == (409, "payment_not_pending")
         assert again.json()["error"]["details"] == {"status": "REJECTED"}
     assert (await _payments(papp))[0].status == "REJECTED"
-    assert await _audit(papp, "payment.received") == []
-    assert (await _invoice_row(papp, inv["id"])).status == "PENDING"
+    assert await audits(papp, "payment.received") == []
+    assert (await invoice_row(papp, inv["id"])).status == "PENDING"
     await _ledger_is(papp, pclient, payer, 0)
 
     # The user can submit the right transaction and have it confirmed; confirming it twice changes nothing.
@@ -682,7 +669,7 @@ async def test_reject_leaves_the_invoice_open_and_a_payment_is_resolved_once(
     assert (await _payments(papp, id=good["id"]))[0].status == "CONFIRMED"
     assert await _entries(papp, payer.id) == [(100, "overpayment", good["id"])]
     await _ledger_is(papp, pclient, payer, 100)
-    assert len(await _audit(papp, "payment.received")) == 1
+    assert len(await audits(papp, "payment.received")) == 1
 
 
 async def test_resolve_input_rules(
@@ -705,8 +692,8 @@ async def test_resolve_input_rules(
     assert _error(r) == (403, "admin_required")
     row = (await _payments(papp))[0]
     assert (row.status, row.received_cents) == ("PENDING", None)
-    assert (await _invoice_row(papp, inv["id"])).status == "PENDING"
-    assert await _audit(papp, "payment.received") == [] and await _audit(papp, "payment.rejected") == []
+    assert (await invoice_row(papp, inv["id"])).status == "PENDING"
+    assert await audits(papp, "payment.received") == [] and await audits(papp, "payment.rejected") == []
 
 
 async def test_two_admins_confirming_at_once_apply_it_once(
@@ -724,8 +711,8 @@ async def test_two_admins_confirming_at_once_apply_it_once(
     assert (row.status, row.received_cents, row.credited_cents) == ("CONFIRMED", 700, 200)
     assert await _entries(papp, payer.id) == [(200, "overpayment", p["id"])]
     await _ledger_is(papp, pclient, payer, 200)
-    assert len(await _audit(papp, "payment.received")) == 1
-    assert len(await _audit(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
 
 
 async def test_confirm_and_reject_racing_one_wins(
@@ -743,7 +730,7 @@ async def test_confirm_and_reject_racing_one_wins(
     assert row.status == winner
     expected = 200 if winner == "CONFIRMED" else 0
     await _ledger_is(papp, pclient, payer, expected)
-    assert len(await _audit(papp, "payment.received")) + len(await _audit(papp, "payment.rejected")) == 1
+    assert len(await audits(papp, "payment.received")) + len(await audits(papp, "payment.rejected")) == 1
 
 
 async def test_two_partial_payments_confirmed_at_once_pay_the_invoice_once(
@@ -757,14 +744,14 @@ async def test_two_partial_payments_confirmed_at_once_pay_the_invoice_once(
         _resolve(pclient, padmin, a["id"], amount="3.00"), _resolve(pclient, other_admin, b["id"], amount="3.00")
     )
     assert [r.status_code for r in results] == [200, 200]
-    paid = await _invoice_row(papp, inv["id"])
+    paid = await invoice_row(papp, inv["id"])
     assert (paid.status, paid.provider) == ("PAID", "credits")
     entries = await _entries(papp, payer.id)
     assert entries == sorted(
         [(300, "partial_payment", a["id"]), (300, "partial_payment", b["id"]), (-500, "invoice", inv["id"])]
     )
     await _ledger_is(papp, pclient, payer, 100)
-    assert len(await _audit(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
 
 
 async def test_confirming_after_the_invoice_was_paid_otherwise_makes_it_all_credit(
@@ -775,11 +762,11 @@ async def test_confirming_after_the_invoice_was_paid_otherwise_makes_it_all_cred
     await pclient.patch(f"/api/admin/invoices/{inv['id']}", json={"status": "PAID"}, headers=padmin.headers)
     r = await _resolve(pclient, padmin, p["id"])
     assert r.status_code == 200 and (r.json()["receivedCents"], r.json()["creditedCents"]) == (500, 500)
-    paid = await _invoice_row(papp, inv["id"])
+    paid = await invoice_row(papp, inv["id"])
     assert (paid.status, paid.provider) == ("PAID", "manual")  # money is never dropped: it became credit
     assert await _entries(papp, payer.id) == [(500, "unapplied_payment", p["id"])]
     await _ledger_is(papp, pclient, payer, 500)
-    assert len(await _audit(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
 
 
 async def test_a_top_up_paid_in_parts_closes_once_covered(
@@ -791,11 +778,11 @@ async def test_a_top_up_paid_in_parts_closes_once_covered(
     a = await _submitted(pclient, payer, top["id"], "USDC", _tx())
     b = await _submitted(pclient, payer, top["id"], "USDC", _tx())
     assert (await _resolve(pclient, padmin, a["id"], amount="10.00")).status_code == 200
-    assert (await _invoice_row(papp, top["id"])).status == "PENDING"  # half of it: still open
+    assert (await invoice_row(papp, top["id"])).status == "PENDING"  # half of it: still open
     assert (await _resolve(pclient, padmin, b["id"], amount="10.00")).status_code == 200
     assert await _entries(papp, payer.id) == sorted([(1000, "topup", a["id"]), (1000, "topup", b["id"])])
     await _ledger_is(papp, pclient, payer, 2000)
-    assert (await _invoice_row(papp, top["id"])).status == "PAID"
+    assert (await invoice_row(papp, top["id"])).status == "PAID"
 
 
 async def test_a_non_usd_invoice_has_no_crypto_quote(
@@ -878,7 +865,7 @@ async def test_coinbase_confirmed_charge_pays_once_despite_replays_and_later_eve
         0,
         inv["id"],
     )
-    paid = await _invoice_row(papp, inv["id"])
+    paid = await invoice_row(papp, inv["id"])
     assert (paid.status, paid.provider, paid.provider_ref) == ("PAID", "coinbase", p.id)
     assert (await _current_subscription(papp, payer.id)).status == "ACTIVE"
     events = await _events(papp, "coinbase")
@@ -892,8 +879,8 @@ async def test_coinbase_confirmed_charge_pays_once_despite_replays_and_later_eve
     _ack(await post_coinbase(pclient, resolved), "already_applied")  # another event about the same money
     assert len(await _payments(papp)) == 1
     assert [e.event_id for e in await _events(papp, "coinbase")] == ["cc_evt_first", "cc_evt_resolved"]
-    assert len(await _audit(papp, "payment.received")) == 1
-    assert len(await _audit(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
     assert await _entries(papp, payer.id) == []
     await _ledger_is(papp, pclient, payer, 0)
 
@@ -909,7 +896,7 @@ async def test_coinbase_overpayment_becomes_credit(
     )
     p = (await _payments(papp))[0]
     assert (p.received_cents, p.credited_cents) == (750, 250)
-    assert (await _invoice_row(papp, inv["id"])).status == "PAID"
+    assert (await invoice_row(papp, inv["id"])).status == "PAID"
     assert await _entries(papp, payer.id) == [(250, "overpayment", p.id)]
     await _ledger_is(papp, pclient, payer, 250)
 
@@ -922,7 +909,7 @@ async def test_coinbase_underpayment_is_credit_and_the_invoice_stays_open(
     _ack(await post_coinbase(pclient, coinbase_body("charge:resolved", inv["id"], charge, paid=["3.10"])), "applied")
     p = (await _payments(papp))[0]
     assert (p.status, p.received_cents, p.credited_cents) == ("CONFIRMED", 310, 310)
-    assert (await _invoice_row(papp, inv["id"])).status == "PENDING"
+    assert (await invoice_row(papp, inv["id"])).status == "PENDING"
     assert await _entries(papp, payer.id) == [(310, "partial_payment", p.id)]
     await _ledger_is(papp, pclient, payer, 310)
 
@@ -945,7 +932,7 @@ async def test_coinbase_forged_or_unsigned_events_are_refused_and_not_stored(
     assert _error(r) == (400, "invalid_signature")
     assert await _all_events(papp) == []
     assert await _payments(papp) == []
-    assert (await _invoice_row(papp, inv["id"])).status == "PENDING"
+    assert (await invoice_row(papp, inv["id"])).status == "PENDING"
 
 
 async def test_coinbase_top_up_becomes_credit(
@@ -956,11 +943,11 @@ async def test_coinbase_top_up_becomes_credit(
     _ack(await post_coinbase(pclient, coinbase_body("charge:confirmed", top["id"], charge, price="20.00")), "applied")
     p = (await _payments(papp))[0]
     assert (p.provider, p.received_cents, p.credited_cents) == ("coinbase", 2000, 2000)
-    paid = await _invoice_row(papp, top["id"])
+    paid = await invoice_row(papp, top["id"])
     assert (paid.status, paid.provider) == ("PAID", "coinbase")
     assert await _entries(papp, payer.id) == [(2000, "topup", p.id)]
     await _ledger_is(papp, pclient, payer, 2000)
-    details = (await _audit(papp, "payment.received", p.id))[0].details
+    details = (await audits(papp, "payment.received", p.id))[0].details
     assert details["creditReason"] == "topup"
 
 
@@ -984,7 +971,7 @@ async def test_coinbase_events_that_cannot_be_applied_are_recorded(
     assert "01NOSUCHINVOICE0000000000" in (events["cc_unknown"].error or "")
     assert "EUR" in (events["cc_eur"].error or "")
     assert await _payments(papp) == []  # the EUR payment row was rolled back with the failed handling
-    assert (await _invoice_row(papp, inv["id"])).status == "PENDING"
+    assert (await invoice_row(papp, inv["id"])).status == "PENDING"
     await _ledger_is(papp, pclient, payer, 0)
 
 
@@ -1008,7 +995,7 @@ async def test_btcpay_settled_invoice_pays_ours_and_a_redelivery_is_a_duplicate(
         500,
         0,
     )
-    paid = await _invoice_row(papp, inv["id"])
+    paid = await invoice_row(papp, inv["id"])
     assert (paid.status, paid.provider, paid.provider_ref) == ("PAID", "btcpay", p.id)
     assert (await _current_subscription(papp, payer.id)).status == "ACTIVE"
 
@@ -1019,8 +1006,8 @@ async def test_btcpay_settled_invoice_pays_ours_and_a_redelivery_is_a_duplicate(
         ("dlv_first", "InvoiceSettled", "applied", 1)
     ]
     assert len(await _payments(papp)) == 1
-    assert len(await _audit(papp, "payment.received")) == 1
-    assert len(await _audit(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
     await _ledger_is(papp, pclient, payer, 0)
 
 
@@ -1039,7 +1026,7 @@ async def test_btcpay_received_payment_before_settlement_is_only_noted(
     )
     _ack(await post_btcpay(pclient, body), "noted")
     assert await _payments(papp) == []
-    assert (await _invoice_row(papp, inv["id"])).status == "PENDING"
+    assert (await invoice_row(papp, inv["id"])).status == "PENDING"
     assert [(e.event_id, e.outcome) for e in await _events(papp, "btcpay")] == [("dlv_noted", "noted")]
     await _ledger_is(papp, pclient, payer, 0)
 
@@ -1062,7 +1049,7 @@ async def test_btcpay_payment_after_expiration_is_credited_at_our_rate(
     # 0.0001 BTC at 30000 USD = 3.00 USD: less than the invoice, so all of it is credit.
     assert (p.provider, p.provider_payment_id, p.status) == ("btcpay", "BTCPAYlate:pay_late", "CONFIRMED")
     assert (p.received_cents, p.credited_cents) == (300, 300)
-    assert (await _invoice_row(papp, inv["id"])).status == "PENDING"
+    assert (await invoice_row(papp, inv["id"])).status == "PENDING"
     assert await _entries(papp, payer.id) == [(300, "partial_payment", p.id)]
     await _ledger_is(papp, pclient, payer, 300)
     _ack(await post_btcpay(pclient, body), "applied_late", duplicate=True)
@@ -1134,7 +1121,7 @@ async def test_btcpay_forged_events_are_refused_and_not_stored(
     assert _error(r) == (400, "invalid_signature")
     assert await _all_events(papp) == []
     assert await _payments(papp) == []
-    assert (await _invoice_row(papp, inv["id"])).status == "PENDING"
+    assert (await invoice_row(papp, inv["id"])).status == "PENDING"
 
 
 async def test_btcpay_event_for_an_unknown_invoice_is_recorded_as_unapplicable(

@@ -17,9 +17,10 @@ from sqlalchemy import select, update
 
 from pockity.kit.periods import period_end
 from pockity.kit.time import utcnow
-from pockity.models import AuditEvent, CreditEntry, Invoice, Payment, Subscription, User
+from pockity.models import CreditEntry, Invoice, Payment, Subscription, User
 from tests.fixtures.payments import (
     GRACE_DAYS,
+    audits,
     balance,
     end_grace,
     end_period,
@@ -105,14 +106,6 @@ async def _user(app: FastAPI, user_id: str) -> User:
     return row
 
 
-async def _audit(app: FastAPI, action: str, target_id: str | None = None) -> list[AuditEvent]:
-    async with app.state.db.sessions() as s:
-        stmt = select(AuditEvent).where(AuditEvent.action == action)
-        if target_id is not None:
-            stmt = stmt.where(AuditEvent.target_id == target_id)
-        return list((await s.scalars(stmt.order_by(AuditEvent.id))).all())
-
-
 async def _consistent(app: FastAPI, user_id: str, expected: int) -> None:
     assert await ledger_and_account(app, user_id) == (expected, expected)
 
@@ -187,12 +180,12 @@ async def test_renewal_from_credits_extends_the_period_from_the_old_end(
     assert await balance(pclient, payer) == 0
     assert await _entries(papp, payer.id) == [(500, "grant", None), (-500, "renewal", renewal.id)]
     await _consistent(papp, payer.id, 0)
-    [renewed] = await _audit(papp, "subscription.renewed", sub_id)
+    [renewed] = await audits(papp, "subscription.renewed", sub_id)
     assert (renewed.actor_type, renewed.actor_id) == ("system", "jobs")
     assert renewed.details == {"invoiceId": renewal.id, "amountCents": 500, "from": "credits"}
-    paid = await _audit(papp, "invoice.paid", renewal.id)
+    paid = await audits(papp, "invoice.paid", renewal.id)
     assert len(paid) == 1 and paid[0].details["provider"] == "credits"
-    assert await _audit(papp, "subscription.past_due") == []
+    assert await audits(papp, "subscription.past_due") == []
     assert (await _user(papp, payer.id)).billing_hold is None
 
 
@@ -226,10 +219,10 @@ async def _past_due_then_paid(
     assert renewal.due_at == old_end + GRACE
     assert await _entries(app, user.id) == [(499, "grant", None)]  # no debit was attempted on the ledger
     await _consistent(app, user.id, 499)
-    [past_due] = await _audit(app, "subscription.past_due", sub_id)
+    [past_due] = await audits(app, "subscription.past_due", sub_id)
     assert past_due.details["invoiceId"] == renewal.id
     assert past_due.details["before"]["status"] == "ACTIVE" and past_due.details["after"]["status"] == "PAST_DUE"
-    assert await _audit(app, "subscription.renewed") == []
+    assert await audits(app, "subscription.renewed") == []
     api = (await subscription(client, user))["current"]
     assert api["status"] == "PAST_DUE" and datetime.fromisoformat(api["graceEndsAt"]) == old_end + GRACE
 
@@ -253,7 +246,7 @@ async def _past_due_then_paid(
     u = await _user(app, user.id)
     assert (u.billing_hold, u.tier_id) == (None, "tier_starter")
     assert (await _put(client, user, "b.txt", b"new")).status_code == 201
-    assert [e.target_id for e in await _audit(app, "invoice.paid")][-1] == renewal.id
+    assert [e.target_id for e in await audits(app, "invoice.paid")][-1] == renewal.id
 
 
 async def test_past_due_paid_by_an_admin(
@@ -297,11 +290,11 @@ async def test_without_auto_renew_the_period_is_invoiced_even_with_credit(
     assert await _entries(papp, payer.id) == [(5000, "grant", None)]
     await _consistent(papp, payer.id, 5000)
     assert (await _user(papp, payer.id)).billing_hold == "past_due"
-    assert len(await _audit(papp, "subscription.past_due", sub_id)) == 1
-    assert await _audit(papp, "subscription.renewed") == []
+    assert len(await audits(papp, "subscription.past_due", sub_id)) == 1
+    assert await audits(papp, "subscription.renewed") == []
     # Turning auto-renew on is audited, and does not charge by itself.
     await _auto_renew(pclient, payer)
-    [toggle] = await _audit(papp, "subscription.auto_renew", sub_id)
+    [toggle] = await audits(papp, "subscription.auto_renew", sub_id)
     assert toggle.details == {"before": False, "after": True} and toggle.actor_id == payer.id
     assert await run_billing(papp) == 0
     await _consistent(papp, payer.id, 5000)
@@ -331,7 +324,7 @@ async def test_grace_expiry_falls_back_to_the_default_tier_and_keeps_the_data(
     await _readable(pclient, papp, payer, "a.txt", data)
     assert (await _put(pclient, payer, "b.txt", b"free tier")).status_code == 201
     await _consistent(papp, payer.id, 499)  # the credit is still the user's
-    [expired] = await _audit(papp, "subscription.expired", sub_id)
+    [expired] = await audits(papp, "subscription.expired", sub_id)
     assert (expired.actor_type, expired.actor_id) == ("system", "jobs")
     assert expired.details["before"]["status"] == "PAST_DUE"
     assert expired.details["after"]["tierId"] == "tier_free"
@@ -379,7 +372,7 @@ async def test_running_the_job_again_does_nothing(
     assert [(i.id, i.status) for i in await _invoices(papp, payer.id)] == [(i.id, i.status) for i in invoices]
     assert await _entries(papp, payer.id) == entries
     await _consistent(papp, payer.id, 500)
-    assert len(await _audit(papp, "subscription.renewed")) == 1
+    assert len(await audits(papp, "subscription.renewed")) == 1
 
 
 async def test_two_runners_at_once_renew_each_subscription_once(
@@ -409,7 +402,7 @@ async def test_two_runners_at_once_renew_each_subscription_once(
         assert debits == [(-500, "renewal", renewals[0].id)]
         assert await balance(pclient, user) == 500
         await _consistent(papp, user.id, 500)
-    renewed = await _audit(papp, "subscription.renewed")
+    renewed = await audits(papp, "subscription.renewed")
     assert sorted(e.target_id or "" for e in renewed) == sorted(sub_id for sub_id, _ in ends.values())
     assert list(await asyncio.gather(run_billing(papp), run_billing(papp))) == [0, 0]
 
@@ -444,7 +437,7 @@ async def test_a_trial_ending_unpaid_holds_uploads_until_paid(
     [still] = await _invoices(papp, payer.id)  # the trial's own invoice, not a second one
     assert (still.id, still.status, still.period_start) == (invoice.id, "PENDING", trial_end)
     await _consistent(papp, payer.id, 2500)
-    [past_due] = await _audit(papp, "subscription.past_due", sub_id)
+    [past_due] = await audits(papp, "subscription.past_due", sub_id)
     assert past_due.details["before"]["status"] == "TRIALING"
     assert past_due.details["after"]["status"] == "PENDING_PAYMENT"
     r = await _put(pclient, payer, "a.txt", b"x")
@@ -487,9 +480,9 @@ async def test_a_trial_ending_with_auto_renew_is_paid_from_credits(
     assert await _entries(papp, payer.id) == [(2500, "grant", None), (-2500, "renewal", invoice.id)]
     await _consistent(papp, payer.id, 0)
     assert (await _user(papp, payer.id)).billing_hold is None
-    assert len(await _audit(papp, "subscription.renewed", sub_id)) == 1
-    assert len(await _audit(papp, "invoice.paid", invoice.id)) == 1
-    assert await _audit(papp, "subscription.past_due") == []
+    assert len(await audits(papp, "subscription.renewed", sub_id)) == 1
+    assert len(await audits(papp, "invoice.paid", invoice.id)) == 1
+    assert await audits(papp, "subscription.past_due") == []
 
 
 async def test_a_trial_paid_early_is_not_charged_again_at_trial_end(
@@ -529,8 +522,8 @@ async def test_a_trial_paid_early_is_not_charged_again_at_trial_end(
     assert await _entries(papp, payer.id) == [(2500, "grant", None)]
     await _consistent(papp, payer.id, 2500)
     assert (await _sub(papp, sub_id)).status == "ACTIVE"
-    assert await _audit(papp, "subscription.renewed") == []
-    assert await _audit(papp, "subscription.past_due") == []
+    assert await audits(papp, "subscription.renewed") == []
+    assert await audits(papp, "subscription.past_due") == []
 
 
 # --- 7. a refund of a period that has ended ------------------------------------------------------------------
@@ -588,15 +581,15 @@ async def test_refunding_the_first_period_after_a_renewal_leaves_the_renewed_per
     assert (await _user(papp, payer.id)).billing_hold is None
     assert await _entries(papp, payer.id) == [(500, "grant", None), (-500, "renewal", renewal.id)]
     await _consistent(papp, payer.id, 0)
-    [refunded] = await _audit(papp, "payment.refunded", payment.id)
+    [refunded] = await audits(papp, "payment.refunded", payment.id)
     assert refunded.details["refundedCents"] == 500 and refunded.details["fromCreditCents"] == 0
     assert refunded.details["invoiceId"] == inv["id"] and refunded.actor_type == "provider"
-    assert await _audit(papp, "subscription.past_due") == []
+    assert await audits(papp, "subscription.past_due") == []
     assert (await _put(pclient, payer, "a.txt", b"still active")).status_code == 201
     # The same refund delivered again changes nothing.
     again = await post_stripe(pclient, refund)
     assert again.status_code == 200 and again.json()["duplicate"] is True
-    assert len(await _audit(papp, "payment.refunded")) == 1
+    assert len(await audits(papp, "payment.refunded")) == 1
 
 
 # --- 8. changes at the period end ----------------------------------------------------------------------------
@@ -634,9 +627,9 @@ async def test_a_scheduled_downgrade_starts_and_renews_from_credits_in_one_run(
     await _consistent(papp, payer.id, 0)
     u = await _user(papp, payer.id)
     assert (u.tier_id, u.billing_hold) == ("tier_starter", None)
-    [change] = await _audit(papp, "subscription.period_change", payer.id)
+    [change] = await audits(papp, "subscription.period_change", payer.id)
     assert change.details["before"]["id"] == pro_id and change.details["after"]["tierId"] == "tier_starter"
-    assert [e.target_id for e in await _audit(papp, "subscription.renewed")] == [starter.id]
+    assert [e.target_id for e in await audits(papp, "subscription.renewed")] == [starter.id]
     assert await run_billing(papp) == 0
 
 
@@ -648,7 +641,7 @@ async def test_cancel_at_period_end_falls_to_the_default_tier_without_an_invoice
     await _grant(pclient, padmin, payer, 500)  # credit and auto-renew: a cancellation still wins
     r = await pclient.post("/api/billing/subscription/cancel", headers=payer.headers)
     assert r.status_code == 200 and r.json()["cancelAtPeriodEnd"] is True, r.text
-    assert len(await _audit(papp, "subscription.cancel_scheduled", sub_id)) == 1
+    assert len(await audits(papp, "subscription.cancel_scheduled", sub_id)) == 1
     await end_period(papp, sub_id, at=_past())
     assert await run_billing(papp) == 1
     old = await _sub(papp, sub_id)
@@ -660,9 +653,9 @@ async def test_cancel_at_period_end_falls_to_the_default_tier_without_an_invoice
     await _consistent(papp, payer.id, 500)
     u = await _user(papp, payer.id)
     assert (u.tier_id, u.billing_hold) == ("tier_free", None)
-    [change] = await _audit(papp, "subscription.period_change", payer.id)
+    [change] = await audits(papp, "subscription.period_change", payer.id)
     assert change.details["after"]["tierId"] == "tier_free"
-    assert await _audit(papp, "subscription.renewed") == []
+    assert await audits(papp, "subscription.renewed") == []
     assert await run_billing(papp) == 0
 
 
@@ -683,7 +676,7 @@ async def test_the_next_invoice_is_issued_ahead_and_paying_it_early_extends_the_
     assert await run_billing(papp) == 0  # issued once
     ahead = [i for i in await _invoices(papp, payer.id) if i.id != first]
     assert [(i.kind, i.status, i.amount_cents, i.period_start) for i in ahead] == [("renewal", "PENDING", 500, soon)]
-    (issued,) = await _audit(papp, "invoice.issued", ahead[0].id)
+    (issued,) = await audits(papp, "invoice.issued", ahead[0].id)
     assert issued.details["subscriptionId"] == sub_id
     sub = await _sub(papp, sub_id)
     assert sub.status == "ACTIVE" and (await _user(papp, payer.id)).billing_hold is None  # still in good standing

@@ -15,21 +15,29 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from pockity.models import AuditEvent, CreditEntry, Payment, PaymentEvent, Subscription, User
+from pockity.models import CreditEntry, Payment, PaymentEvent
 from tests.fixtures.payments import (
     RAZORPAY_KEY_ID,
     RAZORPAY_SECRET,
     RAZORPAY_WEBHOOK_SECRET,
     ProviderStub,
+    audits,
     balance,
+    billing_hold,
+    checkout,
+    current_subscription,
     hmac_hex,
     invoice,
     ledger_and_account,
+    payment_events,
+    payment_row,
+    payments_of,
     post_razorpay,
     razorpay_event,
     razorpay_payment_signature,
+    row_count,
     subscribe_invoice,
     subscription,
     topup_invoice,
@@ -52,11 +60,7 @@ def _event_id() -> str:
 
 
 async def _checkout(client: httpx.AsyncClient, user: TestUser, invoice_id: str) -> dict[str, Any]:
-    r = await client.post(
-        f"/api/billing/invoices/{invoice_id}/checkout", json={"provider": "razorpay"}, headers=user.headers
-    )
-    assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return await checkout(client, user, invoice_id, "razorpay")
 
 
 async def _verify(
@@ -94,31 +98,6 @@ async def _ack(
     assert r.json() == {"received": True, "duplicate": duplicate, "outcome": outcome}
 
 
-async def _payments(app: FastAPI, user_id: str) -> list[Payment]:
-    async with app.state.db.sessions() as s:
-        return list((await s.scalars(select(Payment).where(Payment.user_id == user_id).order_by(Payment.id))).all())
-
-
-async def _payment(app: FastAPI, payment_id: str) -> Payment:
-    async with app.state.db.sessions() as s:
-        row = await s.get(Payment, payment_id)
-    assert row is not None
-    return row
-
-
-async def _events(app: FastAPI) -> list[PaymentEvent]:
-    async with app.state.db.sessions() as s:
-        return list((await s.scalars(select(PaymentEvent).order_by(PaymentEvent.id))).all())
-
-
-async def _audits(app: FastAPI, action: str, target_id: str | None = None) -> list[AuditEvent]:
-    stmt = select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
-    if target_id is not None:
-        stmt = stmt.where(AuditEvent.target_id == target_id)
-    async with app.state.db.sessions() as s:
-        return list((await s.scalars(stmt)).all())
-
-
 async def _entries(app: FastAPI, user_id: str) -> list[tuple[int, str]]:
     async with app.state.db.sessions() as s:
         rows = await s.execute(
@@ -127,23 +106,6 @@ async def _entries(app: FastAPI, user_id: str) -> list[tuple[int, str]]:
             .order_by(CreditEntry.id)
         )
     return [(int(a), str(r)) for a, r in rows.all()]
-
-
-async def _current_sub(app: FastAPI, user_id: str) -> Subscription:
-    async with app.state.db.sessions() as s:
-        row = await s.scalar(select(Subscription).where(Subscription.user_id == user_id, Subscription.is_current))
-    assert row is not None
-    return row
-
-
-async def _hold(app: FastAPI, user_id: str) -> str | None:
-    async with app.state.db.sessions() as s:
-        return await s.scalar(select(User.billing_hold).where(User.id == user_id))
-
-
-async def _count(app: FastAPI, model: Any) -> int:
-    async with app.state.db.sessions() as s:
-        return int((await s.execute(select(func.count()).select_from(model))).scalar_one())
 
 
 # --- checkout --------------------------------------------------------------------------------------------
@@ -169,7 +131,7 @@ async def test_checkout_creates_an_order_for_exactly_the_invoice(
     assert (body["amount"], body["currency"], body["receipt"]) == (500, "USD", inv["id"])
     assert body["notes"] == {"invoiceId": inv["id"], "userId": payer.id}
 
-    (payment,) = await _payments(papp, payer.id)
+    (payment,) = await payments_of(papp, payer.id)
     assert (payment.id, payment.provider, payment.status) == (out["paymentId"], "razorpay", "PENDING")
     assert (payment.checkout_ref, payment.invoice_id, payment.amount_cents) == (order_id, inv["id"], 500)
     assert payment.provider_payment_id is None
@@ -188,11 +150,11 @@ async def test_provider_error_is_502_and_records_no_order(
     err = r.json()["error"]
     assert err["code"] == "provider_error" and err["details"]["provider"] == "razorpay"
     assert "amount is invalid" in err["details"]["message"]
-    (attempt,) = await _payments(papp, payer.id)
+    (attempt,) = await payments_of(papp, payer.id)
     assert attempt.checkout_ref is None and attempt.status != "CONFIRMED"
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"
     again = await _checkout(pclient, payer, inv["id"])
-    assert (await _payment(papp, again["paymentId"])).checkout_ref == again["orderId"]
+    assert (await payment_row(papp, again["paymentId"])).checkout_ref == again["orderId"]
 
 
 async def test_checkout_of_another_users_invoice_is_404(
@@ -208,7 +170,7 @@ async def test_checkout_of_another_users_invoice_is_404(
         f"/api/billing/invoices/{theirs['id']}/checkout", json={"provider": "razorpay"}, headers=payer.headers
     )
     assert (r.status_code, r.json()["error"]["code"]) == (404, "invoice_not_found")
-    assert provider_stub.requests == [] and await _count(papp, Payment) == 0
+    assert provider_stub.requests == [] and await row_count(papp, Payment) == 0
 
 
 # --- the checkout's proof of payment ---------------------------------------------------------------------
@@ -237,7 +199,7 @@ async def test_verify_pays_the_invoice_once_and_the_later_webhook_changes_nothin
     )
     u = await usage(pclient, payer)
     assert u["tier"]["id"] == "tier_starter" and u["storageLimitBytes"] == 50 * GIB  # type: ignore[index]
-    (received,) = await _audits(papp, "payment.received", out["paymentId"])
+    (received,) = await audits(papp, "payment.received", out["paymentId"])
     assert (received.actor_type, received.actor_id) == ("user", payer.id)
     assert await balance(pclient, payer) == 0
 
@@ -247,11 +209,11 @@ async def test_verify_pays_the_invoice_once_and_the_later_webhook_changes_nothin
     # Neither does the webhook for the same payment.
     body = razorpay_event("payment.captured", payment=_payment_entity(pay_id, order_id, inv["id"]))
     await _ack(pclient, body, "already_applied", event_id=_event_id())
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
-    assert len(await _audits(papp, "payment.received")) == 1
-    assert [(p.status, p.received_cents) for p in await _payments(papp, payer.id)] == [("CONFIRMED", 500)]
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
+    assert [(p.status, p.received_cents) for p in await payments_of(papp, payer.id)] == [("CONFIRMED", 500)]
     assert await _entries(papp, payer.id) == [] and await balance(pclient, payer) == 0
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert (event.provider, event.event_type, event.outcome) == ("razorpay", "payment.captured", "already_applied")
 
 
@@ -264,15 +226,15 @@ async def test_webhook_first_then_verify_pays_once(
     body = razorpay_event("payment.captured", payment=_payment_entity(pay_id, order_id, inv["id"]))
     await _ack(pclient, body, "applied", event_id=_event_id())
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PAID"
-    payment = await _payment(papp, out["paymentId"])
+    payment = await payment_row(papp, out["paymentId"])
     assert (payment.status, payment.provider_payment_id, payment.received_cents) == ("CONFIRMED", pay_id, 500)
 
     r = await _verify(pclient, payer, order_id, pay_id)
     assert r.status_code == 200, r.text
     assert (r.json()["id"], r.json()["status"]) == (out["paymentId"], "CONFIRMED")
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
-    assert len(await _audits(papp, "payment.received")) == 1
-    assert len(await _payments(papp, payer.id)) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
+    assert len(await payments_of(papp, payer.id)) == 1
     assert await balance(pclient, payer) == 0 and await _entries(papp, payer.id) == []
 
 
@@ -294,9 +256,9 @@ async def test_verify_with_a_wrong_signature_is_400_and_pays_nothing(
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_signature"
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"
-    payment = await _payment(papp, out["paymentId"])
+    payment = await payment_row(papp, out["paymentId"])
     assert (payment.status, payment.provider_payment_id) == ("PENDING", None)
-    assert await _audits(papp, "payment.received") == []
+    assert await audits(papp, "payment.received") == []
     assert (await subscription(pclient, payer))["current"]["tierId"] == "tier_free"
 
 
@@ -309,9 +271,9 @@ async def test_verify_of_another_users_order_is_404(
         r = await _verify(pclient, payer, order_id, _pay_id())  # correctly signed, but not this user's order
         assert (r.status_code, r.json()["error"]["code"]) == (404, "payment_not_found")
     assert (await invoice(pclient, other_payer, theirs["id"]))["status"] == "PENDING"
-    assert (await _payment(papp, out["paymentId"])).status == "PENDING"
-    assert [p.status for p in await _payments(papp, payer.id)] == []
-    assert await _audits(papp, "payment.received") == []
+    assert (await payment_row(papp, out["paymentId"])).status == "PENDING"
+    assert [p.status for p in await payments_of(papp, payer.id)] == []
+    assert await audits(papp, "payment.received") == []
 
 
 async def test_verify_and_webhook_at_once_apply_the_payment_once(
@@ -327,9 +289,9 @@ async def test_verify_and_webhook_at_once_apply_the_payment_once(
     assert verified.status_code == 200 and verified.json()["status"] == "CONFIRMED", verified.text
     # Whichever came second found the money applied.
     assert hooked.status_code == 200 and hooked.json()["outcome"] in ("applied", "already_applied"), hooked.text
-    assert [(p.status, p.provider_payment_id) for p in await _payments(papp, payer.id)] == [("CONFIRMED", pay_id)]
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
-    assert len(await _audits(papp, "payment.received")) == 1
+    assert [(p.status, p.provider_payment_id) for p in await payments_of(papp, payer.id)] == [("CONFIRMED", pay_id)]
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
     assert await balance(pclient, payer) == 0
 
 
@@ -359,10 +321,10 @@ async def test_event_id_replay_is_a_duplicate(
     body = razorpay_event("payment.captured", payment=_payment_entity(_pay_id(), out["orderId"], inv["id"]))
     await _ack(pclient, body, "applied", event_id=event_id)
     await _ack(pclient, body, "applied", event_id=event_id, duplicate=True)
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert (event.event_id, event.attempts, event.outcome) == (event_id, 1, "applied")
-    assert len(await _audits(papp, "payment.received")) == 1
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
 
 
 async def test_without_an_event_id_header_the_entity_names_the_event(
@@ -374,9 +336,9 @@ async def test_without_an_event_id_header_the_entity_names_the_event(
     body = razorpay_event("payment.captured", payment=_payment_entity(pay_id, out["orderId"], inv["id"]))
     await _ack(pclient, body, "applied")
     await _ack(pclient, body, "applied", duplicate=True)
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert event.event_id == f"payment.captured:{pay_id}"
-    assert len(await _audits(papp, "payment.received")) == 1
+    assert len(await audits(papp, "payment.received")) == 1
 
 
 async def test_two_deliveries_of_one_event_at_once_apply_it_once(
@@ -389,9 +351,9 @@ async def test_two_deliveries_of_one_event_at_once_apply_it_once(
     results = await asyncio.gather(post_razorpay(pclient, body, event_id), post_razorpay(pclient, body, event_id))
     assert [r.status_code for r in results] == [200, 200], [r.text for r in results]
     assert sorted(r.json()["duplicate"] for r in results) == [False, True]
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert event.attempts == 1
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
 
 
 @pytest.mark.parametrize("case", ["forged", "wrong_secret", "other_body", "missing", "non_ascii"])
@@ -415,36 +377,36 @@ async def test_bad_webhook_signature_is_400_and_stores_nothing(
     raw_headers = [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in headers.items()]
     r = await pclient.post("/api/billing/webhooks/razorpay", content=body, headers=raw_headers)
     assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_signature")
-    assert await _events(papp) == []
+    assert await payment_events(papp) == []
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"
-    assert (await _payment(papp, out["paymentId"])).status == "PENDING"
+    assert (await payment_row(papp, out["paymentId"])).status == "PENDING"
 
 
 async def test_a_signed_body_that_is_not_json_is_400(pclient: httpx.AsyncClient, papp: FastAPI) -> None:
     raw = b"payment.captured pay_123"
     r = await post_razorpay(pclient, raw, event_id=_event_id())
     assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_payload")
-    assert await _events(papp) == []
+    assert await payment_events(papp) == []
 
 
 async def test_unknown_event_types_are_stored_and_ignored(pclient: httpx.AsyncClient, papp: FastAPI) -> None:
     body = razorpay_event("order.notification.delivered")
     await _ack(pclient, body, "ignored", event_id="evt_rzp_unknown_kind")
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert (event.event_type, event.outcome, event.processed_at is not None) == (
         "order.notification.delivered",
         "ignored",
         True,
     )
-    assert await _count(papp, Payment) == 0
+    assert await row_count(papp, Payment) == 0
 
 
 async def test_payment_for_an_unknown_invoice_is_unapplicable(pclient: httpx.AsyncClient, papp: FastAPI) -> None:
     body = razorpay_event("payment.captured", payment=_payment_entity(_pay_id(), "order_nowhere", "inv_nowhere"))
     await _ack(pclient, body, "unapplicable", event_id=_event_id())
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert event.outcome == "unapplicable" and event.error and "inv_nowhere" in event.error
-    assert await _count(papp, Payment) == 0 and await _count(papp, CreditEntry) == 0
+    assert await row_count(papp, Payment) == 0 and await row_count(papp, CreditEntry) == 0
 
 
 async def test_failed_payment_marks_the_invoice_failed_but_still_payable(
@@ -461,8 +423,8 @@ async def test_failed_payment_marks_the_invoice_failed_but_still_payable(
     )
     await _ack(pclient, body, "invoice_failed", event_id=_event_id())
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "FAILED"
-    assert (await _payment(papp, out["paymentId"])).status == "FAILED"
-    (audit,) = await _audits(papp, "invoice.payment_failed", inv["id"])
+    assert (await payment_row(papp, out["paymentId"])).status == "FAILED"
+    (audit,) = await audits(papp, "invoice.payment_failed", inv["id"])
     assert audit.details == {"provider": "razorpay", "reason": "Payment was declined by bank"}
     assert (await subscription(pclient, payer))["current"]["tierId"] == "tier_free"
 
@@ -489,11 +451,11 @@ async def test_refund_processed_puts_the_refunded_period_past_due(
     await _ack(pclient, body, "refunded", event_id=_event_id())
     refunded = await invoice(pclient, payer, inv["id"])
     assert (refunded["status"], refunded["refundedCents"]) == ("REFUNDED", 500)
-    payment = await _payment(papp, out["paymentId"])
+    payment = await payment_row(papp, out["paymentId"])
     assert (payment.status, payment.refunded_cents) == ("REFUNDED", 500)
-    sub = await _current_sub(papp, payer.id)
+    sub = await current_subscription(papp, payer.id)
     assert (sub.status, sub.tier_id) == ("PAST_DUE", "tier_starter") and sub.grace_ends_at is not None
-    assert await _hold(papp, payer.id) == "past_due"
+    assert await billing_hold(papp, payer.id) == "past_due"
     r = await pclient.put("/api/storage/files/x.txt", content=b"hello", headers=payer.headers)
     assert (r.status_code, r.json()["error"]["code"]) == (402, "subscription_past_due")
     invoices = (await pclient.get("/api/billing/invoices", headers=payer.headers)).json()["items"]
@@ -504,9 +466,9 @@ async def test_refund_processed_puts_the_refunded_period_past_due(
     # Paying the re-issued invoice with Razorpay restores the subscription.
     again = await _checkout(pclient, payer, reissued[0]["id"])
     assert (await _verify(pclient, payer, again["orderId"], _pay_id())).status_code == 200
-    sub = await _current_sub(papp, payer.id)
+    sub = await current_subscription(papp, payer.id)
     assert (sub.status, sub.grace_ends_at) == ("ACTIVE", None)
-    assert await _hold(papp, payer.id) is None
+    assert await billing_hold(papp, payer.id) is None
     r = await pclient.put("/api/storage/files/x.txt", content=b"hello", headers=payer.headers)
     assert r.status_code == 201, r.text
 
@@ -524,21 +486,21 @@ async def test_refund_events_without_a_payment_entity_add_up(
     )
     await _ack(pclient, first, "refunded")
     await _ack(pclient, first, "refunded", duplicate=True)  # named by the refund id: a replay is a duplicate
-    payment = await _payment(papp, out["paymentId"])
+    payment = await payment_row(papp, out["paymentId"])
     assert (payment.status, payment.refunded_cents) == ("CONFIRMED", 200)
     paid = await invoice(pclient, payer, inv["id"])
     assert (paid["status"], paid["refundedCents"]) == ("PAID", 200)
-    assert (await _current_sub(papp, payer.id)).status == "ACTIVE"
+    assert (await current_subscription(papp, payer.id)).status == "ACTIVE"
 
     second = razorpay_event(
         "refund.processed", refund={"id": "rfnd_b", "entity": "refund", "amount": 300, "payment_id": pay_id}
     )
     await _ack(pclient, second, "refunded")
-    payment = await _payment(papp, out["paymentId"])
+    payment = await payment_row(papp, out["paymentId"])
     assert (payment.status, payment.refunded_cents) == ("REFUNDED", 500)
     refunded = await invoice(pclient, payer, inv["id"])
     assert (refunded["status"], refunded["refundedCents"]) == ("REFUNDED", 500)
-    assert (await _current_sub(papp, payer.id)).status == "PAST_DUE"
+    assert (await current_subscription(papp, payer.id)).status == "PAST_DUE"
     assert await ledger_and_account(papp, payer.id) == (0, 0)
 
 
@@ -566,5 +528,5 @@ async def test_without_keys_razorpay_is_unavailable(
     body = razorpay_event("payment.captured", payment=_payment_entity("pay_1", "order_1", inv["id"]))
     r = await post_razorpay(client, body, event_id=_event_id())
     assert (r.status_code, r.json()["error"]["code"]) == (503, "provider_not_configured")
-    assert await _count(app, Payment) == 0 and await _count(app, PaymentEvent) == 0
+    assert await row_count(app, Payment) == 0 and await row_count(app, PaymentEvent) == 0
     assert (await invoice(client, user, inv["id"]))["status"] == "PENDING"

@@ -17,17 +17,26 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from pockity.kit.time import utcnow
-from pockity.models import AuditEvent, CreditEntry, Invoice, Payment, PaymentEvent, Subscription, User
+from pockity.models import CreditEntry, Payment, PaymentEvent
 from tests.fixtures.payments import (
     GRACE_DAYS,
     ProviderStub,
+    audits,
     balance,
+    billing_hold,
+    checkout,
+    current_subscription,
     invoice,
+    invoice_row,
     ledger_and_account,
+    payment_events,
+    payment_row,
+    payments_of,
     post_stripe,
+    row_count,
     stripe_event,
     stripe_signature,
     subscribe_invoice,
@@ -52,11 +61,7 @@ def _evt() -> str:
 
 
 async def _checkout(client: httpx.AsyncClient, user: TestUser, invoice_id: str) -> dict[str, Any]:
-    r = await client.post(
-        f"/api/billing/invoices/{invoice_id}/checkout", json={"provider": "stripe"}, headers=user.headers
-    )
-    assert r.status_code == 200, r.text
-    return r.json()  # type: ignore[no-any-return]
+    return await checkout(client, user, invoice_id, "stripe")
 
 
 def _completed(
@@ -125,23 +130,6 @@ async def _ack(client: httpx.AsyncClient, body: bytes, outcome: str, duplicate: 
     assert r.json() == {"received": True, "duplicate": duplicate, "outcome": outcome}
 
 
-async def _payments(app: FastAPI, user_id: str) -> list[Payment]:
-    async with app.state.db.sessions() as s:
-        return list((await s.scalars(select(Payment).where(Payment.user_id == user_id).order_by(Payment.id))).all())
-
-
-async def _payment(app: FastAPI, payment_id: str) -> Payment:
-    async with app.state.db.sessions() as s:
-        row = await s.get(Payment, payment_id)
-    assert row is not None
-    return row
-
-
-async def _events(app: FastAPI) -> list[PaymentEvent]:
-    async with app.state.db.sessions() as s:
-        return list((await s.scalars(select(PaymentEvent).order_by(PaymentEvent.id))).all())
-
-
 async def _entries(app: FastAPI, user_id: str) -> list[tuple[int, str, str | None]]:
     async with app.state.db.sessions() as s:
         rows = await s.execute(
@@ -150,38 +138,6 @@ async def _entries(app: FastAPI, user_id: str) -> list[tuple[int, str, str | Non
             .order_by(CreditEntry.id)
         )
     return [(int(a), str(r), ref) for a, r, ref in rows.all()]
-
-
-async def _audits(app: FastAPI, action: str, target_id: str | None = None) -> list[AuditEvent]:
-    stmt = select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.id)
-    if target_id is not None:
-        stmt = stmt.where(AuditEvent.target_id == target_id)
-    async with app.state.db.sessions() as s:
-        return list((await s.scalars(stmt)).all())
-
-
-async def _invoice_row(app: FastAPI, invoice_id: str) -> Invoice:
-    async with app.state.db.sessions() as s:
-        row = await s.get(Invoice, invoice_id)
-    assert row is not None
-    return row
-
-
-async def _current_sub(app: FastAPI, user_id: str) -> Subscription:
-    async with app.state.db.sessions() as s:
-        row = await s.scalar(select(Subscription).where(Subscription.user_id == user_id, Subscription.is_current))
-    assert row is not None
-    return row
-
-
-async def _hold(app: FastAPI, user_id: str) -> str | None:
-    async with app.state.db.sessions() as s:
-        return await s.scalar(select(User.billing_hold).where(User.id == user_id))
-
-
-async def _count(app: FastAPI, model: Any) -> int:
-    async with app.state.db.sessions() as s:
-        return int((await s.execute(select(func.count()).select_from(model))).scalar_one())
 
 
 async def _paid_by_stripe(
@@ -232,7 +188,7 @@ async def test_checkout_creates_a_session_for_exactly_the_invoice(
     assert form["line_items[0][price_data][currency]"] == "usd"
     assert inv["id"] in form["success_url"] and inv["id"] in form["cancel_url"]
 
-    (payment,) = await _payments(papp, payer.id)
+    (payment,) = await payments_of(papp, payer.id)
     assert payment.id == out["paymentId"] and payment.checkout_ref == sid
     assert (payment.provider, payment.status, payment.invoice_id) == ("stripe", "PENDING", inv["id"])
     assert (payment.amount_cents, payment.currency, payment.provider_payment_id) == (500, "USD", None)
@@ -258,7 +214,7 @@ async def test_checkout_of_another_users_invoice_is_404(
         )
         assert (r.status_code, r.json()["error"]["code"]) == (404, "invoice_not_found")
     assert provider_stub.requests == []
-    assert await _count(papp, Payment) == 0
+    assert await row_count(papp, Payment) == 0
 
 
 async def test_checkout_of_a_paid_invoice_is_409(
@@ -267,7 +223,7 @@ async def test_checkout_of_a_paid_invoice_is_409(
     inv = await subscribe_invoice(pclient, payer, padmin)
     r = await pclient.patch(f"/api/admin/invoices/{inv['id']}", json={"status": "PAID"}, headers=padmin.headers)
     assert r.status_code == 200, r.text
-    before = await _payments(papp, payer.id)
+    before = await payments_of(papp, payer.id)
     assert [p.provider for p in before] == ["manual"]
     r = await pclient.post(
         f"/api/billing/invoices/{inv['id']}/checkout", json={"provider": "stripe"}, headers=payer.headers
@@ -275,7 +231,7 @@ async def test_checkout_of_a_paid_invoice_is_409(
     assert (r.status_code, r.json()["error"]["code"]) == (409, "invoice_not_payable")
     assert r.json()["error"]["details"]["status"] == "PAID"
     assert provider_stub.requests == []
-    assert [p.id for p in await _payments(papp, payer.id)] == [before[0].id]
+    assert [p.id for p in await payments_of(papp, payer.id)] == [before[0].id]
 
 
 async def test_provider_error_is_502_and_records_no_checkout(
@@ -294,14 +250,14 @@ async def test_provider_error_is_502_and_records_no_checkout(
     assert err["code"] == "provider_error" and err["details"]["provider"] == "stripe"
     assert "50 cents" in err["details"]["message"]
     assert len(provider_stub.requests) == 1  # a client error is not retried
-    (attempt,) = await _payments(papp, payer.id)
+    (attempt,) = await payments_of(papp, payer.id)
     assert attempt.checkout_ref is None and attempt.status == "FAILED"  # over, not pending for ever
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"
     # The invoice can still be paid: the next checkout works and gets its own idempotency key.
     again = await _checkout(pclient, payer, inv["id"])
     assert again["paymentId"] != attempt.id
     assert provider_stub.requests[-1].headers["idempotency-key"] == f"pockity-checkout-{again['paymentId']}"
-    assert (await _payment(papp, again["paymentId"])).checkout_ref == again["sessionId"]
+    assert (await payment_row(papp, again["paymentId"])).checkout_ref == again["sessionId"]
 
 
 # --- webhooks: paying once -------------------------------------------------------------------------------
@@ -319,7 +275,7 @@ async def test_completed_checkout_pays_once_and_activates_the_subscription(
     paid = await invoice(pclient, payer, inv["id"])
     assert paid["status"] == "PAID" and paid["paidAt"] and paid["provider"] == "stripe"
     assert paid["providerRef"] == made["paymentId"] and paid["crypto"] == []
-    payment = await _payment(papp, made["paymentId"])
+    payment = await payment_row(papp, made["paymentId"])
     assert (payment.status, payment.received_cents, payment.credited_cents) == ("CONFIRMED", 500, 0)
     assert (payment.provider_payment_id, payment.checkout_ref) == (pi, made["sessionId"])
     sub = await subscription(pclient, payer)
@@ -329,26 +285,26 @@ async def test_completed_checkout_pays_once_and_activates_the_subscription(
     assert u["tier"]["id"] == "tier_starter"  # type: ignore[index]
     assert (u["storageLimitBytes"], u["maxObjects"]) == (50 * GIB, 50_000)
     assert await balance(pclient, payer) == 0 and await _entries(papp, payer.id) == []
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert (event.provider, event.event_id, event.event_type) == ("stripe", event_id, "checkout.session.completed")
     assert event.processed_at is not None and (event.outcome, event.error, event.attempts) == ("applied", None, 1)
     assert json.loads(event.payload)["data"]["object"]["payment_intent"] == pi
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
-    (received,) = await _audits(papp, "payment.received", made["paymentId"])
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
+    (received,) = await audits(papp, "payment.received", made["paymentId"])
     assert received.actor_type == "provider" and received.details["receivedCents"] == 500
 
     # The same event delivered again: acknowledged as a duplicate, nothing changes.
     await _ack(pclient, body, "applied", duplicate=True)
-    assert len(await _events(papp)) == 1
-    assert (await _events(papp))[0].attempts == 1
+    assert len(await payment_events(papp)) == 1
+    assert (await payment_events(papp))[0].attempts == 1
     # The same money reported by a second, different event (invoice.paid with the same PaymentIntent).
     await _ack(pclient, _invoice_paid(inv["id"], pi, 500), "already_applied")
-    assert len(await _events(papp)) == 2
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
-    assert len(await _audits(papp, "payment.received")) == 1
-    assert [(p.status, p.received_cents) for p in await _payments(papp, payer.id)] == [("CONFIRMED", 500)]
+    assert len(await payment_events(papp)) == 2
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
+    assert [(p.status, p.received_cents) for p in await payments_of(papp, payer.id)] == [("CONFIRMED", 500)]
     assert await balance(pclient, payer) == 0 and await _entries(papp, payer.id) == []
-    assert (await _current_sub(papp, payer.id)).status == "ACTIVE"
+    assert (await current_subscription(papp, payer.id)).status == "ACTIVE"
 
 
 async def test_payment_event_before_the_checkout_completion_pays_once(
@@ -365,13 +321,13 @@ async def test_payment_event_before_the_checkout_completion_pays_once(
 
     # The checkout completion for the same PaymentIntent arrives later: nothing more happens.
     await _ack(pclient, _completed(made["sessionId"], inv["id"], pi, 500), "already_applied")
-    confirmed = [p for p in await _payments(papp, payer.id) if p.status == "CONFIRMED"]
+    confirmed = [p for p in await payments_of(papp, payer.id) if p.status == "CONFIRMED"]
     assert [(p.provider_payment_id, p.received_cents, p.credited_cents) for p in confirmed] == [(pi, 500, 0)]
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
-    assert len(await _audits(papp, "payment.received")) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
     assert await balance(pclient, payer) == 0 and await _entries(papp, payer.id) == []
     assert (await subscription(pclient, payer))["current"]["currentPeriodEnd"] == period_end
-    assert [e.outcome for e in await _events(papp)] == ["applied", "already_applied"]
+    assert [e.outcome for e in await payment_events(papp)] == ["applied", "already_applied"]
 
 
 async def test_asynchronous_payment_waits_for_its_success_event(
@@ -382,14 +338,14 @@ async def test_asynchronous_payment_waits_for_its_success_event(
     pi = _pi()
     await _ack(pclient, _completed(made["sessionId"], inv["id"], pi, payment_status="unpaid"), "awaiting_payment")
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"
-    assert (await _payment(papp, made["paymentId"])).status == "PENDING"
+    assert (await payment_row(papp, made["paymentId"])).status == "PENDING"
     await _ack(
         pclient,
         _completed(made["sessionId"], inv["id"], pi, kind="checkout.session.async_payment_succeeded"),
         "applied",
     )
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PAID"
-    assert (await _payment(papp, made["paymentId"])).provider_payment_id == pi
+    assert (await payment_row(papp, made["paymentId"])).provider_payment_id == pi
 
 
 async def test_overpayment_pays_the_invoice_and_credits_the_difference(
@@ -398,14 +354,14 @@ async def test_overpayment_pays_the_invoice_and_credits_the_difference(
     inv = await subscribe_invoice(pclient, payer, padmin)
     made, _ = await _paid_by_stripe(pclient, payer, inv["id"], amount=800)
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PAID"
-    payment = await _payment(papp, made["paymentId"])
+    payment = await payment_row(papp, made["paymentId"])
     assert (payment.status, payment.received_cents, payment.credited_cents) == ("CONFIRMED", 800, 300)
     assert await _entries(papp, payer.id) == [(300, "overpayment", payment.id)]
     assert await balance(pclient, payer) == 300
     assert await ledger_and_account(papp, payer.id) == (300, 300)
     credits = (await pclient.get("/api/billing/credits", headers=payer.headers)).json()
     assert [(e["amountCents"], e["reason"]) for e in credits["entries"]] == [(300, "overpayment")]
-    (received,) = await _audits(papp, "payment.received", payment.id)
+    (received,) = await audits(papp, "payment.received", payment.id)
     assert received.details["creditedCents"] == 300 and received.details["creditReason"] == "overpayment"
 
 
@@ -417,17 +373,17 @@ async def test_payment_for_a_closed_invoice_becomes_credit(
     made = await _checkout(pclient, payer, inv["id"])
     r = await pclient.patch(f"/api/admin/invoices/{inv['id']}", json={"status": closed_as}, headers=padmin.headers)
     assert r.status_code == 200 and r.json()["status"] == closed_as
-    paid_before = len(await _audits(papp, "invoice.paid", inv["id"]))
+    paid_before = len(await audits(papp, "invoice.paid", inv["id"]))
 
     await _ack(pclient, _completed(made["sessionId"], inv["id"], _pi(), 500), "applied")
     closed = await invoice(pclient, payer, inv["id"])
     assert closed["status"] == closed_as and closed["provider"] == ("manual" if closed_as == "PAID" else None)
-    payment = await _payment(papp, made["paymentId"])
+    payment = await payment_row(papp, made["paymentId"])
     assert (payment.status, payment.received_cents, payment.credited_cents) == ("CONFIRMED", 500, 500)
     assert await _entries(papp, payer.id) == [(500, "unapplied_payment", payment.id)]
     assert await balance(pclient, payer) == 500
     assert await ledger_and_account(papp, payer.id) == (500, 500)
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == paid_before
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == paid_before
 
 
 async def test_top_up_paid_by_card_becomes_credit(
@@ -439,7 +395,7 @@ async def test_top_up_paid_by_card_becomes_credit(
     assert provider_stub.requests[-1].form["line_items[0][price_data][unit_amount]"] == "2000"
     await _ack(pclient, _completed(made["sessionId"], top["id"], _pi(), 2000), "applied")
     assert (await invoice(pclient, payer, top["id"]))["status"] == "PAID"
-    payment = await _payment(papp, made["paymentId"])
+    payment = await payment_row(papp, made["paymentId"])
     assert (payment.status, payment.received_cents, payment.credited_cents) == ("CONFIRMED", 2000, 2000)
     assert await _entries(papp, payer.id) == [(2000, "topup", payment.id)]
     assert await balance(pclient, payer) == 2000
@@ -484,9 +440,9 @@ async def test_bad_signatures_are_400_and_store_nothing(
         ],
     )
     assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_signature")
-    assert await _events(papp) == []
+    assert await payment_events(papp) == []
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"
-    assert (await _payment(papp, made["paymentId"])).status == "PENDING"
+    assert (await payment_row(papp, made["paymentId"])).status == "PENDING"
 
 
 async def test_signature_inside_the_tolerance_is_accepted(
@@ -505,14 +461,14 @@ async def test_signature_inside_the_tolerance_is_accepted(
 async def test_a_body_that_is_not_a_json_object_is_400(pclient: httpx.AsyncClient, papp: FastAPI, raw: bytes) -> None:
     r = await post_stripe(pclient, raw)  # correctly signed, but not an event
     assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_payload")
-    assert await _events(papp) == []
+    assert await payment_events(papp) == []
 
 
 async def test_unknown_event_types_are_stored_and_ignored(pclient: httpx.AsyncClient, papp: FastAPI) -> None:
     event_id = _evt()
     body = stripe_event("customer.created", {"id": "cus_test_1", "object": "customer"}, event_id=event_id)
     await _ack(pclient, body, "ignored")
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert (event.event_id, event.event_type, event.outcome, event.error) == (
         event_id,
         "customer.created",
@@ -521,8 +477,8 @@ async def test_unknown_event_types_are_stored_and_ignored(pclient: httpx.AsyncCl
     )
     assert event.processed_at is not None and event.payload == body.decode()
     await _ack(pclient, body, "ignored", duplicate=True)
-    assert len(await _events(papp)) == 1
-    assert await _count(papp, Payment) == 0
+    assert len(await payment_events(papp)) == 1
+    assert await row_count(papp, Payment) == 0
 
 
 async def test_event_for_an_unknown_invoice_is_unapplicable_and_recorded(
@@ -531,10 +487,10 @@ async def test_event_for_an_unknown_invoice_is_unapplicable_and_recorded(
     event_id = _evt()
     body = _completed("cs_test_nowhere", "inv_does_not_exist", _pi(), 500, event_id=event_id)
     await _ack(pclient, body, "unapplicable")
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert event.event_id == event_id and event.processed_at is not None and event.outcome == "unapplicable"
     assert event.error and "inv_does_not_exist" in event.error
-    assert await _count(papp, Payment) == 0 and await _count(papp, CreditEntry) == 0
+    assert await row_count(papp, Payment) == 0 and await row_count(papp, CreditEntry) == 0
     listed = (await pclient.get("/api/admin/payment-events?provider=stripe", headers=padmin.headers)).json()["items"]
     assert [(e["eventId"], e["outcome"]) for e in listed] == [(event_id, "unapplicable")]
     assert "inv_does_not_exist" in listed[0]["error"]
@@ -549,8 +505,8 @@ async def test_payment_in_another_currency_is_not_applied(
     made = await _checkout(pclient, payer, inv["id"])
     await _ack(pclient, _completed(made["sessionId"], inv["id"], _pi(), 500, currency="eur"), "unapplicable")
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"
-    assert (await _payment(papp, made["paymentId"])).status == "PENDING"
-    (event,) = await _events(papp)
+    assert (await payment_row(papp, made["paymentId"])).status == "PENDING"
+    (event,) = await payment_events(papp)
     assert event.error and "EUR" in event.error
     assert await balance(pclient, payer) == 0
 
@@ -567,8 +523,8 @@ async def test_failed_payment_marks_the_invoice_failed_but_still_payable(
     await _ack(pclient, body, "invoice_failed")
     failed = await invoice(pclient, payer, inv["id"])
     assert failed["status"] == "FAILED" and failed["paidAt"] is None
-    assert (await _payment(papp, first["paymentId"])).status == "FAILED"
-    (audit,) = await _audits(papp, "invoice.payment_failed", inv["id"])
+    assert (await payment_row(papp, first["paymentId"])).status == "FAILED"
+    (audit,) = await audits(papp, "invoice.payment_failed", inv["id"])
     assert audit.details["provider"] == "stripe"
     sub = await subscription(pclient, payer)
     assert sub["current"]["tierId"] == "tier_free" and sub["pending"]["status"] == "PENDING_PAYMENT"
@@ -578,7 +534,7 @@ async def test_failed_payment_marks_the_invoice_failed_but_still_payable(
         "invoice.payment_failed", {"id": "in_test_x", "object": "invoice", "metadata": {"invoiceId": inv["id"]}}
     )
     await _ack(pclient, again, "noted")
-    assert len(await _audits(papp, "invoice.payment_failed", inv["id"])) == 1
+    assert len(await audits(papp, "invoice.payment_failed", inv["id"])) == 1
 
     # Still payable: a new checkout and its completion pay it.
     second = await _checkout(pclient, payer, inv["id"])
@@ -603,7 +559,7 @@ async def test_invoice_payment_failed_event_marks_a_pending_invoice_failed(
     )
     await _ack(pclient, body, "invoice_failed")
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "FAILED"
-    (audit,) = await _audits(papp, "invoice.payment_failed", inv["id"])
+    (audit,) = await audits(papp, "invoice.payment_failed", inv["id"])
     assert audit.details["reason"] == "card declined"
     await _paid_by_stripe(pclient, payer, inv["id"])
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PAID"
@@ -616,22 +572,22 @@ async def test_refund_of_the_current_period_puts_the_subscription_past_due_until
     made, pi = await _paid_by_stripe(pclient, payer, inv["id"])
     r = await pclient.put("/api/storage/files/before.txt", content=b"kept", headers=payer.headers)
     assert r.status_code == 201, r.text
-    paid = await _invoice_row(papp, inv["id"])
+    paid = await invoice_row(papp, inv["id"])
 
     await _ack(pclient, _charge_refunded(pi, 500), "refunded")
     refunded = await invoice(pclient, payer, inv["id"])
     assert (refunded["status"], refunded["refundedCents"]) == ("REFUNDED", 500)
-    payment = await _payment(papp, made["paymentId"])
+    payment = await payment_row(papp, made["paymentId"])
     assert (payment.status, payment.refunded_cents) == ("REFUNDED", 500)
-    sub = await _current_sub(papp, payer.id)
+    sub = await current_subscription(papp, payer.id)
     assert (sub.status, sub.tier_id) == ("PAST_DUE", "tier_starter")
     assert sub.grace_ends_at is not None
     expected_grace = utcnow() + timedelta(days=GRACE_DAYS)
     assert abs((sub.grace_ends_at - expected_grace).total_seconds()) < 60
-    assert await _hold(papp, payer.id) == "past_due"
-    (past_due,) = await _audits(papp, "subscription.past_due", sub.id)
+    assert await billing_hold(papp, payer.id) == "past_due"
+    (past_due,) = await audits(papp, "subscription.past_due", sub.id)
     assert past_due.details["reason"] == "refund"
-    (refund_audit,) = await _audits(papp, "payment.refunded", payment.id)
+    (refund_audit,) = await audits(papp, "payment.refunded", payment.id)
     assert refund_audit.details["refundedCents"] == 500 and refund_audit.details["fromCreditCents"] == 0
     assert await balance(pclient, payer) == 0 and await _entries(papp, payer.id) == []
 
@@ -645,21 +601,21 @@ async def test_refund_of_the_current_period_puts_the_subscription_past_due_until
     invoices = (await pclient.get("/api/billing/invoices", headers=payer.headers)).json()["items"]
     reissued = [i for i in invoices if i["id"] != inv["id"]]
     assert [(i["status"], i["amountCents"], i["subscriptionId"]) for i in reissued] == [("PENDING", 500, sub.id)]
-    again = await _invoice_row(papp, reissued[0]["id"])
+    again = await invoice_row(papp, reissued[0]["id"])
     assert (again.kind, again.period_start, again.period_end) == ("renewal", paid.period_start, paid.period_end)
 
     # The same refund reported again changes nothing.
     await _ack(pclient, _charge_refunded(pi, 500), "noted")
     assert len((await pclient.get("/api/billing/invoices", headers=payer.headers)).json()["items"]) == 2
-    assert len(await _audits(papp, "subscription.past_due")) == 1
+    assert len(await audits(papp, "subscription.past_due")) == 1
 
     # Paying the re-issued invoice restores the subscription and lifts the hold.
     await _paid_by_stripe(pclient, payer, again.id)
     assert (await invoice(pclient, payer, again.id))["status"] == "PAID"
-    sub = await _current_sub(papp, payer.id)
+    sub = await current_subscription(papp, payer.id)
     assert (sub.status, sub.tier_id, sub.grace_ends_at) == ("ACTIVE", "tier_starter", None)
     assert sub.current_period_end == paid.period_end
-    assert await _hold(papp, payer.id) is None
+    assert await billing_hold(papp, payer.id) is None
     r = await pclient.put("/api/storage/files/x.txt", content=b"hello", headers=payer.headers)
     assert r.status_code == 201, r.text
     assert await balance(pclient, payer) == 0
@@ -675,7 +631,7 @@ async def test_a_refund_before_its_payment_is_retried_until_the_payment_is_recor
     r = await post_stripe(pclient, refund)
     # Not applicable yet: 503 so Stripe delivers it again; stored, unprocessed, with the reason.
     assert (r.status_code, r.json()["error"]["code"]) == (503, "event_processing_failed")
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert event.processed_at is None and event.attempts == 1 and "to refund yet" in (event.error or "")
     await _ack(pclient, _completed(made["sessionId"], inv["id"], pi, 500), "applied")
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PAID"
@@ -683,9 +639,9 @@ async def test_a_refund_before_its_payment_is_retried_until_the_payment_is_recor
     await _ack(pclient, refund, "refunded")
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "REFUNDED"
     await _ack(pclient, refund, "refunded", duplicate=True)
-    refunded = [e for e in await _events(papp) if e.event_type == "charge.refunded"]
+    refunded = [e for e in await payment_events(papp) if e.event_type == "charge.refunded"]
     assert [(e.outcome, e.error, e.attempts) for e in refunded] == [("refunded", None, 2)]
-    assert len(await _audits(papp, "payment.refunded")) == 1
+    assert len(await audits(papp, "payment.refunded")) == 1
 
 
 async def test_refund_of_an_overpayment_takes_back_the_credit_first(
@@ -698,11 +654,11 @@ async def test_refund_of_an_overpayment_takes_back_the_credit_first(
     await _ack(pclient, _charge_refunded(pi, 200, amount=800), "refunded")
     assert await balance(pclient, payer) == 100
     assert await ledger_and_account(papp, payer.id) == (100, 100)
-    payment = await _payment(papp, made["paymentId"])
+    payment = await payment_row(papp, made["paymentId"])
     assert (payment.status, payment.refunded_cents) == ("CONFIRMED", 200)
     assert (await invoice(pclient, payer, inv["id"]))["status"] == "PAID"
-    assert (await _current_sub(papp, payer.id)).status == "ACTIVE"
-    assert await _hold(papp, payer.id) is None
+    assert (await current_subscription(papp, payer.id)).status == "ACTIVE"
+    assert await billing_hold(papp, payer.id) is None
 
     # The rest of the refund: the remaining credit, then the invoice.
     await _ack(pclient, _charge_refunded(pi, 800, amount=800), "refunded")
@@ -715,9 +671,9 @@ async def test_refund_of_an_overpayment_takes_back_the_credit_first(
     ]
     refunded = await invoice(pclient, payer, inv["id"])
     assert (refunded["status"], refunded["refundedCents"]) == ("REFUNDED", 500)
-    payment = await _payment(papp, made["paymentId"])
+    payment = await payment_row(papp, made["paymentId"])
     assert (payment.status, payment.refunded_cents) == ("REFUNDED", 800)
-    assert (await _current_sub(papp, payer.id)).status == "PAST_DUE"
+    assert (await current_subscription(papp, payer.id)).status == "PAST_DUE"
 
 
 # --- concurrency -----------------------------------------------------------------------------------------
@@ -733,10 +689,10 @@ async def test_two_deliveries_of_one_event_at_once_apply_it_once(
     assert [r.status_code for r in results] == [200, 200, 200], [r.text for r in results]
     assert sorted(r.json()["duplicate"] for r in results) == [False, True, True]
     assert {r.json()["outcome"] for r in results} == {"applied"}
-    (event,) = await _events(papp)
+    (event,) = await payment_events(papp)
     assert event.attempts == 1 and event.outcome == "applied"
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
-    assert len(await _audits(papp, "payment.received")) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "payment.received")) == 1
     assert await _entries(papp, payer.id) == [(300, "overpayment", made["paymentId"])]
     assert await ledger_and_account(papp, payer.id) == (300, 300)
 
@@ -756,10 +712,10 @@ async def test_two_events_about_the_same_money_at_once_apply_it_once(
         if r.status_code == 503:  # the provider delivers it again
             assert r.json()["error"]["code"] == "event_processing_failed"
             await _ack(pclient, body, "applied")
-    assert all(e.processed_at is not None for e in await _events(papp))
-    confirmed = [p for p in await _payments(papp, payer.id) if p.status == "CONFIRMED"]
+    assert all(e.processed_at is not None for e in await payment_events(papp))
+    confirmed = [p for p in await payments_of(papp, payer.id) if p.status == "CONFIRMED"]
     assert [(p.provider_payment_id, p.received_cents, p.credited_cents) for p in confirmed] == [(pi, 800, 300)]
-    assert len(await _audits(papp, "invoice.paid", inv["id"])) == 1
+    assert len(await audits(papp, "invoice.paid", inv["id"])) == 1
     assert await ledger_and_account(papp, payer.id) == (300, 300)
 
 
@@ -781,12 +737,12 @@ async def test_without_provider_keys_card_methods_are_unavailable(
             f"/api/billing/invoices/{inv['id']}/checkout", json={"provider": provider}, headers=user.headers
         )
         assert (r.status_code, r.json()["error"]["code"]) == (503, "provider_not_configured")
-    assert await _count(app, Payment) == 0
+    assert await row_count(app, Payment) == 0
     assert (await invoice(client, user, inv["id"]))["status"] == "PENDING"
     body = _completed("cs_test_x", inv["id"], _pi())
     r = await post_stripe(client, body)
     assert (r.status_code, r.json()["error"]["code"]) == (503, "provider_not_configured")
-    assert await _count(app, PaymentEvent) == 0
+    assert await row_count(app, PaymentEvent) == 0
 
 
 async def test_with_provider_keys_card_methods_are_available(pclient: httpx.AsyncClient, payer: TestUser) -> None:
