@@ -621,6 +621,22 @@ async def test_refund_of_the_current_period_puts_the_subscription_past_due_until
     assert await balance(pclient, payer) == 0
 
 
+async def test_an_expired_checkout_closes_its_attempt_and_leaves_the_invoice_open(
+    pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
+) -> None:
+    inv = await subscribe_invoice(pclient, payer, padmin)
+    made = await _checkout(pclient, payer, inv["id"])
+    expired = stripe_event("checkout.session.expired", {"id": made["sessionId"], "object": "checkout.session"})
+    await _ack(pclient, expired, "closed")
+    assert (await payment_row(papp, made["paymentId"])).status == "FAILED"
+    assert (await invoice(pclient, payer, inv["id"]))["status"] == "PENDING"  # still payable
+    await _ack(pclient, stripe_event("checkout.session.expired", {"id": "cs_unknown"}), "ignored")
+    # A later checkout for the same invoice pays it.
+    again = await _checkout(pclient, payer, inv["id"])
+    await _ack(pclient, _completed(again["sessionId"], inv["id"], _pi(), 500), "applied")
+    assert (await invoice(pclient, payer, inv["id"]))["status"] == "PAID"
+
+
 async def test_a_refund_before_its_payment_is_retried_until_the_payment_is_recorded(
     pclient: httpx.AsyncClient, papp: FastAPI, payer: TestUser, padmin: TestUser
 ) -> None:

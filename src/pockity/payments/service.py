@@ -262,6 +262,17 @@ async def payment_failed(
     return "noted"
 
 
+async def checkout_abandoned(session: AsyncSession, provider: str, checkout_ref: str) -> str:
+    """A checkout that expired unpaid: its PENDING attempt is closed as FAILED, the invoice is untouched."""
+    payment = await repo.payment_by_checkout(session, provider, checkout_ref)
+    if payment is None:
+        return "ignored"
+    closed = await repo.transition_payment(
+        session, payment.id, [P.PENDING.value], status=P.FAILED.value, note="checkout expired unpaid"
+    )
+    return "closed" if closed else "noted"
+
+
 async def refunded(
     session: AsyncSession,
     provider: str,

@@ -167,6 +167,10 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
             reason=str(reason),
             actor=ctx.actor,
         )
+    if kind == "checkout.session.expired":
+        # The user left without paying: that attempt is over; the invoice stays open (nothing failed).
+        ref = obj.get("id")
+        return await service.checkout_abandoned(session, NAME, ref) if isinstance(ref, str) else "ignored"
     if kind == "charge.refunded":
         money = _money_id(obj) or obj.get("id")
         total = _int(obj.get("amount_refunded"))
