@@ -578,6 +578,9 @@ def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+_ENTRY_METADATA = {"date", "machine", "workers", "duration_s", "part_dates"}
+
+
 def write_results(name: str, key: str, entry: dict[str, Any]) -> Path:
     """Merge `entry` into bench/results/<name>.json under runs[key] (one entry per configuration)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -588,7 +591,14 @@ def write_results(name: str, key: str, entry: dict[str, Any]) -> Path:
     if not isinstance(doc, dict) or not isinstance(doc.get("runs"), dict):
         doc = {}
     runs = doc.get("runs", {})
-    runs[key] = entry
+    # A run of some parts (e.g. `--storage-parts small`) keeps the other parts' earlier figures; `part_dates`
+    # says when each part was last measured, so figures from different runs are never mistaken for one run.
+    previous = runs.get(key) if isinstance(runs.get(key), dict) else {}
+    dates = dict(previous.get("part_dates") or {})
+    for part in entry:
+        if part not in _ENTRY_METADATA:
+            dates[part] = entry.get("date", utc_now_iso())
+    runs[key] = {**previous, **entry, "part_dates": dates}
     doc = {"benchmark": name, "updated": entry.get("date", utc_now_iso()), "latest": key, "runs": runs}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
