@@ -13,9 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from pockity.db import Database, unit_of_work
+from pockity.db import Database, dialect_insert, unit_of_work
 from pockity.kit.time import utcnow
 from pockity.models import JobRun
 from pockity.storage.backends import StorageBackend
@@ -47,9 +46,10 @@ class JobRunner:
     async def _claim(self, job: Job) -> bool:
         now = utcnow()
         async with unit_of_work(self.ctx.db) as session:
-            insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
             await session.execute(
-                insert(JobRun).values(name=job.name, next_run_at=now).on_conflict_do_nothing(index_elements=["name"])
+                dialect_insert(session)(JobRun)
+                .values(name=job.name, next_run_at=now)
+                .on_conflict_do_nothing(index_elements=["name"])
             )
             result = await session.execute(
                 update(JobRun)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Row, Table, bindparam, case, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from pockity.db import dialect_insert
 from pockity.models import LoginThrottle, User
 
 USER_COLUMNS = (User.id, User.email, User.name, User.role, User.is_active, User.created_at)
@@ -35,7 +35,7 @@ async def count_failure(session: AsyncSession, key: str, now: datetime, window_s
     """Add one failure to `key` (restarting a window that has passed) in one atomic upsert."""
     table = LoginThrottle.__table__
     assert isinstance(table, Table)
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = dialect_insert(session)
     stale = table.c.window_started_at < window_start
     stmt = (
         insert(table)

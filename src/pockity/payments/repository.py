@@ -8,24 +8,19 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pockity.db import dialect_insert
 from pockity.kit.ids import new_id
 from pockity.kit.time import utcnow
 from pockity.models import CreditAccount, CreditEntry, CryptoRate, Payment, PaymentEvent
-
-
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 
 # --- the inbox -------------------------------------------------------------------------------------------
 
 
 async def store_event(session: AsyncSession, provider: str, event_id: str, event_type: str, payload: str) -> None:
     """Insert the event unless (provider, event id) is already stored."""
-    stmt = _insert(session)(PaymentEvent).values(
+    stmt = dialect_insert(session)(PaymentEvent).values(
         id=new_id(),
         provider=provider,
         event_id=event_id,
@@ -166,13 +161,15 @@ async def insert_entry(session: AsyncSession, entry: CreditEntry) -> bool:
     values = {c.key: getattr(entry, c.key) for c in CreditEntry.__table__.columns}
     values["id"] = values["id"] or new_id()
     values["created_at"] = values["created_at"] or utcnow()
-    stmt = _insert(session)(CreditEntry).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    stmt = (
+        dialect_insert(session)(CreditEntry).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
     return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 async def add_to_account(session: AsyncSession, user_id: str, currency: str, amount: int) -> None:
     """Add (or, negative, take) an amount unconditionally: one upsert."""
-    stmt = _insert(session)(CreditAccount).values(user_id=user_id, currency=currency, balance_cents=amount)
+    stmt = dialect_insert(session)(CreditAccount).values(user_id=user_id, currency=currency, balance_cents=amount)
     stmt = stmt.on_conflict_do_update(
         index_elements=["user_id", "currency"],
         set_={"balance_cents": CreditAccount.balance_cents + stmt.excluded.balance_cents},
@@ -241,7 +238,7 @@ async def upsert_rate(
         "set_at": set_at,
         "expires_at": expires_at,
     }
-    stmt = _insert(session)(CryptoRate).values(**values)
+    stmt = dialect_insert(session)(CryptoRate).values(**values)
     await session.execute(
         stmt.on_conflict_do_update(index_elements=["asset"], set_={k: v for k, v in values.items() if k != "asset"})
     )

@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, literal, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from pockity.db import dialect_insert
 from pockity.models import ReconciliationReport, Reservation, StorageObject, Tier, UsageCounter, User
 
 
@@ -33,12 +33,8 @@ def _owned(user_id: str) -> Select[StorageObject]:
 # --- usage counters -------------------------------------------------------------------------------
 
 
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 async def ensure_counter(session: AsyncSession, scope: str) -> None:
-    stmt = _insert(session)(UsageCounter).values(
+    stmt = dialect_insert(session)(UsageCounter).values(
         scope=scope, bytes_used=0, object_count=0, bytes_reserved=0, objects_reserved=0
     )
     await session.execute(stmt.on_conflict_do_nothing(index_elements=["scope"]))
@@ -123,7 +119,7 @@ async def insert_reservation(
     committed yet makes it wait for that transaction, exactly as the unique index did for a plain INSERT.
     """
     stmt = (
-        _insert(session)(Reservation)
+        dialect_insert(session)(Reservation)
         .values(
             user_id=user_id,
             name=name,
@@ -218,7 +214,7 @@ async def insert_object(
     does for a plain INSERT; a conflict is an answer here, not an error that would abort the transaction.
     """
     stmt = (
-        _insert(session)(StorageObject)
+        dialect_insert(session)(StorageObject)
         .values(user_id=user_id, name=name, size=size, etag=etag, content_type=content_type, api_key_id=api_key_id)
         .on_conflict_do_nothing(index_elements=["user_id", "name"])
         .returning(StorageObject)

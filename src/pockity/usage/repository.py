@@ -8,15 +8,10 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Select, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pockity.db import dialect_insert
 from pockity.models import Notification, Tier, UsageCounter, UsageDay, UsageState, User
-
-
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
 
 # --- sampling -------------------------------------------------------------------------------------------------
 
@@ -55,7 +50,7 @@ async def states_for(session: AsyncSession, user_ids: Sequence[str]) -> dict[str
 async def start_state(session: AsyncSession, user_id: str, now: datetime, bytes_level: int, objects_level: int) -> bool:
     """The user's first sample: create the state row; False if another process created it first."""
     stmt = (
-        _insert(session)(UsageState)
+        dialect_insert(session)(UsageState)
         .values(user_id=user_id, last_sampled_at=now, bytes_level=bytes_level, objects_level=objects_level)
         .on_conflict_do_nothing(index_elements=["user_id"])
     )
@@ -89,7 +84,7 @@ async def add_to_day(
     snapshot: bool,
 ) -> None:
     """Add byte-seconds to the user's day (one upsert); `snapshot` also makes these counts the day's latest."""
-    stmt = _insert(session)(UsageDay).values(
+    stmt = dialect_insert(session)(UsageDay).values(
         user_id=user_id, day=day, bytes_used=bytes_used, object_count=object_count, byte_seconds=byte_seconds
     )
     changes: dict[str, Any] = {"byte_seconds": UsageDay.byte_seconds + stmt.excluded.byte_seconds}
