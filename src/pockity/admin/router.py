@@ -26,9 +26,7 @@ from pockity.billing import service as billing
 from pockity.billing.schemas import InvoiceList, InvoiceOut, SubscriptionList, SubscriptionOut
 from pockity.db import DatabaseDep, SessionDep
 from pockity.kit.ids import new_id
-from pockity.kit.pagination import keyset_page
 from pockity.payments import credits, crypto
-from pockity.payments import repository as payments_repo
 from pockity.payments import service as payments
 from pockity.payments.schemas import (
     CreditGrantIn,
@@ -215,10 +213,9 @@ async def list_payments(
     limit: Limit = 50,
 ) -> object:
     """Payments newest first; `?status=PENDING&provider=crypto` is the queue of transactions to check."""
-    rows = await payments_repo.list_payments(
-        session, status=status, provider=provider, user_id=user_id, after_id=cursor, limit=limit + 1
+    items, next_cursor = await payments.list_payments(
+        session, status=status, provider=provider, user_id=user_id, cursor=cursor, limit=limit
     )
-    items, next_cursor = keyset_page(rows, limit)
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -243,16 +240,15 @@ async def list_payment_events(
     limit: Limit = 50,
 ) -> object:
     """The payments inbox: every verified provider event, its outcome and any processing error."""
-    rows = await payments_repo.list_events(
-        session, provider=provider, unprocessed=unprocessed, after_id=cursor, limit=limit + 1
+    items, next_cursor = await payments.list_events(
+        session, provider=provider, unprocessed=unprocessed, cursor=cursor, limit=limit
     )
-    items, next_cursor = keyset_page(rows, limit)
     return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/crypto-rates", response_model=RatesOut)
 async def get_crypto_rates(_: AdminPrincipal, session: SessionDep) -> object:
-    return {"items": await payments_repo.rates(session)}
+    return {"items": await crypto.current_rates(session)}
 
 
 @router.put("/crypto-rates", response_model=RatesOut)
@@ -270,9 +266,7 @@ async def set_crypto_rates(body: RatesIn, admin: AdminPrincipal, request: Reques
 @router.get("/users/{user_id}/credits", response_model=CreditsOut)
 async def get_user_credits(user_id: str, _: AdminPrincipal, session: SessionDep, currency: str = "USD") -> object:
     await users_service.get_user(session, user_id)  # 404 for an unknown user
-    balances = await credits.balances(session, user_id)
-    entries = await credits.history(session, user_id, None, 200)
-    return {"balance_cents": balances.get(currency, 0), "currency": currency, "balances": balances, "entries": entries}
+    return await credits.view(session, user_id, currency, limit=200)
 
 
 @router.post("/users/{user_id}/credits", response_model=CreditsOut, status_code=status.HTTP_201_CREATED)
@@ -285,11 +279,4 @@ async def grant_credits(
     await payments.admin_grant(
         session, user_id, body.amount_cents, body.currency, body.reason, request_actor(request, admin), key=key
     )
-    balances = await credits.balances(session, user_id)
-    entries = await credits.history(session, user_id, None, 50)
-    return {
-        "balance_cents": balances.get(body.currency, 0),
-        "currency": body.currency,
-        "balances": balances,
-        "entries": entries,
-    }
+    return await credits.view(session, user_id, body.currency)

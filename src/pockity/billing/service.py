@@ -21,6 +21,7 @@ from pockity.kit.periods import monthly_cents, period_end
 from pockity.kit.time import utcnow
 from pockity.models import Invoice, InvoiceStatus, Notification, Subscription, SubscriptionStatus, Tier
 from pockity.tiers import repository as tiers
+from pockity.usage import repository as usage_repo
 
 S = SubscriptionStatus
 PAYMENT_DUE = timedelta(days=7)
@@ -57,7 +58,7 @@ class Change:
 
 def _notify(session: AsyncSession, user_id: str, kind: str, title: str, body: str, data: dict[str, object]) -> None:
     """A message in the user's notifications (GET /api/notifications), in the same unit of work."""
-    session.add(Notification(user_id=user_id, kind=kind, title=title, body=body, data=data))
+    usage_repo.add_notification(session, Notification(user_id=user_id, kind=kind, title=title, body=body, data=data))
 
 
 def _money(cents: int, currency: str) -> str:

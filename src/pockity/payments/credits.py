@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.errors import PockityError, ValidationFailed
+from pockity.kit.pagination import keyset_page
 from pockity.models import CreditEntry
 from pockity.payments import repository as repo
 
@@ -72,18 +73,32 @@ async def debit(
         raise ValidationFailed("A debit must be a positive amount.", code="invalid_amount")
     if not await repo.take_from_account(session, user_id, currency, amount_cents):
         return False
-    entry = CreditEntry(
+    entry = _entry(user_id, -amount_cents, currency, reason, key, reference, note, None)
+    if not await repo.insert_entry(session, entry):
+        await repo.add_to_account(session, user_id, currency, amount_cents)  # this debit was already made
+    return True
+
+
+def _entry(
+    user_id: str,
+    amount: int,
+    currency: str,
+    reason: str,
+    key: str,
+    reference: str | None,
+    note: str | None,
+    created_by: str | None,
+) -> CreditEntry:
+    return CreditEntry(
         user_id=user_id,
-        amount_cents=-amount_cents,
+        amount_cents=amount,
         currency=currency,
         reason=reason,
         reference=reference,
         idempotency_key=key,
         note=note,
+        created_by=created_by,
     )
-    if not await repo.insert_entry(session, entry):
-        await repo.add_to_account(session, user_id, currency, amount_cents)  # this debit was already made
-    return True
 
 
 async def _append(
@@ -97,17 +112,9 @@ async def _append(
     note: str | None,
     created_by: str | None,
 ) -> bool:
-    entry = CreditEntry(
-        user_id=user_id,
-        amount_cents=amount,
-        currency=currency,
-        reason=reason,
-        reference=reference,
-        idempotency_key=key,
-        note=note,
-        created_by=created_by,
-    )
-    if not await repo.insert_entry(session, entry):
+    if not await repo.insert_entry(
+        session, _entry(user_id, amount, currency, reason, key, reference, note, created_by)
+    ):
         return False
     await repo.add_to_account(session, user_id, currency, amount)
     return True
@@ -123,3 +130,18 @@ async def balances(session: AsyncSession, user_id: str) -> dict[str, int]:
 
 async def history(session: AsyncSession, user_id: str, cursor: str | None, limit: int) -> Sequence[CreditEntry]:
     return await repo.list_entries(session, user_id, cursor, limit)
+
+
+async def view(
+    session: AsyncSession, user_id: str, currency: str, *, cursor: str | None = None, limit: int = 50
+) -> dict[str, object]:
+    """A user's balance in `currency`, every currency's balance, and a page of entries (newest first)."""
+    totals = await balances(session, user_id)
+    entries, next_cursor = keyset_page(await history(session, user_id, cursor, limit + 1), limit)
+    return {
+        "balance_cents": totals.get(currency, 0),
+        "currency": currency,
+        "balances": totals,
+        "entries": entries,
+        "next_cursor": next_cursor,
+    }

@@ -103,6 +103,10 @@ def quote(settings: Settings, invoice: Invoice, asset: str, rates: dict[str, Cry
     return Quote(asset, True, address, str(amount), str(rate), expires)
 
 
+async def current_rates(session: AsyncSession) -> Sequence[CryptoRate]:
+    return await repo.rates(session)
+
+
 async def quotes(session: AsyncSession, settings: Settings, invoice: Invoice) -> list[Quote]:
     rates = {r.asset: r for r in await repo.rates(session)}
     now = utcnow()

@@ -13,14 +13,11 @@ from fastapi import APIRouter, Header, Query, Request, status
 
 from pockity.audit.service import Actor
 from pockity.auth.dependencies import JwtPrincipal, request_actor
-from pockity.billing import repository as billing_repo
 from pockity.billing import service as billing
 from pockity.billing.schemas import InvoiceOut, SubscriptionOut
 from pockity.config import Settings
-from pockity.db import DatabaseDep, SessionDep, unit_of_work
-from pockity.kit.pagination import keyset_page
-from pockity.payments import credits, crypto, service
-from pockity.payments import repository as repo
+from pockity.db import DatabaseDep, SessionDep
+from pockity.payments import checkout, credits, crypto, service
 from pockity.payments.providers import crypto_processors, razorpay_provider, stripe_provider
 from pockity.payments.schemas import (
     AutoRenewIn,
@@ -75,9 +72,7 @@ async def methods(_: JwtPrincipal, request: Request) -> object:
 @router.get("/invoices/{invoice_id}", response_model=InvoiceDetail)
 async def get_invoice(invoice_id: str, principal: JwtPrincipal, request: Request, session: SessionDep) -> object:
     """One of your invoices, with what to send to pay it in each crypto asset."""
-    invoice = await billing_repo.get_own_invoice(session, principal.user_id, invoice_id)
-    if invoice is None:
-        raise billing.InvoiceNotFound()
+    invoice = await service.own_invoice(session, principal.user_id, invoice_id)
     detail = InvoiceDetail.model_validate(invoice)
     if invoice.status in service.OPEN_INVOICE:
         detail.crypto = [QuoteOut.model_validate(q) for q in await crypto.quotes(session, _settings(request), invoice)]
@@ -85,44 +80,12 @@ async def get_invoice(invoice_id: str, principal: JwtPrincipal, request: Request
 
 
 @router.post("/invoices/{invoice_id}/checkout", response_model=CheckoutOut)
-async def checkout(
+async def start_checkout(
     invoice_id: str, body: CheckoutIn, principal: JwtPrincipal, request: Request, db: DatabaseDep
 ) -> object:
     """Start paying an invoice by card (a Stripe Checkout Session URL) or with Razorpay (an order id for its
     checkout widget). The provider call runs outside any database transaction."""
-    settings = _settings(request)
-    configured = stripe_provider.configured if body.provider == "stripe" else razorpay_provider.configured
-    if not configured(settings):
-        raise service.ProviderNotConfigured(f"{body.provider} is not configured on this server.")
-    async with unit_of_work(db) as session:
-        invoice = await service.open_own_invoice(session, principal.user_id, invoice_id)
-        payment = await service.start_payment(session, invoice, body.provider)
-        session.expunge(invoice)
-    out: dict[str, object] = {
-        "provider": body.provider,
-        "payment_id": payment.id,
-        "invoice_id": invoice.id,
-        "amount_cents": invoice.amount_cents,
-        "currency": invoice.currency,
-    }
-    try:
-        if body.provider == "stripe":
-            made = await stripe_provider.create_checkout(settings, invoice, payment, principal.email)
-            ref = str(made["id"])
-            out |= {"url": made["url"], "session_id": ref}
-        else:
-            order = await razorpay_provider.create_order(settings, invoice)
-            ref = str(order["id"])
-            out |= {"order_id": ref, "key_id": settings.razorpay_key_id}
-    except service.ProviderFailed:
-        async with unit_of_work(db) as session:  # the attempt is over; it must not look pending for ever
-            await repo.transition_payment(
-                session, payment.id, ["PENDING"], status="FAILED", note="the provider refused the checkout"
-            )
-        raise
-    async with unit_of_work(db) as session:
-        await repo.transition_payment(session, payment.id, ["PENDING"], checkout_ref=ref)
-    return out
+    return await checkout.start(db, _settings(request), principal, invoice_id, body.provider)
 
 
 @router.post("/razorpay/verify", response_model=PaymentOut)
@@ -177,15 +140,7 @@ async def get_credits(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> object:
     """Your credit balance (the sum of the ledger) and its entries, newest first."""
-    balances = await credits.balances(session, principal.user_id)
-    page, next_cursor = keyset_page(await credits.history(session, principal.user_id, cursor, limit + 1), limit)
-    return {
-        "balance_cents": balances.get(currency, 0),
-        "currency": currency,
-        "balances": balances,
-        "entries": page,
-        "next_cursor": next_cursor,
-    }
+    return await credits.view(session, principal.user_id, currency, cursor=cursor, limit=limit)
 
 
 @router.post("/credits/top-up", response_model=InvoiceOut, status_code=status.HTTP_201_CREATED)

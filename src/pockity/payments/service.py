@@ -21,8 +21,9 @@ from pockity.billing import repository as billing_repo
 from pockity.billing import service as billing
 from pockity.billing.service import InvoiceNotFound, InvoiceNotPayable
 from pockity.errors import Conflict, NotFound, PockityError
+from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
-from pockity.models import Invoice, InvoiceStatus, Payment, PaymentStatus
+from pockity.models import Invoice, InvoiceStatus, Payment, PaymentEvent, PaymentStatus
 from pockity.payments import credits
 from pockity.payments import repository as repo
 
@@ -96,18 +97,38 @@ async def start_payment(session: AsyncSession, invoice: Invoice, provider: str, 
     return payment
 
 
-async def open_own_invoice(session: AsyncSession, user_id: str, invoice_id: str) -> Invoice:
+async def own_invoice(session: AsyncSession, user_id: str, invoice_id: str) -> Invoice:
     invoice = await billing_repo.get_own_invoice(session, user_id, invoice_id)
     if invoice is None:
         raise InvoiceNotFound()
+    return invoice
+
+
+async def open_own_invoice(session: AsyncSession, user_id: str, invoice_id: str) -> Invoice:
+    invoice = await own_invoice(session, user_id, invoice_id)
     if invoice.status not in OPEN_INVOICE:
         raise InvoiceNotPayable(details={"status": invoice.status})
     return invoice
 
 
+async def checkout_created(session: AsyncSession, payment_id: str, checkout_ref: str) -> None:
+    """The provider made the session/order for a PENDING attempt: remember its id to match its events."""
+    await repo.transition_payment(session, payment_id, [P.PENDING.value], checkout_ref=checkout_ref)
+
+
+async def checkout_refused(session: AsyncSession, payment_id: str) -> None:
+    """The provider refused to start the checkout: the attempt is over; it must not look pending for ever."""
+    await repo.transition_payment(
+        session, payment_id, [P.PENDING.value], status=P.FAILED.value, note="the provider refused the checkout"
+    )
+
+
 async def receive(session: AsyncSession, money: Received, actor: Actor) -> Payment:
-    """Apply money a provider reports, once. Raises Unapplicable when it cannot be matched to an invoice."""
-    return (await _receive(session, money, actor))[0]
+    """Apply money a provider reports, once, and return the payment as stored. Raises Unapplicable when it
+    cannot be matched to an invoice."""
+    payment = (await _receive(session, money, actor))[0]
+    await session.refresh(payment)  # apply_received changed the row with UPDATEs
+    return payment
 
 
 async def receive_event(session: AsyncSession, money: Received, actor: Actor) -> str:
@@ -144,7 +165,6 @@ async def _receive(session: AsyncSession, money: Received, actor: Actor) -> tupl
         raise Unapplicable(f"currency {money.currency} does not match the invoice's {payment.currency}")
     amount = payment.amount_cents if money.amount_cents is None else money.amount_cents
     applied = await apply_received(session, payment, amount, actor, provider_payment_id=money.provider_payment_id)
-    await session.refresh(payment)  # apply_received changed the row with UPDATEs: return what is stored
     return payment, applied
 
 
@@ -411,3 +431,27 @@ async def pay_manually(session: AsyncSession, invoice_id: str, actor: Actor, not
     paid = await billing_repo.get_invoice(session, invoice_id)
     assert paid is not None
     return paid
+
+
+async def list_payments(
+    session: AsyncSession,
+    *,
+    status: str | None,
+    provider: str | None,
+    user_id: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[Payment], str | None]:
+    """Admin: payments newest first; the cursor is the last id of the previous page."""
+    rows = await repo.list_payments(
+        session, status=status, provider=provider, user_id=user_id, after_id=cursor, limit=limit + 1
+    )
+    return keyset_page(rows, limit)
+
+
+async def list_events(
+    session: AsyncSession, *, provider: str | None, unprocessed: bool, cursor: str | None, limit: int
+) -> tuple[Sequence[PaymentEvent], str | None]:
+    """Admin: the inbox, newest first."""
+    rows = await repo.list_events(session, provider=provider, unprocessed=unprocessed, after_id=cursor, limit=limit + 1)
+    return keyset_page(rows, limit)

@@ -37,11 +37,8 @@ def load_sdk() -> Any:
     return stripe
 
 
-_stripe = load_sdk
-
-
 def _client(settings: Settings) -> stripe.StripeClient:
-    sdk = _stripe()
+    sdk = load_sdk()
     if not settings.stripe_secret_key:
         raise ProviderNotConfigured("Stripe is not configured on this server.")
     client: stripe.StripeClient = sdk.StripeClient(
@@ -56,7 +53,7 @@ def _client(settings: Settings) -> stripe.StripeClient:
 async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment, email: str) -> dict[str, Any]:
     """A Checkout Session for exactly this invoice; the invoice id travels as client_reference_id and in
     metadata (also on the PaymentIntent, so refunds can be traced)."""
-    stripe = _stripe()
+    stripe = load_sdk()
     client = _client(settings)
     base = settings.base_url
     params: dict[str, Any] = {
@@ -92,7 +89,7 @@ async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment
 def verify(settings: Settings, raw: bytes, signature: str | None) -> Verified:
     if not settings.stripe_webhook_secret:
         raise ProviderNotConfigured("Stripe webhooks are not configured on this server.")
-    stripe = _stripe()
+    stripe = load_sdk()
     text, body = parse_json(raw)
     if signature is not None and not signature.isascii():  # hmac.compare_digest raises TypeError on these
         raise InvalidSignature()
