@@ -20,16 +20,16 @@ LIVE_INVOICE = "period_start IS NOT NULL AND status IN ('PENDING', 'FAILED', 'PA
 
 
 def _user_fk(table: str) -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f(f"fk_{table}_user_id_users"), ondelete="CASCADE")
+    return sa.ForeignKeyConstraint(
+        ["user_id"], ["users.id"], name=op.f(f"fk_{table}_user_id_users"), ondelete="CASCADE"
+    )
 
 
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("billing_hold", sa.String(20), nullable=True))
     with op.batch_alter_table("subscriptions") as batch:
-        batch.add_column(
-            sa.Column("auto_renew_from_credits", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+        batch.add_column(sa.Column("auto_renew_from_credits", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("grace_ends_at", TS, nullable=True))
     with op.batch_alter_table("invoices") as batch:
         batch.add_column(sa.Column("kind", sa.String(16), nullable=False, server_default="subscription"))
@@ -138,7 +138,12 @@ def downgrade() -> None:
     op.drop_table("credit_accounts")
     op.drop_index("ix_credit_entries_user_id_id", table_name="credit_entries")
     op.drop_table("credit_entries")
-    for name in ("ix_payments_checkout_ref", "ix_payments_invoice_id", "ix_payments_status_id", "ix_payments_user_id_id"):
+    for name in (
+        "ix_payments_checkout_ref",
+        "ix_payments_invoice_id",
+        "ix_payments_status_id",
+        "ix_payments_user_id_id",
+    ):
         op.drop_index(name, table_name="payments")
     op.drop_table("payments")
     op.drop_index("ix_payment_events_received_at", table_name="payment_events")

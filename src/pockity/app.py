@@ -32,9 +32,10 @@ from pockity.payments.providers import razorpay_provider, stripe_provider
 from pockity.payments.router import router as payments_router
 from pockity.payments.router import webhooks as payment_webhooks_router
 from pockity.storage import reconcile
-from pockity.storage.backends import StorageBackend, StorageUnavailable
+from pockity.storage.backends import SignedEndpoints, StorageBackend, StorageUnavailable
 from pockity.storage.backends.local import LocalBackend
 from pockity.storage.router import router as storage_router
+from pockity.storage.signed_router import router as signed_router
 from pockity.storage.uploads import UploadPolicy
 from pockity.tier_requests.router import router as tier_requests_router
 from pockity.tiers.router import router as tiers_router
@@ -170,6 +171,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(RequestContextMiddleware)
+    if isinstance(app.state.storage, SignedEndpoints):
+        # Resolved once, here: only a backend that serves its own presigned URLs gets their routes.
+        app.state.signed_endpoints = app.state.storage
+        app.include_router(signed_router)
     for router in (
         open_router,
         auth_router,

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     upload_reservation_ttl_seconds: int = Field(900, ge=10, validation_alias="UPLOAD_RESERVATION_TTL_SECONDS")
     upload_reserve_step_bytes: int = Field(8 * 1024 * 1024, ge=1, validation_alias="UPLOAD_RESERVE_STEP_BYTES")
     direct_upload_expires_seconds: int = Field(900, ge=60, le=604800, validation_alias="DIRECT_UPLOAD_EXPIRES_SECONDS")
+    # Upload URLs live shorter than download URLs: a form's bytes stay reserved until it expires.
+    direct_upload_max_expires_seconds: int = Field(
+        3600, ge=60, le=604800, validation_alias="DIRECT_UPLOAD_MAX_EXPIRES_SECONDS"
+    )
     download_url_max_seconds: int = Field(604800, ge=1, le=604800, validation_alias="DOWNLOAD_URL_MAX_SECONDS")
     stale_upload_hours: float = Field(24, gt=0, validation_alias="STALE_UPLOAD_HOURS")
     s3_events_token: str | None = Field(None, validation_alias="S3_EVENTS_TOKEN")

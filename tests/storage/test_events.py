@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from pockity.storage.backends.s3 import S3Backend
 from tests.fixtures.s3 import S3Server, empty_bucket
 from tests.fixtures.server import running_server, server_env
-from tests.fixtures.storage import reservation_count, stored_rows, usage
+from tests.fixtures.storage import expire_reservations, local_files, reservation_count, stored_rows, usage
 from tests.fixtures.users import TestUser, make_user
 
 TOKEN = "events-token-" + uuid.uuid4().hex
@@ -118,14 +118,33 @@ async def test_direct_upload_settled_by_event_then_complete_counts_once(
     assert (await client.post(url, data=upload["fields"], files={"file": ("f", b"e" * 80)})).status_code == 204
     sns = {
         "Type": "Notification",
-        "Message": json.dumps({"Records": [_record("ObjectCreated:Post", f"users/{user.id}/ev.bin", "9")]}),
+        "Message": json.dumps({"Records": [_record("ObjectCreated:Post", upload["fields"]["key"], "9")]}),
     }
     r = await client.post("/api/storage/events", json=sns, headers=AUTH)
     assert r.json()["outcomes"] == {"settled": 1}
     done = await client.post(f"/api/storage/uploads/{upload['uploadId']}/complete", headers=user.headers)
     assert done.status_code == 404  # already settled by the event: nothing left to complete, nothing counted twice
     u = await usage(client, user)
+    assert (u["bytesUsed"], u["bytesReserved"], u["objectCount"]) == (80, 100, 1)  # the form's bytes stay held
+    assert local_files(app, user.id) == {"ev.bin": 80}
+    again = {**sns, "Message": sns["Message"].replace('"9"', '"10"')}  # a later event for the same staging key
+    assert (await client.post("/api/storage/events", json=again, headers=AUTH)).json()["outcomes"] == {
+        "ignored:not_open": 1
+    }
+    assert await expire_reservations(app) == 1
+    u = await usage(client, user)
     assert (u["bytesUsed"], u["bytesReserved"], u["objectCount"]) == (80, 0, 1) and await reservation_count(app) == 0
+
+
+async def test_event_for_a_file_with_an_open_direct_upload_waits_for_it(
+    client: httpx.AsyncClient, app: FastAPI, user: TestUser, events_enabled: None
+) -> None:
+    upload = (await client.post("/api/storage/uploads", json={"key": "w.bin", "size": 10}, headers=user.headers)).json()
+    body = {"Records": [_record("ObjectCreated:Put", f"users/{user.id}/w.bin", "1")]}
+    assert (await client.post("/api/storage/events", json=body, headers=AUTH)).json()["outcomes"] == {
+        "ignored:in_flight": 1
+    }
+    assert (await client.delete(f"/api/storage/uploads/{upload['uploadId']}", headers=user.headers)).status_code == 200
 
 
 async def test_rgw_pushes_bucket_notifications_for_real(

@@ -47,23 +47,30 @@ class UsageCounter(Base):
 
 
 class Reservation(Base):
-    """Quota held for an upload in flight. Unique per (user, name): it is also the name's write lock."""
+    """Quota held for an upload in flight. Unique per (user, name): it is also the name's write lock.
+
+    A "hold" has no name (NULLs never collide in the unique constraint), so it locks no file: it keeps the
+    bytes a direct-upload form could still store in staging reserved until the form has expired.
+    """
 
     __tablename__ = "storage_reservations"
     __table_args__ = (
         UniqueConstraint("user_id", "name", name="uq_storage_reservations_user_id_name"),
         Index("ix_storage_reservations_expires_at", "expires_at"),
+        Index("ix_storage_reservations_backend_upload_id", "backend_upload_id"),
     )
 
     id: Mapped[str] = id_column()
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    name: Mapped[str] = mapped_column(NameType, nullable=False)
+    name: Mapped[str | None] = mapped_column(NameType)  # None: a hold
     api_key_id: Mapped[str | None] = mapped_column(String(26))
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     objects: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     key_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     key_objects: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    # "stream": bytes through Pockity; "direct": a presigned upload straight to storage; "lock": a delete.
+    # "stream": bytes through Pockity; "direct": a presigned upload straight to storage, open; "closing": a
+    # direct upload being completed (by its client, an event or the expiry job; only one of them claims it);
+    # "hold": see above; "lock": a delete or a repair.
     kind: Mapped[str] = mapped_column(String(8), nullable=False, default="stream")
     declared_size: Mapped[int | None] = mapped_column(BigInteger)
     content_type: Mapped[str | None] = mapped_column(String(255))

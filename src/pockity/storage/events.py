@@ -4,7 +4,8 @@ Each record is stored once (a unique dedupe key), then its object name is reconc
 current state with a HEAD — never applied from the event's own fields. That makes events idempotent (the
 same event twice changes nothing) and order-safe (an older event cannot overwrite newer state: whatever
 arrives, the row ends up equal to what the bucket holds now). A direct upload waiting for completion is
-settled by whichever comes first, this or the complete call, exactly once (both take the reservation).
+completed by whichever comes first — the event for its staging key, or the complete call — exactly once
+(both claim the reservation; see storage/direct.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from urllib.parse import unquote_plus
 from sqlalchemy.exc import IntegrityError
 
 from pockity.db import Database, unit_of_work
-from pockity.errors import BadRequest
+from pockity.errors import BadRequest, PockityError
 from pockity.kit.object_names import InvalidName, validate_object_name
 from pockity.models import StorageEvent
+from pockity.storage import direct
 from pockity.storage import repository as repo
-from pockity.storage import uploads
-from pockity.storage.backends import ObjectNotFound, StorageBackend
+from pockity.storage.backends import StorageBackend
+from pockity.storage.keys import parse_staging_key
 from pockity.storage.service import lock_name, reconcile_name
 from pockity.users import repository as users
 
@@ -95,10 +97,17 @@ async def _apply(db: Database, backend: StorageBackend, bucket: str, record: Rec
                 await session.flush()
         except IntegrityError:
             return "duplicate"
-        if outcome is None:
+        if outcome is None and name is None:  # a direct upload's form has been sent: complete it
+            row.outcome = "pending:staged"
+        elif outcome is None:
             assert user_id is not None and name is not None
             row.outcome = await _sync(session, backend, user_id, name)
-        return row.outcome
+    if row.outcome == "pending:staged":
+        outcome = await _complete_staged(db, backend, record.key)
+        async with unit_of_work(db) as session:
+            await repo.set_event_outcome(session, row.id, outcome)
+        return outcome
+    return row.outcome
 
 
 async def _target(db: Database, bucket: str, record: Record) -> tuple[str | None, str | None, str | None]:
@@ -107,6 +116,9 @@ async def _target(db: Database, bucket: str, record: Record) -> tuple[str | None
         return None, None, "ignored:event_type"
     if record.bucket not in (None, bucket):
         return None, None, "ignored:bucket"
+    staged = parse_staging_key(record.key)
+    if staged is not None:
+        return staged[0], None, None if record.event_name.startswith("ObjectCreated:") else "ignored:staging"
     parts = record.key.split("/", 2)
     if len(parts) != 3 or parts[0] != "users":
         return None, None, "ignored:outside_users"
@@ -121,20 +133,29 @@ async def _target(db: Database, bucket: str, record: Record) -> tuple[str | None
     return user_id, name, None
 
 
+async def _complete_staged(db: Database, backend: StorageBackend, key: str) -> str:
+    """The staging key of an open direct upload received its form: complete the upload, as the client would."""
+    staged = parse_staging_key(key)
+    assert staged is not None
+    user_id, upload_id = staged
+    async with unit_of_work(db) as session:
+        claimed = await repo.claim_reservation(session, upload_id, from_kind="direct", to_kind="closing")
+    if claimed is None or claimed.user_id != user_id or claimed.backend_upload_id is not None:
+        if claimed is not None:
+            await direct.unclaim(db, upload_id)
+        return "ignored:not_open"  # completed, cancelled (its hold covers the bytes) or unknown
+    try:
+        await direct.finish_staged(db, backend, claimed)
+    except direct.UploadIncomplete:
+        return "unchanged"  # deleted again before we looked
+    except PockityError:
+        return "deferred"  # the claim is back: the client's complete, or the expiry job, will finish it
+    return "settled"
+
+
 async def _sync(session: Any, backend: StorageBackend, user_id: str, name: str) -> str:
-    held = await repo.get_reservation_by_name(session, user_id, name, for_update=True)
-    if held is not None and held.kind != "direct":
+    if await repo.get_reservation_by_name(session, user_id, name, for_update=True) is not None:
         return "ignored:in_flight"  # an upload or delete through Pockity settles this name itself
-    if held is not None:
-        try:
-            info = await backend.head(uploads.physical_key(user_id, name))
-        except ObjectNotFound:
-            return "unchanged"
-        if held.declared_size is not None and info.size > held.declared_size:
-            return "ignored:size_mismatch"
-        await repo.take_reservation(session, held.id)
-        await uploads.settle(session, held, user_id, name, held.api_key_id, info, held.content_type)
-        return "settled"
     # The name's lock, as reconciliation takes it, so the two never adopt the same file at once.
     lock = await lock_name(session, user_id, name)
     if lock is None:

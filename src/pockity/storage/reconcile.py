@@ -59,9 +59,10 @@ from pockity.kit.time import utcnow
 from pockity.models import ReconciliationReport, StorageObject
 from pockity.storage import repository as repo
 from pockity.storage.backends import ObjectInfo, ObjectNotFound, StorageBackend
+from pockity.storage.keys import physical_key
 from pockity.storage.repository import user_scope
 from pockity.storage.service import forget, lock_name
-from pockity.storage.uploads import physical_key, record_object
+from pockity.storage.uploads import record_object
 from pockity.users import repository as users
 from pockity.users.service import UserNotFound
 

@@ -15,7 +15,7 @@ from sqlalchemy import Select, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pockity.db import dialect_insert
-from pockity.models import ReconciliationReport, Reservation, StorageObject, Tier, UsageCounter, User
+from pockity.models import ReconciliationReport, Reservation, StorageEvent, StorageObject, Tier, UsageCounter, User
 
 
 def user_scope(user_id: str) -> str:
@@ -167,6 +167,43 @@ async def take_reservation(session: AsyncSession, reservation_id: str) -> Reserv
     """Remove a reservation and return what it held (None if the expiry job already released it)."""
     stmt = delete(Reservation).where(Reservation.id == reservation_id).returning(Reservation)
     return (await session.execute(stmt)).scalars().first()
+
+
+async def get_reservation_by_id(session: AsyncSession, reservation_id: str) -> Reservation | None:
+    """A reservation by id alone: only for the signed endpoints, whose signature names the upload."""
+    return await session.get(Reservation, reservation_id, populate_existing=True)
+
+
+async def get_reservation_by_backend_upload_id(session: AsyncSession, backend_upload_id: str) -> Reservation | None:
+    """The reservation of a direct multipart upload, by the backend's upload id (signed part URLs name it)."""
+    stmt = select(Reservation).where(Reservation.backend_upload_id == backend_upload_id)
+    return (await session.scalars(stmt)).first()
+
+
+async def claim_reservation(
+    session: AsyncSession, reservation_id: str, *, from_kind: str, to_kind: str
+) -> Reservation | None:
+    """Move a reservation to `to_kind` if it is still `from_kind` (one statement: one claimant wins)."""
+    r = Reservation
+    stmt = (
+        update(r)
+        .where(r.id == reservation_id, r.kind == from_kind)
+        .values(kind=to_kind)
+        .returning(r)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalars().first()
+
+
+async def make_hold(session: AsyncSession, reservation_id: str) -> None:
+    """Turn a reservation into a hold: it no longer locks its name and holds no object, only its bytes."""
+    r = Reservation
+    await session.execute(
+        update(r)
+        .where(r.id == reservation_id)
+        .values(kind="hold", name=None, objects=0, key_objects=0)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def expired_reservations(session: AsyncSession, now: datetime, limit: int) -> Sequence[Reservation]:
@@ -418,3 +455,12 @@ async def list_reports(session: AsyncSession, *, before_id: str | None, limit: i
     if before_id:
         stmt = stmt.where(ReconciliationReport.id < before_id)
     return (await session.scalars(stmt)).all()
+
+
+async def set_event_outcome(session: AsyncSession, event_id: str, outcome: str) -> None:
+    await session.execute(
+        update(StorageEvent)
+        .where(StorageEvent.id == event_id)
+        .values(outcome=outcome)
+        .execution_options(synchronize_session=False)
+    )

@@ -4,16 +4,15 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from pockity.auth.dependencies import CurrentPrincipal
 from pockity.db import DatabaseDep, SessionDep
-from pockity.errors import BadRequest, Forbidden, Unauthorized
+from pockity.errors import BadRequest, Unauthorized
 from pockity.kit.crypto import constant_time_equals
 from pockity.kit.time import utcnow
 from pockity.storage import direct, events, service, uploads
 from pockity.storage.backends import StorageBackend
-from pockity.storage.backends.base import content_disposition
 from pockity.storage.schemas import (
     BatchDeleteIn,
     BatchDeleteOut,
@@ -209,30 +208,6 @@ async def get_usage(principal: CurrentPrincipal, session: SessionDep) -> object:
     }
 
 
-@router.get("/signed/{key:path}", include_in_schema=False)
-async def signed_download(
-    key: str, request: Request, backend: BackendDep, expires: str = "", signature: str = "", filename: str | None = None
-) -> StreamingResponse:
-    """The local backend's presigned URL: the HMAC signature is the authorization (no other credentials)."""
-    verify = getattr(backend, "verify_signature", None)
-    if not key.startswith("users/") or verify is None or not verify(key, expires, signature, filename=filename):
-        raise Forbidden("The download link is invalid or has expired.", code="invalid_signature")
-    info = await backend.head(key)
-    byte_range = service.parse_range(request.headers.get("range"), info.size)
-    info, body = await backend.open_range(key, *(byte_range or (None, None)))
-    headers = {"Accept-Ranges": "bytes", "ETag": f'"{info.etag}"'}
-    if byte_range:
-        headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{info.size}"
-    if filename:
-        headers["Content-Disposition"] = content_disposition(filename)
-    return StreamingResponse(
-        body,
-        status_code=206 if byte_range else 200,
-        headers=headers,
-        media_type=info.content_type or "application/octet-stream",
-    )
-
-
 @router.post(
     "/uploads", status_code=status.HTTP_201_CREATED, response_model=DirectUploadOut, responses=_UPLOAD_RESPONSES
 )
@@ -241,7 +216,12 @@ async def start_direct_upload(
 ) -> object:
     """Reserve `size` bytes and get a presigned POST (url + form fields) to send the file straight to storage."""
     name = service.checked_name(principal, body.key, "write")
-    expires_in = body.expires_in or request.app.state.settings.direct_upload_expires_seconds
+    settings = request.app.state.settings
+    expires_in = direct.upload_expiry(
+        body.expires_in,
+        default=settings.direct_upload_expires_seconds,
+        maximum=settings.direct_upload_max_expires_seconds,
+    )
     policy = request.app.state.upload_policy
     if body.multipart:
         return await direct.start_multipart(
@@ -277,12 +257,6 @@ async def cancel_direct_upload(
     return {"upload_id": upload_id, "cancelled": True}
 
 
-@router.post("/direct/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, include_in_schema=False)
-async def local_direct_post(upload_id: str, request: Request, backend: BackendDep) -> None:
-    """The local backend's presigned-POST endpoint: the HMAC-signed form fields are the authorization."""
-    await direct.receive_local_post(backend, upload_id, request.stream(), request.headers.get("content-type", ""))
-
-
 @router.post("/events", response_model=EventsOut)
 async def ingest_events(request: Request, db: DatabaseDep, backend: BackendDep, token: str | None = None) -> object:
     """S3 event notifications (AWS `Records`, SNS envelopes); `Authorization: Bearer S3_EVENTS_TOKEN` or ?token=."""
@@ -305,20 +279,3 @@ async def ingest_events(request: Request, db: DatabaseDep, backend: BackendDep, 
         return {"received": 0, "outcomes": {"subscription_confirmation": 1}}
     outcomes = await events.ingest(db, backend, request.app.state.settings.s3_bucket, records)
     return {"received": len(records), "outcomes": outcomes}
-
-
-@router.put("/parts/{upload_id}/{part_number}", include_in_schema=False)
-async def local_part_put(
-    upload_id: str,
-    part_number: str,
-    request: Request,
-    backend: BackendDep,
-    size: str = "",
-    expires: str = "",
-    signature: str = "",
-) -> Response:
-    """The local backend's presigned part URL: the HMAC signature (over the exact size) is the authorization."""
-    # Anything malformed simply fails the signature check (403), like S3.
-    number, length, until = (int(v) if v.isdigit() else -1 for v in (part_number, size, expires))
-    etag = await direct.receive_local_part(backend, upload_id, number, length, until, signature, request.stream())
-    return Response(status_code=200, headers={"ETag": f'"{etag}"'})

@@ -28,9 +28,10 @@ from pockity.storage.backends import (
     StorageBackend,
     StorageUnavailable,
 )
+from pockity.storage.keys import physical_key
 from pockity.storage.quota import user_tier
 from pockity.storage.repository import key_scope, user_scope
-from pockity.storage.uploads import ObjectBusy, physical_key, record_object
+from pockity.storage.uploads import ObjectBusy, record_object
 
 DELIMITER = "/"
 LOCK_TTL = timedelta(minutes=15)

@@ -9,6 +9,7 @@ from pockity.audit.service import Actor, record
 from pockity.db import unit_of_work
 from pockity.jobs import JobContext
 from pockity.kit.time import utcnow
+from pockity.storage import direct
 from pockity.storage import repository as repo
 from pockity.storage.service import reconcile_name
 
@@ -22,11 +23,16 @@ async def release_expired_reservations(ctx: JobContext) -> int:
     async with ctx.db.sessions() as session:
         expired = await repo.expired_reservations(session, utcnow(), _BATCH)
     for candidate in expired:
+        if candidate.kind in ("direct", "closing", "hold"):
+            outcome = await direct.expire(ctx.db, ctx.storage, candidate)
+            released += outcome is not None
+            continue
         # One unit of work per name: the reservation row (the name's lock) goes only with the repair.
         async with unit_of_work(ctx.db) as session:
             held = await repo.take_expired_reservation(session, candidate.id, utcnow())
             if held is None:  # finished meanwhile, or another process took it
                 continue
+            assert held.name is not None  # only holds have none
             await repo.release(session, held)
             change = await reconcile_name(session, ctx.storage, held.user_id, held.name)
             record(

@@ -29,6 +29,7 @@ from pockity.kit.time import utcnow
 from pockity.models import Reservation, StorageObject
 from pockity.storage import repository as repo
 from pockity.storage.backends import ObjectInfo, StorageBackend
+from pockity.storage.keys import physical_key
 from pockity.storage.quota import Limits, QuotaScope, limits_for
 from pockity.storage.repository import key_scope, user_scope
 
@@ -89,8 +90,13 @@ async def begin(
     kind: str = "stream",
     content_type: str | None = None,
     ttl: timedelta | None = None,
+    replaces_in_place: bool = True,
 ) -> Ticket:
-    """Take the name's write lock and reserve quota for `declared` bytes (or for nothing yet)."""
+    """Take the name's write lock and reserve quota for `declared` bytes (or for nothing yet).
+
+    A replacement reserves only its growth, because the new bytes take the old ones' place — except with
+    `replaces_in_place=False` (a staged direct upload: the new bytes sit beside the old file until completed).
+    """
     async with unit_of_work(db) as session:
         limits = await limits_for(session, principal)
         if limits.tier is None:
@@ -116,7 +122,7 @@ async def begin(
         user = QuotaScope(
             scope=user_scope(principal.user_id),
             limits=limits.user,
-            credit=old.size if old else 0,
+            credit=old.size if old and replaces_in_place else 0,
             new_object=old is None,
         )
         key = None
@@ -125,7 +131,7 @@ async def begin(
             key = QuotaScope(
                 scope=key_scope(principal.key.id),
                 limits=limits.key or Limits(UNLIMITED, UNLIMITED),
-                credit=old.size if same_writer and old else 0,
+                credit=old.size if same_writer and old and replaces_in_place else 0,
                 new_object=not same_writer,
             )
         for scope in (user, key):
@@ -377,6 +383,18 @@ class _CounterMoves:
             await repo.adjust(session, scope, **self._since_create[scope])
 
 
+def objects_only(held: Reservation) -> Reservation:
+    """What releasing only the object count of a reservation gives back (its bytes stay held)."""
+    return Reservation(
+        user_id=held.user_id,
+        api_key_id=held.api_key_id,
+        bytes=0,
+        objects=held.objects,
+        key_bytes=0,
+        key_objects=held.key_objects,
+    )
+
+
 async def abort(db: Database, ticket: Ticket) -> None:
     """Release what the ticket holds (idempotent; shielded so a cancelled request still releases)."""
     with anyio.CancelScope(shield=True):
@@ -412,11 +430,6 @@ async def upload(
     # If this fails the bytes are stored but not recorded: the reservation stays until it expires, and
     # the expiry job then adopts the object (see module docstring).
     return await finish(db, ticket, info, content_type)
-
-
-def physical_key(user_id: str, name: str) -> str:
-    """The only place a user's name becomes a bucket key: always under the user's own prefix."""
-    return f"users/{user_id}/{name}"
 
 
 _MAX_FIELD_BYTES = 4096

@@ -70,6 +70,24 @@ def test_implements_the_protocol(backend: StorageBackend) -> None:
     assert isinstance(backend, StorageBackend) and backend.name in ("local", "s3")
 
 
+async def test_copy_keeps_bytes_and_content_type(backend: StorageBackend, prefix: str) -> None:
+    data = random.randbytes(300_000)
+    await put(backend, prefix + "copy/src.bin", data, "image/png")
+    copied = await backend.copy(prefix + "copy/src.bin", prefix + "copy/dst.bin")
+    assert (copied.key, copied.size, copied.etag) == (prefix + "copy/dst.bin", len(data), hashlib.md5(data).hexdigest())
+    info, body = await read(backend, prefix + "copy/dst.bin")
+    assert body == data and info.content_type == "image/png"
+    await put(backend, prefix + "copy/src.bin", b"changed")  # the copy is its own object
+    assert (await read(backend, prefix + "copy/dst.bin"))[1] == data
+    with pytest.raises(ObjectNotFound):
+        await backend.copy(prefix + "copy/missing", prefix + "copy/other")
+    assert await keys_of(backend, prefix + "copy/") == [prefix + "copy/dst.bin", prefix + "copy/src.bin"]
+
+
+def test_only_the_local_backend_serves_its_own_signed_urls(backend: StorageBackend) -> None:
+    assert isinstance(backend, base.SignedEndpoints) == (backend.name == "local")
+
+
 async def test_put_head_and_read_back(backend: StorageBackend, prefix: str) -> None:
     data = b"hello, pockity\n" * 100
     stored = await put(backend, prefix + "greeting.txt", data, "text/plain")
@@ -407,11 +425,11 @@ async def test_local_signed_urls(fresh_local: LocalBackend) -> None:
     assert url.geturl().startswith("https://files.example/api/storage/signed/dir/na%C3%AFve%20file.txt?")
     key = unquote(url.path.removeprefix("/api/storage/signed/"))
     q = {k: v[0] for k, v in parse_qs(url.query).items()}
-    verify = fresh_local.verify_signature
+    verify = fresh_local.verify_download
     assert verify(key, q["expires"], q["signature"], filename=q["filename"])
     assert not verify(key, q["expires"], q["signature"])  # the filename is signed too
     assert not verify(key + "x", q["expires"], q["signature"], filename="r.txt")
-    assert not verify(key, int(q["expires"]) + 1, q["signature"], filename="r.txt")
+    assert not verify(key, str(int(q["expires"]) + 1), q["signature"], filename="r.txt")
     flipped = q["signature"][:-1] + ("1" if q["signature"].endswith("0") else "0")  # always a different signature
     assert not verify(key, q["expires"], flipped, filename="r.txt")
     assert not verify(key, "soon", q["signature"], filename="r.txt")

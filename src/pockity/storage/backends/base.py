@@ -91,6 +91,10 @@ class StorageBackend(Protocol):
         """Stream an inclusive byte range (HTTP Range semantics; start=None means the last `end` bytes)."""
         ...
 
+    async def copy(self, source: str, dest: str) -> ObjectInfo:
+        """Copy an object with its content type to another key (server-side where possible); ObjectNotFound."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Delete one object; deleting a missing object succeeds."""
         ...
@@ -131,6 +135,30 @@ class StorageBackend(Protocol):
 
     def iter_objects(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectInfo]:
         """Every object under prefix in ascending key byte order, fetched lazily page by page."""
+        ...
+
+
+@runtime_checkable
+class SignedEndpoints(Protocol):
+    """A backend whose presigned URLs Pockity serves itself (the local backend; S3 serves its own).
+
+    Resolved once when the app is built: only such a backend gets the routes in storage/signed_router.py.
+    """
+
+    def verify_download(self, key: str, expires: str, signature: str, *, filename: str | None) -> bool:
+        """True if presign_get signed this key (and filename) and the URL has not expired."""
+        ...
+
+    def verify_post(self, upload_id: str, fields: dict[str, str]) -> bool:
+        """True if presign_post signed these form fields for this upload and they have not expired."""
+        ...
+
+    def verify_part(self, upload_id: str, part_number: int, size: int, expires: int, signature: str) -> bool:
+        """True if presign_part signed this part (with its exact size) and the URL has not expired."""
+        ...
+
+    async def receive_part(self, upload_id: str, part_number: int, size: int, chunks: AsyncIterator[bytes]) -> str:
+        """Store one part of exactly `size` bytes of a multipart upload; returns its ETag."""
         ...
 
 

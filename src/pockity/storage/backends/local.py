@@ -246,6 +246,12 @@ class LocalBackend(LocalMultipart):
         finally:
             file.close()
 
+    async def copy(self, source: str, dest: str) -> ObjectInfo:
+        """Stream the source into a new file installed at dest like any other write (same content type)."""
+        check_key(dest)
+        info, body = await self.open_range(source)
+        return await self.put_stream(dest, body, content_type=info.content_type, size_hint=info.size)
+
     # --- deleting --------------------------------------------------------------------------------
 
     def _delete(self, key: str) -> None:
@@ -299,7 +305,7 @@ class LocalBackend(LocalMultipart):
     def presign_get(self, key: str, expires_in: int, *, filename: str | None = None) -> str:
         """A Pockity URL (served by the storage router) carrying an expiry and an HMAC-SHA256 signature."""
         check_key(key)
-        filename = filename or None  # "" and None must sign alike, as verify_signature treats them alike
+        filename = filename or None  # "" and None must sign alike, as verify_download treats them alike
         expires = int(time.time()) + expires_in
         query: dict[str, str | int] = {"expires": expires, "signature": self._signature(key, expires, filename)}
         if filename:
@@ -345,7 +351,7 @@ class LocalBackend(LocalMultipart):
         given = fields.get("x-pockity-signature", "").encode("utf-8", "replace")
         return not expired and hmac.compare_digest(expected, given)
 
-    def verify_signature(self, key: str, expires: int | str, signature: str, *, filename: str | None = None) -> bool:
+    def verify_download(self, key: str, expires: str, signature: str, *, filename: str | None = None) -> bool:
         """True if the signature was made by presign_get for this key (and filename) and has not expired."""
         try:
             expires_at = int(expires)

@@ -333,6 +333,17 @@ class S3Backend:
         finally:
             body.close()
 
+    async def copy(self, source: str, dest: str) -> ObjectInfo:
+        """CopyObject within the bucket (metadata copied); S3 copies up to 5 GiB in one request."""
+        with _translated("CopyObject"):
+            await self.client.copy_object(
+                Bucket=self.bucket,
+                Key=dest,
+                CopySource={"Bucket": self.bucket, "Key": source},
+                MetadataDirective="COPY",
+            )
+        return await self.head(dest)
+
     async def delete(self, key: str) -> None:
         """DeleteObject (S3 reports success for missing keys too)."""
         with _translated("DeleteObject", object_op=False):
