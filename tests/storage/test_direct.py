@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -343,3 +344,21 @@ async def test_s3_multipart_direct_upload(s3_client: httpx.AsyncClient, s3_app: 
     assert [(i.key, i.size) async for i in backend.iter_objects(f"users/{user.id}/")] == [
         (f"users/{user.id}/big/blob.bin", 11 * MIB + 3)
     ]
+
+
+async def test_concurrent_completes_and_cancels_settle_once(
+    client: httpx.AsyncClient, app: FastAPI, user: TestUser
+) -> None:
+    upload = await _start(client, user, "race.bin", 1000)
+    assert (await _send(client, upload, b"r" * 700, local=True)).status_code == 204
+    calls = [_complete(client, user, upload) for _ in range(4)] + [_cancel(client, user, upload) for _ in range(2)]
+    results = await asyncio.gather(*calls)
+    winners = [r for r in results if r.status_code in (200, 201)]
+    assert len(winners) == 1, [r.text for r in results]
+    assert all(r.status_code in (404, 409) for r in results if r not in winners)
+    completed = winners[0].status_code == 201
+    assert await stored_rows(app, user.id) == ({"race.bin": 700} if completed else {})
+    assert await _counts(client, user) == ((700, 1000, 1) if completed else (0, 1000, 0))
+    assert await expire_reservations(app) == 1
+    assert await _counts(client, user) == ((700, 0, 1) if completed else (0, 0, 0))
+    assert await bucket_bytes(app, user.id) == (700 if completed else 0)
