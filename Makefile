@@ -26,8 +26,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests migrations bench
-	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/ruff check src tests migrations bench scripts/error_codes.py
+	$(BIN)/ruff format --check src tests migrations bench scripts/error_codes.py
 	$(BIN)/mypy
 
 clean:
