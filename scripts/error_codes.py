@@ -14,8 +14,8 @@ from __future__ import annotations
 import ast
 import re
 import sys
-from http import HTTPStatus
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
