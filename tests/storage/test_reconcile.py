@@ -22,6 +22,7 @@ from pockity.migrate import upgrade
 from pockity.models import AuditEvent, ReconciliationReport, Reservation, UsageCounter, User
 from pockity.storage import reconcile as rec
 from pockity.storage import repository as repo
+from pockity.storage import service as storage_service
 from pockity.storage.backends import ObjectInfo
 from pockity.storage.uploads import record_object
 from tests.fixtures.app import client_for, make_settings, running_app
@@ -337,13 +338,14 @@ async def test_the_job_and_a_background_run(app: FastAPI, client: httpx.AsyncCli
     done = await asyncio.wait_for(task, 10)
     assert (done.id, done.status, done.adopted) == (started.id, "DONE", 1)
     async with app.state.db.sessions() as s:
-        page, cursor = await rec.list_reports(s, limit=1)
+        page, cursor = await storage_service.list_reports(s, limit=1)
         assert [r.id for r in page] == [done.id] and cursor == done.id
-        rest, _ = await rec.list_reports(s, cursor=cursor, limit=10)
+        rest, _ = await storage_service.list_reports(s, cursor=cursor, limit=10)
         assert [r.id for r in rest] == [report.id]
-        assert (await rec.get_report(s, done.id)).status == "DONE"
-    with pytest.raises(rec.ReconciliationNotFound):
-        await rec.get_report(app.state.db, "0" * 26)
+        assert (await storage_service.get_report(s, done.id)).status == "DONE"
+    with pytest.raises(storage_service.ReconciliationNotFound):
+        async with app.state.db.sessions() as s:
+            await storage_service.get_report(s, "0" * 26)
     from pockity.users.service import UserNotFound
 
     with pytest.raises(UserNotFound):
@@ -486,5 +488,6 @@ async def test_a_cancelled_background_run_is_marked_failed(app: FastAPI, client:
     await asyncio.sleep(0.1)
     await asyncio.wait_for(rec.cancel_background(), 10)
     assert task.cancelled()
-    stored = await rec.get_report(app.state.db, started.id)
+    async with app.state.db.sessions() as s:
+        stored = await storage_service.get_report(s, started.id)
     assert (stored.status, stored.error) == ("FAILED", "cancelled") and stored.finished_at is not None

@@ -190,13 +190,13 @@ async def start_reconciliation(body: ReconcileIn, admin: AdminPrincipal, request
 async def list_reconciliations(
     _: AdminPrincipal, session: SessionDep, cursor: Cursor = None, limit: Limit = 50
 ) -> object:
-    items, next_cursor = await reconcile.list_reports(session, cursor=cursor, limit=limit)
+    items, next_cursor = await storage.list_reports(session, cursor=cursor, limit=limit)
     return {"items": items, "next_cursor": next_cursor}
 
 
 @router.get("/reconciliations/{report_id}", response_model=ReconciliationOut)
 async def get_reconciliation(report_id: str, _: AdminPrincipal, session: SessionDep) -> object:
-    return await reconcile.get_report(session, report_id)
+    return await storage.get_report(session, report_id)
 
 
 # --- payments ----------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,17 +51,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
 from pockity.db import Database, unit_of_work
-from pockity.errors import NotFound
 from pockity.jobs import JobContext
 from pockity.kit.object_names import InvalidName, validate_object_name
-from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
 from pockity.models import ReconciliationReport, StorageObject
 from pockity.storage import repository as repo
 from pockity.storage.backends import ObjectInfo, ObjectNotFound, StorageBackend
 from pockity.storage.keys import physical_key
 from pockity.storage.repository import user_scope
-from pockity.storage.service import forget, lock_name
+from pockity.storage.service import forget, get_report, lock_name
 from pockity.storage.uploads import record_object
 from pockity.users import repository as users
 from pockity.users.service import UserNotFound
@@ -74,10 +72,6 @@ USER_PAGE = 500
 CONCURRENCY = 4  # repairs in flight at once (each holds a connection for a HEAD's duration)
 SAVE_EVERY = 5.0  # seconds between progress writes to the report row
 INVALID_EXAMPLES = 5
-
-
-class ReconciliationNotFound(NotFound):
-    code, message = "reconciliation_not_found", "No such reconciliation report."
 
 
 class ReconciliationFailed(RuntimeError):
@@ -449,7 +443,8 @@ class _Run:
             self.corrected,
             " (dry run)" if self.dry_run else "",
         )
-        return await get_report(self.db, self.report.id)
+        async with self.db.sessions() as session:
+            return await get_report(session, self.report.id)
 
     async def _finish(self, error: str | None) -> None:
         status = FAILED if error else DONE
@@ -558,24 +553,3 @@ async def reconcile_job(ctx: JobContext) -> ReconciliationReport:
     if report.status != DONE:
         raise ReconciliationFailed(f"reconciliation {report.id} failed: {report.error}")
     return report
-
-
-# --- reading reports ---------------------------------------------------------------------------------------
-
-
-async def get_report(db_or_session: Database | AsyncSession, report_id: str) -> ReconciliationReport:
-    if isinstance(db_or_session, AsyncSession):
-        found = await db_or_session.get(ReconciliationReport, report_id, populate_existing=True)
-    else:
-        async with db_or_session.sessions() as session:
-            found = await session.get(ReconciliationReport, report_id)
-    if found is None:
-        raise ReconciliationNotFound(details={"id": report_id})
-    return found
-
-
-async def list_reports(
-    session: AsyncSession, *, cursor: str | None = None, limit: int = 50
-) -> tuple[Sequence[ReconciliationReport], str | None]:
-    """Newest first (ids are time-ordered); the cursor is the id of the previous page's last report."""
-    return keyset_page(await repo.list_reports(session, before_id=cursor, limit=limit + 1), limit)

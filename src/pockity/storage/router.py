@@ -11,7 +11,7 @@ from pockity.db import DatabaseDep, SessionDep
 from pockity.errors import BadRequest, Unauthorized
 from pockity.kit.crypto import constant_time_equals
 from pockity.kit.time import utcnow
-from pockity.storage import direct, events, service, uploads
+from pockity.storage import deletes, direct, events, service, uploads
 from pockity.storage.backends import StorageBackend
 from pockity.storage.schemas import (
     BatchDeleteIn,
@@ -166,7 +166,7 @@ async def get_file(
 
 @router.delete("/files/{key:path}", response_model=DeletedOut)
 async def delete_file(key: str, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep) -> object:
-    results = await service.delete_objects(db, backend, principal, [key])
+    results = await deletes.delete_objects(db, backend, principal, [key])
     error = results[key]
     if error is not None:
         raise error
@@ -178,7 +178,7 @@ async def delete_files(
     body: BatchDeleteIn, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
 ) -> object:
     """Delete up to 1000 files; each gets its own result."""
-    results = await service.delete_objects(db, backend, principal, body.keys)
+    results = await deletes.delete_objects(db, backend, principal, body.keys)
     out = [
         {
             "key": k,

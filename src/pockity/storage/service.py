@@ -1,4 +1,5 @@
-"""Files of one user: names, listing, downloads, deletes and usage. Uploads live in uploads.py."""
+"""Files of one user: names, listing, downloads, name locks and usage. Uploads live in uploads.py, deletes in
+deletes.py (flows that commit between their steps)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.auth.schemas import Principal
 from pockity.auth.service import ScopeDenied, authorize
-from pockity.db import Database, unit_of_work
-from pockity.errors import NotFound, PockityError, ValidationFailed
+from pockity.errors import NotFound, ValidationFailed
 from pockity.kit.object_names import InvalidName, validate_object_name
+from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
-from pockity.models import Reservation, StorageObject, Tier
+from pockity.models import ReconciliationReport, Reservation, StorageObject, Tier
 from pockity.storage import repository as repo
 from pockity.storage.backends import (
     InvalidKey,
@@ -26,12 +27,11 @@ from pockity.storage.backends import (
     ObjectInfo,
     ObjectNotFound,
     StorageBackend,
-    StorageUnavailable,
 )
 from pockity.storage.keys import physical_key
 from pockity.storage.quota import user_tier
 from pockity.storage.repository import key_scope, user_scope
-from pockity.storage.uploads import ObjectBusy, record_object
+from pockity.storage.uploads import record_object
 
 DELIMITER = "/"
 LOCK_TTL = timedelta(minutes=15)
@@ -225,57 +225,11 @@ async def lock_name(session: AsyncSession, user_id: str, name: str) -> Reservati
     return lock
 
 
-async def _lock_names(session: AsyncSession, user_id: str, names: Sequence[str]) -> dict[str, str]:
-    """Take each name's write lock; returns name -> lock id for those taken."""
-    locks: dict[str, str] = {}
-    for name in names:
-        lock = await lock_name(session, user_id, name)
-        if lock is not None:
-            locks[name] = lock.id
-    return locks
-
-
 async def forget(session: AsyncSession, obj: StorageObject) -> None:
     await repo.adjust(session, user_scope(obj.user_id), used=-obj.size, count=-1)
     if obj.api_key_id:
         await repo.adjust(session, key_scope(obj.api_key_id), used=-obj.size, count=-1)
     await repo.delete_object(session, obj)
-
-
-async def delete_objects(
-    db: Database, backend: StorageBackend, principal: Principal, names: Sequence[str]
-) -> dict[str, PockityError | None]:
-    """Delete names (backend first, then rows); per name None for deleted or the error that stopped it."""
-    results: dict[str, PockityError | None] = {}
-    valid: list[str] = []
-    for name in dict.fromkeys(names):
-        try:
-            valid.append(checked_name(principal, name, "delete"))
-        except PockityError as exc:
-            results[name] = exc
-    async with unit_of_work(db) as session:
-        existing = {o.name for o in await repo.get_objects(session, principal.user_id, valid)}
-        locks = await _lock_names(session, principal.user_id, [n for n in valid if n in existing])
-    for name in valid:
-        if name not in existing:
-            results[name] = FileNotFound(details={"key": name})
-        elif name not in locks:
-            results[name] = ObjectBusy()
-    failures: dict[str, str] | None = None
-    try:
-        failures = await backend.delete_many([physical_key(principal.user_id, n) for n in locks]) if locks else {}
-    finally:
-        async with unit_of_work(db) as session:
-            for lock_id in locks.values():
-                await repo.take_reservation(session, lock_id)
-            # Rows go only for names the backend confirmed; if it failed outright, every row stays.
-            gone = [n for n in locks if failures is not None and physical_key(principal.user_id, n) not in failures]
-            for obj in await repo.get_objects(session, principal.user_id, gone):
-                await forget(session, obj)
-    assert failures is not None
-    for name in locks:
-        results[name] = StorageUnavailable() if physical_key(principal.user_id, name) in failures else None
-    return {name: results[name] for name in dict.fromkeys(names)}
 
 
 # --- usage ------------------------------------------------------------------------------------------------
@@ -375,3 +329,25 @@ async def overview(session: AsyncSession, *, top: int = 10, near_percent: int = 
         [_usage_row(r) for r in await repo.top_users(session, top)],
         [_usage_row(r) for r in await repo.users_near_quota(session, near_percent, 100)],
     )
+
+
+class ReconciliationNotFound(NotFound):
+    code, message = "reconciliation_not_found", "No such reconciliation report."
+
+
+# --- reading reports ---------------------------------------------------------------------------------------
+
+
+async def get_report(session: AsyncSession, report_id: str) -> ReconciliationReport:
+    """One report, as stored now."""
+    found = await session.get(ReconciliationReport, report_id, populate_existing=True)
+    if found is None:
+        raise ReconciliationNotFound(details={"id": report_id})
+    return found
+
+
+async def list_reports(
+    session: AsyncSession, *, cursor: str | None = None, limit: int = 50
+) -> tuple[Sequence[ReconciliationReport], str | None]:
+    """Newest first (ids are time-ordered); the cursor is the id of the previous page's last report."""
+    return keyset_page(await repo.list_reports(session, before_id=cursor, limit=limit + 1), limit)

@@ -30,10 +30,8 @@ from pockity.models import Reservation, StorageObject
 from pockity.storage import repository as repo
 from pockity.storage.backends import ObjectInfo, StorageBackend
 from pockity.storage.keys import physical_key
-from pockity.storage.quota import Limits, QuotaScope, limits_for
+from pockity.storage.quota import NO_LIMIT, Limits, QuotaScope, limits_for
 from pockity.storage.repository import key_scope, user_scope
-
-UNLIMITED = 2**62
 
 
 class StorageQuotaExceeded(PayloadTooLarge):
@@ -130,7 +128,7 @@ async def begin(
             same_writer = old is not None and old.api_key_id == principal.key.id
             key = QuotaScope(
                 scope=key_scope(principal.key.id),
-                limits=limits.key or Limits(UNLIMITED, UNLIMITED),
+                limits=limits.key or Limits(NO_LIMIT, NO_LIMIT),
                 credit=old.size if same_writer and old and replaces_in_place else 0,
                 new_object=not same_writer,
             )
