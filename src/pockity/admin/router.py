@@ -24,13 +24,11 @@ from pockity.audit import service as audit_service
 from pockity.auth.dependencies import AdminPrincipal, request_actor
 from pockity.billing import service as billing
 from pockity.billing.schemas import InvoiceList, InvoiceOut, SubscriptionList, SubscriptionOut
+from pockity.credits.schemas import CreditGrantIn, CreditsOut
 from pockity.db import DatabaseDep, SessionDep
-from pockity.kit.ids import new_id
-from pockity.payments import credits, crypto
+from pockity.payments import crypto
 from pockity.payments import service as payments
 from pockity.payments.schemas import (
-    CreditGrantIn,
-    CreditsOut,
     PaymentActionIn,
     PaymentEventList,
     PaymentList,
@@ -265,8 +263,7 @@ async def set_crypto_rates(body: RatesIn, admin: AdminPrincipal, request: Reques
 
 @router.get("/users/{user_id}/credits", response_model=CreditsOut)
 async def get_user_credits(user_id: str, _: AdminPrincipal, session: SessionDep, currency: str = "USD") -> object:
-    await users_service.get_user(session, user_id)  # 404 for an unknown user
-    return await credits.view(session, user_id, currency, limit=200)
+    return await service.user_credits(session, user_id, currency)
 
 
 @router.post("/users/{user_id}/credits", response_model=CreditsOut, status_code=status.HTTP_201_CREATED)
@@ -274,9 +271,4 @@ async def grant_credits(
     user_id: str, body: CreditGrantIn, admin: AdminPrincipal, request: Request, session: SessionDep
 ) -> object:
     """Grant credit with a reason (audited). `idempotencyKey` makes a retried request grant once."""
-    await users_service.get_user(session, user_id)
-    key = f"grant:{user_id}:{body.idempotency_key or new_id()}"
-    await payments.admin_grant(
-        session, user_id, body.amount_cents, body.currency, body.reason, request_actor(request, admin), key=key
-    )
-    return await credits.view(session, user_id, body.currency)
+    return await service.grant_credits(session, user_id, body, request_actor(request, admin))

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.apikeys import service as apikeys
 from pockity.audit.service import Actor
 from pockity.billing import service as billing
+from pockity.credits import service as credits
+from pockity.credits.schemas import CreditGrantIn
 from pockity.models import Subscription
-from pockity.payments import credits
 from pockity.storage import service as storage
 from pockity.tiers.service import get_tier
 from pockity.users import service as users
@@ -50,3 +51,24 @@ async def assign_tier(session: AsyncSession, user_id: str, tier_id: str, actor: 
     await users.get_user(session, user_id)
     tier = await get_tier(session, tier_id)
     return await billing.assign_tier(session, user_id, tier, actor)
+
+
+async def user_credits(session: AsyncSession, user_id: str, currency: str) -> credits.CreditsView:
+    """A user's credit balances and their latest 200 ledger entries; 404 for an unknown user."""
+    await users.get_user(session, user_id)
+    return await credits.view(session, user_id, currency, limit=200)
+
+
+async def grant_credits(session: AsyncSession, user_id: str, grant: CreditGrantIn, actor: Actor) -> credits.CreditsView:
+    """Grant a user credit (audited; `idempotencyKey` makes a retry grant once) and show the new balance."""
+    await users.get_user(session, user_id)
+    await credits.admin_grant(
+        session,
+        user_id,
+        grant.amount_cents,
+        grant.currency,
+        grant.reason,
+        actor,
+        idempotency_key=grant.idempotency_key,
+    )
+    return await credits.view(session, user_id, grant.currency)

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
 from pockity.billing import repository as repo
+from pockity.credits import service as credits
 from pockity.errors import Conflict, NotFound
 from pockity.kit.pagination import keyset_page
 from pockity.kit.periods import monthly_cents, period_end
@@ -386,8 +387,6 @@ async def run_lifecycle(
     """Do what is due for one subscription, under its row lock (so two runners do it once): the next period's
     invoice `notice` ahead of the period end (so it can be paid before), a period change, a renewal (from
     credits, or PAST_DUE with the invoice open), or the end of a grace period."""
-    from pockity.payments import credits  # the ledger lives with payments; it does not import billing
-
     now = utcnow()
     # Another runner working on this subscription has it locked: skip it (that runner does it, once).
     sub = await repo.lock_subscription(session, subscription_id, skip_locked=True)

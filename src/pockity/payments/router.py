@@ -16,14 +16,15 @@ from pockity.auth.dependencies import JwtPrincipal, request_actor
 from pockity.billing import service as billing
 from pockity.billing.schemas import InvoiceOut, SubscriptionOut
 from pockity.config import Settings
+from pockity.credits import service as credits
+from pockity.credits.schemas import CreditsOut
 from pockity.db import DatabaseDep, SessionDep
-from pockity.payments import checkout, credits, crypto, service
+from pockity.payments import checkout, crypto, service
 from pockity.payments.providers import crypto_processors, razorpay_provider, stripe_provider
 from pockity.payments.schemas import (
     AutoRenewIn,
     CheckoutIn,
     CheckoutOut,
-    CreditsOut,
     CryptoSubmitIn,
     InvoiceDetail,
     MethodsOut,

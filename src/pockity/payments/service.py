@@ -20,11 +20,11 @@ from pockity.audit.service import Actor, record
 from pockity.billing import repository as billing_repo
 from pockity.billing import service as billing
 from pockity.billing.service import InvoiceNotFound, InvoiceNotPayable
+from pockity.credits import service as credits
 from pockity.errors import Conflict, NotFound, PockityError
 from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
 from pockity.models import Invoice, InvoiceStatus, Payment, PaymentEvent, PaymentStatus
-from pockity.payments import credits
 from pockity.payments import repository as repo
 
 P = PaymentStatus
@@ -386,30 +386,6 @@ async def create_topup(session: AsyncSession, user_id: str, amount_cents: int, c
         details={"amountCents": amount_cents, "currency": currency},
     )
     return invoice
-
-
-async def admin_grant(
-    session: AsyncSession, user_id: str, amount_cents: int, currency: str, reason: str, actor: Actor, *, key: str
-) -> None:
-    if not await credits.grant(
-        session,
-        user_id,
-        amount_cents,
-        currency,
-        reason="grant",
-        key=key,
-        note=reason,
-        created_by=actor.id if actor.type == "user" else None,
-    ):
-        return  # a retried request (same idempotency key): granted before, not again — and not audited again
-    record(
-        session,
-        actor,
-        "credits.granted",
-        target_type="user",
-        target_id=user_id,
-        details={"amountCents": amount_cents, "currency": currency, "reason": reason},
-    )
 
 
 async def own_payments(session: AsyncSession, user_id: str) -> Sequence[Payment]:
