@@ -20,9 +20,9 @@ from pockity.errors import Conflict, NotFound
 from pockity.kit.pagination import keyset_page
 from pockity.kit.periods import monthly_cents, period_end
 from pockity.kit.time import utcnow
-from pockity.models import Invoice, InvoiceStatus, Notification, Subscription, SubscriptionStatus, Tier
+from pockity.models import Invoice, InvoiceStatus, Subscription, SubscriptionStatus, Tier
+from pockity.notifications import service as notifications
 from pockity.tiers import repository as tiers
-from pockity.usage import repository as usage_repo
 
 S = SubscriptionStatus
 PAYMENT_DUE = timedelta(days=7)
@@ -55,11 +55,6 @@ class Change:
     subscription: Subscription
     invoice: Invoice | None
     effective: str  # "now" | "on_payment" | "period_end"
-
-
-def _notify(session: AsyncSession, user_id: str, kind: str, title: str, body: str, data: dict[str, object]) -> None:
-    """A message in the user's notifications (GET /api/notifications), in the same unit of work."""
-    usage_repo.add_notification(session, Notification(user_id=user_id, kind=kind, title=title, body=body, data=data))
 
 
 def _money(cents: int, currency: str) -> str:
@@ -423,7 +418,7 @@ async def run_lifecycle(
         reference=invoice.id,
     ):
         await pay_invoice(session, invoice.id, actor, provider="credits", note="auto-renewed from credits")
-        _notify(
+        notifications.notify(
             session,
             sub.user_id,
             "billing.renewed",
@@ -444,7 +439,7 @@ async def run_lifecycle(
     sub.status = S.PAST_DUE.value if sub.status == S.ACTIVE.value else S.PENDING_PAYMENT.value
     sub.grace_ends_at = sub.current_period_end + grace
     await repo.set_billing_hold(session, sub.user_id, HOLD_PAST_DUE)
-    _notify(
+    notifications.notify(
         session,
         sub.user_id,
         "billing.past_due",
@@ -496,7 +491,7 @@ async def _invoice_ahead(
     if await repo.live_invoice_for_period(session, sub.id, sub.current_period_end) is not None:
         return None
     invoice = await _invoice_for_next_period(session, sub, tier, grace)
-    _notify(
+    notifications.notify(
         session,
         sub.user_id,
         "billing.invoice",
@@ -554,7 +549,7 @@ async def _expire(session: AsyncSession, sub: Subscription, actor: Actor) -> str
         )
     before = _sub_snapshot(sub)
     new = await _replace(session, sub, await tiers.default_tier_id(session), S.EXPIRED, start=None)
-    _notify(
+    notifications.notify(
         session,
         sub.user_id,
         "billing.expired",
@@ -609,7 +604,7 @@ async def invoice_refunded(session: AsyncSession, invoice: Invoice, actor: Actor
     sub.status, sub.grace_ends_at = S.PAST_DUE.value, utcnow() + grace
     await session.flush()
     await repo.set_billing_hold(session, sub.user_id, HOLD_PAST_DUE)
-    _notify(
+    notifications.notify(
         session,
         sub.user_id,
         "billing.past_due",

@@ -1,4 +1,4 @@
-"""SQL for usage history, sampling state and notifications. Tenant queries start from an owner-scoped statement."""
+"""SQL for usage history and sampling state. Tenant queries start from an owner-scoped statement."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import Select, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.db import dialect_insert
-from pockity.models import Notification, Tier, UsageCounter, UsageDay, UsageState, User
+from pockity.models import Tier, UsageCounter, UsageDay, UsageState, User
 
 # --- sampling -------------------------------------------------------------------------------------------------
 
@@ -123,38 +123,3 @@ async def last_sampled(session: AsyncSession, user_id: str | None) -> datetime |
     if user_id is not None:
         stmt = stmt.where(UsageState.user_id == user_id)
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-# --- notifications --------------------------------------------------------------------------------------------
-
-
-def _owned_notifications(user_id: str) -> Select[Notification]:
-    return select(Notification).where(Notification.user_id == user_id)
-
-
-def add_notification(session: AsyncSession, notification: Notification) -> None:
-    session.add(notification)
-
-
-async def list_notifications(
-    session: AsyncSession, user_id: str, *, before_id: str | None, unread_only: bool, limit: int
-) -> Sequence[Notification]:
-    stmt = _owned_notifications(user_id).order_by(Notification.id.desc()).limit(limit)
-    if before_id:
-        stmt = stmt.where(Notification.id < before_id)
-    if unread_only:
-        stmt = stmt.where(Notification.read_at.is_(None))
-    return (await session.scalars(stmt)).all()
-
-
-async def mark_read(session: AsyncSession, user_id: str, notification_id: str, now: datetime) -> Notification | None:
-    """Set read_at once (a second call keeps the first time); None if the user has no such notification."""
-    n = Notification
-    await session.execute(
-        update(n)
-        .where(n.id == notification_id, n.user_id == user_id, n.read_at.is_(None))
-        .values(read_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    stmt = _owned_notifications(user_id).where(n.id == notification_id).execution_options(populate_existing=True)
-    return (await session.scalars(stmt)).first()
