@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.apikeys import service as apikeys
 from pockity.audit.service import Actor
+from pockity.billing import invoices
 from pockity.billing import service as billing
 from pockity.credits import service as credits
 from pockity.credits.schemas import CreditGrantIn
@@ -41,7 +42,7 @@ async def user_detail(session: AsyncSession, user_id: str) -> UserDetail:
         pending_subscription=state.pending,
         usage=await storage.usage(session, user_id),
         api_keys=await apikeys.list_keys(session, user_id),
-        invoices=await billing.own_invoices(session, user_id),
+        invoices=(await invoices.own_list(session, user_id)).items,
         credits=await credits.balances(session, user_id),
     )
 

@@ -77,7 +77,17 @@ def field(obj: Any, *path: str) -> Any:
     return obj
 
 
-async def deliver(db: Database, event: Verified, handler: Handler, handling: Handling) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Ack:
+    """The answer to the provider: stored (always), seen before, and what processing did."""
+
+    received: bool
+    duplicate: bool
+    outcome: str | None
+
+
+async def deliver(db: Database, event: Verified, handler: Handler, handling: Handling) -> Ack:
+    """Store the event once, then process it once under its row's lock (see the module docstring)."""
     async with unit_of_work(db) as session:
         await repo.store_event(session, event.provider, event.event_id, event.event_type, event.raw)
     try:
@@ -85,7 +95,7 @@ async def deliver(db: Database, event: Verified, handler: Handler, handling: Han
             row = await repo.lock_event(session, event.provider, event.event_id)
             assert row is not None
             if row.processed_at is not None:
-                return {"received": True, "duplicate": True, "outcome": row.outcome}
+                return Ack(received=True, duplicate=True, outcome=row.outcome)
             try:
                 async with session.begin_nested():
                     outcome = await handler(session, event, handling)
@@ -95,7 +105,7 @@ async def deliver(db: Database, event: Verified, handler: Handler, handling: Han
                 log.warning("%s event %s not applied: %s", event.provider, event.event_id, exc)
             row.processed_at, row.outcome, row.error = utcnow(), outcome, error
             row.attempts += 1
-        return {"received": True, "duplicate": False, "outcome": outcome}
+        return Ack(received=True, duplicate=False, outcome=outcome)
     except Exception as exc:
         if isinstance(exc, NotYet):
             log.warning("%s event %s must wait: %s", event.provider, event.event_id, exc)

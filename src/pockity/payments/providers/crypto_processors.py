@@ -15,9 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.config import Settings
-from pockity.kit.time import utcnow
-from pockity.payments import repository as repo
-from pockity.payments import service
+from pockity.payments import crypto, service
 from pockity.payments.service import InvalidSignature, ProviderNotConfigured, Received
 from pockity.payments.webhooks import Handling, Verified, field, parse_json
 
@@ -130,9 +128,8 @@ async def handle_btcpay(session: AsyncSession, event: Verified, ctx: Handling) -
             return "noted"  # InvoiceSettled follows when the store invoice is fully paid
         # Paid after the store invoice expired: it will never settle, so the coins become credit at our rate.
         value = field(event.body, "payment", "value")
-        rates = {r.asset: r for r in await repo.rates(session)}
-        rate = rates.get("BTC")
-        if rate is None or rate.expires_at <= utcnow():  # an expired rate is no current rate (as for quotes)
+        rate = await crypto.current_rate(session, "BTC")
+        if rate is None:
             raise service.Unapplicable("late BTC payment and no current BTC rate to value it; confirm it by hand")
         try:
             cents = _cents(Decimal(str(value)) * Decimal(rate.rate)) if value is not None else None

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.audit.service import Actor
 from pockity.config import Settings
 from pockity.models import Invoice, Payment
-from pockity.payments import repository as repo
 from pockity.payments import service
 from pockity.payments.service import InvalidSignature, ProviderFailed, ProviderNotConfigured, Received
 from pockity.payments.webhooks import Handling, Verified, field, parse_json
@@ -52,7 +51,8 @@ def _client(settings: Settings) -> Any:
     return load_sdk().Client(auth=(settings.razorpay_key_id, settings.razorpay_secret), **options)
 
 
-async def create_order(settings: Settings, invoice: Invoice) -> dict[str, Any]:
+async def create_order(settings: Settings, invoice: Invoice) -> str:
+    """A Razorpay order for exactly this invoice; its id (the checkout widget opens it)."""
     client = _client(settings)
     errors = load_sdk().errors
     data = {
@@ -69,7 +69,8 @@ async def create_order(settings: Settings, invoice: Invoice) -> dict[str, Any]:
         raise ProviderFailed(details={"provider": NAME, "message": type(exc).__name__}) from None
     if not isinstance(order, dict) or not isinstance(order.get("id"), str):
         raise ProviderFailed(details={"provider": NAME, "message": "unexpected order response"})
-    return order
+    order_id: str = order["id"]
+    return order_id
 
 
 async def verify_checkout(
@@ -92,9 +93,7 @@ async def verify_checkout(
         )
     except load_sdk().errors.SignatureVerificationError:
         raise InvalidSignature() from None
-    pending = await repo.payment_by_checkout(session, NAME, order_id)
-    if pending is None or pending.user_id != user_id:
-        raise service.PaymentNotFound("No checkout with this order id.")
+    pending = await service.own_checkout(session, NAME, order_id, user_id)
     try:
         return await service.receive(
             session,
@@ -156,9 +155,9 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
         money = refund.get("payment_id") or payment.get("id")
         total = payment.get("amount_refunded")
         if not isinstance(total, int):  # no payment entity: add this refund to what is recorded
-            existing = await repo.payment_by_provider_id(session, NAME, money) if isinstance(money, str) else None
+            so_far = await service.refunded_so_far(session, NAME, money) if isinstance(money, str) else 0
             amount = refund.get("amount")
-            total = (existing.refunded_cents if existing else 0) + (amount if isinstance(amount, int) else 0)
+            total = so_far + (amount if isinstance(amount, int) else 0)
         if not isinstance(money, str):
             raise service.Unapplicable("refund without a payment id")
         return await service.refunded(session, NAME, money, total, ctx.actor, grace=ctx.grace)

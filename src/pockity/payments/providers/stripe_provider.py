@@ -8,6 +8,7 @@ a worker thread; `STRIPE_API_BASE` points it at another host (tests run a local 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,7 @@ from pockity.payments.webhooks import Handling, Verified, field, parse_json
 
 if TYPE_CHECKING:
     import stripe
+    from stripe.params.checkout import SessionCreateParams
 
 NAME = "stripe"
 TOLERANCE_SECONDS = 300
@@ -50,13 +52,19 @@ def _client(settings: Settings) -> stripe.StripeClient:
     return client
 
 
-async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment, email: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CheckoutSession:
+    id: str
+    url: str | None  # where to send the user
+
+
+async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment, email: str) -> CheckoutSession:
     """A Checkout Session for exactly this invoice; the invoice id travels as client_reference_id and in
     metadata (also on the PaymentIntent, so refunds can be traced)."""
     stripe = load_sdk()
     client = _client(settings)
     base = settings.base_url
-    params: dict[str, Any] = {
+    params: SessionCreateParams = {
         "mode": "payment",
         "client_reference_id": invoice.id,
         "customer_email": email,
@@ -78,12 +86,12 @@ async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment
     try:
         session = await asyncio.to_thread(
             client.v1.checkout.sessions.create,
-            params,  # type: ignore[arg-type]
+            params,
             {"idempotency_key": f"pockity-checkout-{payment.id}"},
         )
     except stripe.StripeError as exc:
         raise ProviderFailed(details={"provider": NAME, "message": str(exc.user_message or exc)[:300]}) from None
-    return {"id": session.id, "url": session.url}
+    return CheckoutSession(session.id, session.url)
 
 
 def verify(settings: Settings, raw: bytes, signature: str | None) -> Verified:
