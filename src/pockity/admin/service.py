@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,7 +13,7 @@ from pockity.billing import invoices
 from pockity.billing import service as billing
 from pockity.credits import service as credits
 from pockity.credits.schemas import CreditGrantIn
-from pockity.models import Subscription
+from pockity.models import ApiKey, Invoice, Subscription, Tier, User
 from pockity.storage import service as storage
 from pockity.tiers.service import get_tier
 from pockity.users import service as users
@@ -21,13 +21,13 @@ from pockity.users import service as users
 
 @dataclass
 class UserDetail:
-    user: Any
-    tier: Any
-    subscription: Any
-    pending_subscription: Any
+    user: User
+    tier: Tier | None
+    subscription: Subscription | None
+    pending_subscription: Subscription | None
     usage: storage.Usage
-    api_keys: Any
-    invoices: Any
+    api_keys: Sequence[ApiKey]
+    invoices: Sequence[Invoice]
     credits: dict[str, int]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,7 +70,7 @@ def _owned_payments(user_id: str) -> Select[Payment]:
     return select(Payment).where(Payment.user_id == user_id)
 
 
-def add(session: AsyncSession, row: Any) -> None:
+def add(session: AsyncSession, row: Payment) -> None:
     session.add(row)
 
 
@@ -116,7 +115,7 @@ async def tx_hash_exists(session: AsyncSession, tx_hash: str) -> bool:
 
 
 async def transition_payment(
-    session: AsyncSession, payment_id: str, from_statuses: Sequence[str], **values: Any
+    session: AsyncSession, payment_id: str, from_statuses: Sequence[str], **values: object
 ) -> bool:
     """Change a payment's status exactly once (confirming twice, or confirming a rejected one, does nothing)."""
     stmt = (

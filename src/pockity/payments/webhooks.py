@@ -29,6 +29,10 @@ from pockity.payments.service import InvalidSignature, NotYet, Unapplicable
 
 log = logging.getLogger("pockity.payments")
 
+# A provider's decoded JSON. No narrower type holds for every provider's events, so each value's shape is
+# checked where a handler reads it (`field`, isinstance), never assumed.
+JsonObject = dict[str, Any]
+
 
 class EventProcessingFailed(PockityError):
     status, code, message = 503, "event_processing_failed", "The event was stored but could not be processed yet."
@@ -39,7 +43,7 @@ class Verified:
     provider: str
     event_id: str
     event_type: str
-    body: dict[str, Any]
+    body: JsonObject
     raw: str
 
 
@@ -56,7 +60,7 @@ class Handling:
 Handler = Callable[[AsyncSession, Verified, Handling], Awaitable[str]]
 
 
-def parse_json(raw: bytes) -> tuple[str, dict[str, Any]]:
+def parse_json(raw: bytes) -> tuple[str, JsonObject]:
     """The body as text (what signatures are computed over) and as a JSON object; 400 otherwise."""
     try:
         text = raw.decode("utf-8")
@@ -68,7 +72,7 @@ def parse_json(raw: bytes) -> tuple[str, dict[str, Any]]:
     return text, body
 
 
-def field(obj: Any, *path: str) -> Any:
+def field(obj: object, *path: str) -> Any:
     """obj[a][b]... or None when any step is missing or not an object."""
     for key in path:
         if not isinstance(obj, dict):

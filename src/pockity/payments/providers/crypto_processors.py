@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.config import Settings
 from pockity.payments import crypto, service
 from pockity.payments.service import InvalidSignature, ProviderNotConfigured, Received
-from pockity.payments.webhooks import Handling, Verified, field, parse_json
+from pockity.payments.webhooks import Handling, JsonObject, Verified, field, parse_json
 
 COINBASE = "coinbase"
 BTCPAY = "btcpay"
@@ -28,7 +27,7 @@ def _hmac_ok(secret: str, raw: bytes, given: str) -> bool:
     return hmac.compare_digest(expected, given.strip().lower())
 
 
-def _cents(amount: Any) -> int | None:
+def _cents(amount: object) -> int | None:
     try:
         value = Decimal(str(amount))
     except (InvalidOperation, ValueError):
@@ -54,7 +53,7 @@ def verify_coinbase(settings: Settings, raw: bytes, signature: str | None) -> Ve
     return Verified(COINBASE, event_id, kind, body, text)
 
 
-def _coinbase_received(charge: dict[str, Any]) -> tuple[int | None, str | None]:
+def _coinbase_received(charge: JsonObject) -> tuple[int | None, str | None]:
     """What arrived, in the charge's local (fiat) currency: the confirmed payments' sum, else the price."""
     total, currency, seen = 0, None, False
     for payment in charge.get("payments") or []:
@@ -108,7 +107,7 @@ def verify_btcpay(settings: Settings, raw: bytes, signature: str | None) -> Veri
     return Verified(BTCPAY, event_id, kind, body, text)
 
 
-def _our_invoice(body: dict[str, Any]) -> str | None:
+def _our_invoice(body: JsonObject) -> str | None:
     value = field(body, "metadata", "invoiceId") or field(body, "metadata", "orderId")
     return value if isinstance(value, str) else None
 

@@ -111,7 +111,7 @@ def verify(settings: Settings, raw: bytes, signature: str | None) -> Verified:
     return Verified(NAME, event_id, event_type, body, text)
 
 
-def _invoice_id(obj: Any) -> str | None:
+def _invoice_id(obj: object) -> str | None:
     for candidate in (
         field(obj, "metadata", "invoiceId"),
         field(obj, "client_reference_id"),
@@ -123,7 +123,7 @@ def _invoice_id(obj: Any) -> str | None:
     return None
 
 
-def _money_id(obj: Any) -> str | None:
+def _money_id(obj: object) -> str | None:
     pi = field(obj, "payment_intent")
     if isinstance(pi, dict):
         pi = pi.get("id")
@@ -185,10 +185,10 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
     return "ignored"
 
 
-def _int(value: Any) -> int | None:
+def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _currency(obj: Any) -> str | None:
+def _currency(obj: object) -> str | None:
     value = obj.get("currency") if isinstance(obj, dict) else None
     return value.upper() if isinstance(value, str) else None
