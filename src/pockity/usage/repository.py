@@ -27,10 +27,9 @@ class CounterRow:
 
 async def counters_page(session: AsyncSession, *, after: str | None, limit: int) -> list[CounterRow]:
     """Users with a `user:{id}` counter, in id order after `after`, with their tier's limits."""
-    c = UsageCounter
     stmt = (
-        select(User.id, c.bytes_used, c.object_count, Tier.storage_bytes, Tier.max_objects)
-        .join(c, c.scope == literal("user:") + User.id)
+        select(User.id, UsageCounter.bytes_used, UsageCounter.object_count, Tier.storage_bytes, Tier.max_objects)
+        .join(UsageCounter, UsageCounter.scope == literal("user:") + User.id)
         .outerjoin(Tier, Tier.id == User.tier_id)
         .order_by(User.id)
         .limit(limit)
@@ -62,10 +61,9 @@ async def advance_state(
     session: AsyncSession, user_id: str, *, since: datetime, now: datetime, bytes_level: int, objects_level: int
 ) -> bool:
     """Claim the interval (since, now]: only if no one moved the state since it was read, and only forward."""
-    s = UsageState
     stmt = (
-        update(s)
-        .where(s.user_id == user_id, s.last_sampled_at == since, s.last_sampled_at < now)
+        update(UsageState)
+        .where(UsageState.user_id == user_id, UsageState.last_sampled_at == since, UsageState.last_sampled_at < now)
         .values(last_sampled_at=now, bytes_level=bytes_level, objects_level=objects_level)
         .execution_options(synchronize_session=False)
     )
@@ -105,16 +103,24 @@ async def days(session: AsyncSession, user_id: str, start: date, end: date) -> S
     return (await session.scalars(stmt)).all()
 
 
-async def day_totals(session: AsyncSession, start: date, end: date) -> Sequence[Any]:
+async def day_totals(session: AsyncSession, start: date, end: date) -> list[tuple[date, int, int, int, int]]:
     """(day, bytes, objects, byte-seconds, users) summed over every user, per day."""
-    d = UsageDay
     stmt = (
-        select(d.day, func.sum(d.bytes_used), func.sum(d.object_count), func.sum(d.byte_seconds), func.count())
-        .where(d.day >= start, d.day <= end)
-        .group_by(d.day)
-        .order_by(d.day)
+        select(
+            UsageDay.day,
+            func.sum(UsageDay.bytes_used),
+            func.sum(UsageDay.object_count),
+            func.sum(UsageDay.byte_seconds),
+            func.count(),
+        )
+        .where(UsageDay.day >= start, UsageDay.day <= end)
+        .group_by(UsageDay.day)
+        .order_by(UsageDay.day)
     )
-    return (await session.execute(stmt)).all()
+    return [
+        (day, int(used), int(objects), int(seconds), users)
+        for day, used, objects, seconds, users in await session.execute(stmt)
+    ]
 
 
 async def last_sampled(session: AsyncSession, user_id: str | None) -> datetime | None:

@@ -219,8 +219,5 @@ async def admin_history(
         await get_user(session, user_id)  # 404 for an unknown user
         return await history(session, user_id, start=start, end=end, today=today)
     start, end = resolve_range(start, end, today)
-    items = [
-        DayUsage(day, int(used), int(objects), int(seconds), int(users))
-        for day, used, objects, seconds, users in await repo.day_totals(session, start, end)
-    ]
+    items = [DayUsage(*row) for row in await repo.day_totals(session, start, end)]
     return History(start, end, await repo.last_sampled(session, None), items)
