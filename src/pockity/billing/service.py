@@ -164,6 +164,7 @@ async def cancel(session: AsyncSession, user_id: str, actor: Actor) -> Subscript
 
 
 async def set_auto_renew(session: AsyncSession, user_id: str, enabled: bool, actor: Actor) -> Subscription:
+    """Renew the current subscription from the credit balance at each period end (or stop), audited."""
     current = await repo.current_subscription(session, user_id, lock=True)
     if current is None:
         raise NoSubscription()

@@ -64,6 +64,7 @@ class AssetUnavailable(ValidationFailed):
 
 
 def address_for(settings: Settings, asset: str) -> str | None:
+    """The operator's address for `asset`, or None when that asset is not configured."""
     return {
         "ETH": settings.crypto_eth_address,
         "USDC": settings.crypto_usdc_address,
@@ -128,6 +129,7 @@ async def invoice_detail(session: AsyncSession, settings: Settings, user_id: str
 
 
 def normalise_tx_hash(asset: str, tx_hash: str) -> str:
+    """A transaction hash in its one stored form (lower case; 0x-prefixed for EVM assets), or 400."""
     value = tx_hash.strip().lower()
     if asset != "BTC" and not value.startswith("0x"):
         value = "0x" + value

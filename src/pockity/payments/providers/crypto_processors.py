@@ -41,6 +41,7 @@ def _cents(amount: object) -> int | None:
 
 
 def verify_coinbase(settings: Settings, raw: bytes, signature: str | None) -> Verified:
+    """A Coinbase Commerce event whose signature matches the raw body, or InvalidSignature."""
     secret = settings.coinbase_commerce_webhook_secret
     if not secret:
         raise ProviderNotConfigured("Coinbase Commerce webhooks are not configured on this server.")
@@ -69,6 +70,7 @@ def _coinbase_received(charge: JsonObject) -> tuple[int | None, str | None]:
 
 
 async def handle_coinbase(session: AsyncSession, event: Verified, ctx: Handling) -> str:
+    """Apply a verified Coinbase Commerce event; its outcome for the inbox."""
     charge = field(event.body, "event", "data")
     if not isinstance(charge, dict):
         raise service.Unapplicable("event without data")
@@ -93,6 +95,7 @@ async def handle_coinbase(session: AsyncSession, event: Verified, ctx: Handling)
 
 
 def verify_btcpay(settings: Settings, raw: bytes, signature: str | None) -> Verified:
+    """A BTCPay Server event whose signature matches the raw body, or InvalidSignature."""
     secret = settings.btcpay_webhook_secret
     if not secret:
         raise ProviderNotConfigured("BTCPay Server webhooks are not configured on this server.")
@@ -113,6 +116,7 @@ def _our_invoice(body: JsonObject) -> str | None:
 
 
 async def handle_btcpay(session: AsyncSession, event: Verified, ctx: Handling) -> str:
+    """Apply a verified BTCPay Server event; its outcome for the inbox."""
     store_invoice = event.body.get("invoiceId")
     if not isinstance(store_invoice, str):
         raise service.Unapplicable("event without invoiceId")

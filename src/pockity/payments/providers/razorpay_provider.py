@@ -34,6 +34,7 @@ def load_sdk() -> Any:
 
 
 def configured(settings: Settings) -> bool:
+    """Whether checkouts can be created (the key id and secret are set)."""
     return bool(settings.razorpay_key_id and settings.razorpay_secret)
 
 
@@ -105,6 +106,7 @@ async def verify_checkout(
 
 
 def verify(settings: Settings, raw: bytes, signature: str | None, event_id: str | None) -> Verified:
+    """A Razorpay webhook whose signature matches the raw body, or InvalidSignature."""
     if not settings.razorpay_webhook_secret:
         raise ProviderNotConfigured("Razorpay webhooks are not configured on this server.")
     if not signature or not signature.isascii():  # hmac.compare_digest raises TypeError on non-ASCII
@@ -124,6 +126,7 @@ def verify(settings: Settings, raw: bytes, signature: str | None, event_id: str 
 
 
 async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
+    """Apply a verified Razorpay event; its outcome for the inbox."""
     payment = field(event.body, "payload", "payment", "entity") or {}
     kind = event.event_type
     if kind in ("payment.captured", "order.paid"):

@@ -28,6 +28,7 @@ TOLERANCE_SECONDS = 300
 
 
 def configured(settings: Settings) -> bool:
+    """Whether checkouts can be created (the secret key is set)."""
     return bool(settings.stripe_secret_key)
 
 
@@ -95,6 +96,7 @@ async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment
 
 
 def verify(settings: Settings, raw: bytes, signature: str | None) -> Verified:
+    """A Stripe event whose `Stripe-Signature` matches the raw body within the tolerance, or InvalidSignature."""
     if not settings.stripe_webhook_secret:
         raise ProviderNotConfigured("Stripe webhooks are not configured on this server.")
     stripe = load_sdk()
@@ -131,6 +133,7 @@ def _money_id(obj: object) -> str | None:
 
 
 async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
+    """Apply a verified Stripe event; its outcome for the inbox."""
     obj = field(event.body, "data", "object")
     if not isinstance(obj, dict):
         raise service.Unapplicable("event has no data.object")
