@@ -26,6 +26,7 @@ from pockity.db import create_database
 from pockity.errors import install_error_handlers
 from pockity.jobs import JobContext, JobRunner, default_jobs
 from pockity.kit.crypto import Keyring
+from pockity.notifications.router import router as notifications_router
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.router import router as open_router
 from pockity.payments.providers import razorpay_provider, stripe_provider
@@ -186,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payments_router,
         payment_webhooks_router,
         usage_router,
+        notifications_router,
         usage_admin_router,
         admin_router,
     ):

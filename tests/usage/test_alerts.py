@@ -1,4 +1,4 @@
-"""Usage alerts at 80% and 100% (once per upward crossing), and the notifications API."""
+"""Usage alerts at 80% and 100% (once per upward crossing), delivered as notifications."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pockity.jobs import JobContext
 from pockity.models import AuditEvent
 from pockity.usage.tasks import sample_usage
 from tests.fixtures.storage import set_quota
-from tests.fixtures.users import TestUser, make_key
+from tests.fixtures.users import TestUser
 
 T0 = datetime(2030, 1, 15, 10, 0, tzinfo=UTC)
 Run = Callable[[], Awaitable[int]]
@@ -147,67 +147,3 @@ async def test_alerts_are_per_user(
     assert await run() == 1
     assert await _alerts(client, user) == [("bytes", 80)]
     assert await _alerts(client, other_user) == []
-
-
-# --- the notifications API -------------------------------------------------------------------------------------
-
-
-async def _three_notifications(client: httpx.AsyncClient, app: FastAPI, user: TestUser, run: Run) -> list[str]:
-    await set_quota(app, user.id, storage_bytes=100, max_objects=1000)
-    await _put(client, user, "a", 80)
-    await run()
-    await _put(client, user, "a", 100)
-    await run()
-    await _put(client, user, "a", 10)
-    await run()
-    await _put(client, user, "a", 85)
-    await run()
-    r = await client.get("/api/notifications", headers=user.headers)
-    return [n["id"] for n in r.json()["items"]]
-
-
-async def test_notifications_page_newest_first(
-    client: httpx.AsyncClient, app: FastAPI, user: TestUser, run: Run
-) -> None:
-    ids = await _three_notifications(client, app, user, run)
-    assert len(ids) == 3 and ids == sorted(ids, reverse=True)
-    seen, cursor = [], None
-    while True:
-        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = (await client.get("/api/notifications", params=params, headers=user.headers)).json()
-        seen += [n["id"] for n in page["items"]]
-        cursor = page["nextCursor"]
-        if cursor is None:
-            break
-    assert seen == ids
-
-
-async def test_reading_a_notification(client: httpx.AsyncClient, app: FastAPI, user: TestUser, run: Run) -> None:
-    ids = await _three_notifications(client, app, user, run)
-    r = await client.post(f"/api/notifications/{ids[1]}/read", headers=user.headers)
-    assert r.status_code == 200, r.text
-    read_at = r.json()["readAt"]
-    assert r.json()["id"] == ids[1] and read_at is not None
-    again = await client.post(f"/api/notifications/{ids[1]}/read", headers=user.headers)
-    assert again.status_code == 200 and again.json()["readAt"] == read_at  # the first read time stays
-    unread = await client.get("/api/notifications", params={"unread": "true"}, headers=user.headers)
-    assert [n["id"] for n in unread.json()["items"]] == [ids[0], ids[2]]
-
-
-async def test_notifications_are_private(
-    client: httpx.AsyncClient, app: FastAPI, user: TestUser, other_user: TestUser, run: Run
-) -> None:
-    ids = await _three_notifications(client, app, user, run)
-    assert (await client.get("/api/notifications", headers=other_user.headers)).json()["items"] == []
-    r = await client.post(f"/api/notifications/{ids[0]}/read", headers=other_user.headers)
-    assert r.status_code == 404 and r.json()["error"]["code"] == "notification_not_found"
-    missing = await client.post("/api/notifications/01zzzzzzzzzzzzzzzzzzzzzzzz/read", headers=user.headers)
-    assert missing.status_code == 404
-    # Still unread for its owner.
-    mine = (await client.get("/api/notifications", headers=user.headers)).json()["items"]
-    assert all(n["readAt"] is None for n in mine)
-    # Account notifications need a login, not a storage API key.
-    key = await make_key(client, user)
-    by_key = await client.get("/api/notifications", headers=key["headers"])
-    assert by_key.status_code == 403 and by_key.json()["error"]["code"] == "jwt_required"
-    assert (await client.get("/api/notifications")).status_code == 401

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, status
@@ -22,15 +22,14 @@ from pockity.apikeys import service as apikeys_service
 from pockity.apikeys.schemas import ApiKeyList, ApiKeyOut
 from pockity.audit import service as audit_service
 from pockity.auth.dependencies import AdminPrincipal, request_actor
+from pockity.billing import invoices
 from pockity.billing import service as billing
 from pockity.billing.schemas import InvoiceList, InvoiceOut, SubscriptionList, SubscriptionOut
+from pockity.credits.schemas import CreditGrantIn, CreditsOut
 from pockity.db import DatabaseDep, SessionDep
-from pockity.kit.ids import new_id
-from pockity.payments import credits, crypto
+from pockity.payments import crypto
 from pockity.payments import service as payments
 from pockity.payments.schemas import (
-    CreditGrantIn,
-    CreditsOut,
     PaymentActionIn,
     PaymentEventList,
     PaymentList,
@@ -115,10 +114,7 @@ async def list_invoices(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> object:
-    items, next_cursor = await billing.list_invoices(
-        session, status=status, user_id=user_id, cursor=cursor, limit=limit
-    )
-    return {"items": items, "next_cursor": next_cursor}
+    return await invoices.list_invoices(session, status=status, user_id=user_id, cursor=cursor, limit=limit)
 
 
 @router.patch("/invoices/{invoice_id}", response_model=InvoiceOut)
@@ -129,7 +125,7 @@ async def update_invoice(
     actor = request_actor(request, admin)
     if body.status == "PAID":
         return await payments.pay_manually(session, invoice_id, actor, body.note)
-    return await billing.void_invoice(session, invoice_id, actor, note=body.note)
+    return await invoices.void_invoice(session, invoice_id, actor, note=body.note)
 
 
 @router.get("/subscriptions", response_model=SubscriptionList)
@@ -141,10 +137,7 @@ async def list_subscriptions(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> object:
-    items, next_cursor = await billing.list_subscriptions(
-        session, status=status, user_id=user_id, cursor=cursor, limit=limit
-    )
-    return {"items": items, "next_cursor": next_cursor}
+    return await billing.list_subscriptions(session, status=status, user_id=user_id, cursor=cursor, limit=limit)
 
 
 @router.get("/audit", response_model=AuditPage)
@@ -213,10 +206,9 @@ async def list_payments(
     limit: Limit = 50,
 ) -> object:
     """Payments newest first; `?status=PENDING&provider=crypto` is the queue of transactions to check."""
-    items, next_cursor = await payments.list_payments(
+    return await payments.list_payments(
         session, status=status, provider=provider, user_id=user_id, cursor=cursor, limit=limit
     )
-    return {"items": items, "next_cursor": next_cursor}
 
 
 @router.patch("/payments/{payment_id}", response_model=PaymentOut)
@@ -240,33 +232,23 @@ async def list_payment_events(
     limit: Limit = 50,
 ) -> object:
     """The payments inbox: every verified provider event, its outcome and any processing error."""
-    items, next_cursor = await payments.list_events(
-        session, provider=provider, unprocessed=unprocessed, cursor=cursor, limit=limit
-    )
-    return {"items": items, "next_cursor": next_cursor}
+    return await payments.list_events(session, provider=provider, unprocessed=unprocessed, cursor=cursor, limit=limit)
 
 
 @router.get("/crypto-rates", response_model=RatesOut)
 async def get_crypto_rates(_: AdminPrincipal, session: SessionDep) -> object:
-    return {"items": await crypto.current_rates(session)}
+    return await crypto.current_rates(session)
 
 
 @router.put("/crypto-rates", response_model=RatesOut)
 async def set_crypto_rates(body: RatesIn, admin: AdminPrincipal, request: Request, session: SessionDep) -> object:
     """Set ETH/BTC prices in USD, valid for `validForMinutes`; quotes for those assets stop when they expire."""
-    items = await crypto.set_rates(
-        session,
-        {str(k): v for k, v in body.rates.items()},
-        timedelta(minutes=body.valid_for_minutes),
-        request_actor(request, admin),
-    )
-    return {"items": items}
+    return await crypto.set_rates(session, body.rates.items(), body.valid_for_minutes, request_actor(request, admin))
 
 
 @router.get("/users/{user_id}/credits", response_model=CreditsOut)
 async def get_user_credits(user_id: str, _: AdminPrincipal, session: SessionDep, currency: str = "USD") -> object:
-    await users_service.get_user(session, user_id)  # 404 for an unknown user
-    return await credits.view(session, user_id, currency, limit=200)
+    return await service.user_credits(session, user_id, currency)
 
 
 @router.post("/users/{user_id}/credits", response_model=CreditsOut, status_code=status.HTTP_201_CREATED)
@@ -274,9 +256,4 @@ async def grant_credits(
     user_id: str, body: CreditGrantIn, admin: AdminPrincipal, request: Request, session: SessionDep
 ) -> object:
     """Grant credit with a reason (audited). `idempotencyKey` makes a retried request grant once."""
-    await users_service.get_user(session, user_id)
-    key = f"grant:{user_id}:{body.idempotency_key or new_id()}"
-    await payments.admin_grant(
-        session, user_id, body.amount_cents, body.currency, body.reason, request_actor(request, admin), key=key
-    )
-    return await credits.view(session, user_id, body.currency)
+    return await service.grant_credits(session, user_id, body, request_actor(request, admin))

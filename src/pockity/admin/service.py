@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.apikeys import service as apikeys
 from pockity.audit.service import Actor
+from pockity.billing import invoices
 from pockity.billing import service as billing
-from pockity.models import Subscription
-from pockity.payments import credits
+from pockity.credits import service as credits
+from pockity.credits.schemas import CreditGrantIn
+from pockity.models import ApiKey, Invoice, Subscription, Tier, User
 from pockity.storage import service as storage
 from pockity.tiers.service import get_tier
 from pockity.users import service as users
@@ -19,13 +21,13 @@ from pockity.users import service as users
 
 @dataclass
 class UserDetail:
-    user: Any
-    tier: Any
-    subscription: Any
-    pending_subscription: Any
+    user: User
+    tier: Tier | None
+    subscription: Subscription | None
+    pending_subscription: Subscription | None
     usage: storage.Usage
-    api_keys: Any
-    invoices: Any
+    api_keys: Sequence[ApiKey]
+    invoices: Sequence[Invoice]
     credits: dict[str, int]
 
 
@@ -40,7 +42,7 @@ async def user_detail(session: AsyncSession, user_id: str) -> UserDetail:
         pending_subscription=state.pending,
         usage=await storage.usage(session, user_id),
         api_keys=await apikeys.list_keys(session, user_id),
-        invoices=await billing.own_invoices(session, user_id),
+        invoices=(await invoices.own_list(session, user_id)).items,
         credits=await credits.balances(session, user_id),
     )
 
@@ -50,3 +52,24 @@ async def assign_tier(session: AsyncSession, user_id: str, tier_id: str, actor: 
     await users.get_user(session, user_id)
     tier = await get_tier(session, tier_id)
     return await billing.assign_tier(session, user_id, tier, actor)
+
+
+async def user_credits(session: AsyncSession, user_id: str, currency: str) -> credits.CreditsView:
+    """A user's credit balances and their latest 200 ledger entries; 404 for an unknown user."""
+    await users.get_user(session, user_id)
+    return await credits.view(session, user_id, currency, limit=200)
+
+
+async def grant_credits(session: AsyncSession, user_id: str, grant: CreditGrantIn, actor: Actor) -> credits.CreditsView:
+    """Grant a user credit (audited; `idempotencyKey` makes a retry grant once) and show the new balance."""
+    await users.get_user(session, user_id)
+    await credits.admin_grant(
+        session,
+        user_id,
+        grant.amount_cents,
+        grant.currency,
+        grant.reason,
+        actor,
+        idempotency_key=grant.idempotency_key,
+    )
+    return await credits.view(session, user_id, grant.currency)

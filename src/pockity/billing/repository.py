@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +22,7 @@ def _owned_subscriptions(user_id: str) -> Select[Subscription]:
     return select(Subscription).where(Subscription.user_id == user_id)
 
 
-def add(session: AsyncSession, row: Any) -> None:
+def add(session: AsyncSession, row: Subscription | Invoice) -> None:
     session.add(row)
 
 
@@ -185,7 +184,7 @@ async def list_invoices(
 
 
 async def transition_invoice(
-    session: AsyncSession, invoice_id: str, from_statuses: Sequence[str], **values: Any
+    session: AsyncSession, invoice_id: str, from_statuses: Sequence[str], **values: object
 ) -> bool:
     """Change an invoice's status exactly once (paying twice, or paying a void invoice, changes nothing)."""
     stmt = (

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from pockity.auth.dependencies import JwtPrincipal, request_actor
-from pockity.billing import service
+from pockity.billing import invoices, service
 from pockity.billing.schemas import InvoiceList, SubscriptionOut, SubscriptionView
 from pockity.db import SessionDep
 
@@ -24,4 +24,5 @@ async def cancel_subscription(principal: JwtPrincipal, request: Request, session
 
 @router.get("/invoices", response_model=InvoiceList)
 async def list_invoices(principal: JwtPrincipal, session: SessionDep) -> object:
-    return {"items": await service.own_invoices(session, principal.user_id)}
+    """Your invoices, newest first."""
+    return await invoices.own_list(session, principal.user_id)

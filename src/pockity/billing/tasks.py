@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from pockity.audit.service import Actor
 from pockity.billing import repository as repo
-from pockity.billing import service
+from pockity.billing.lifecycle import run_lifecycle
 from pockity.db import unit_of_work
 from pockity.jobs import JobContext
 from pockity.kit.time import utcnow
@@ -32,5 +32,5 @@ async def apply_period_ends(ctx: JobContext) -> int:
         for sub_id in due:
             seen.add(sub_id)
             async with unit_of_work(ctx.db) as session:
-                if await service.run_lifecycle(session, sub_id, Actor.system("jobs"), grace=grace, notice=notice):
+                if await run_lifecycle(session, sub_id, Actor.system("jobs"), grace=grace, notice=notice):
                     done += 1

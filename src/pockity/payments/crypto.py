@@ -9,7 +9,7 @@ rejects. Over- and under-payments become credit through payments.service.apply_r
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
@@ -18,14 +18,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
+from pockity.billing import invoices
 from pockity.config import Settings
 from pockity.errors import Conflict, ValidationFailed
+from pockity.kit.pagination import Page
 from pockity.kit.time import utcnow
 from pockity.models import CryptoRate, Invoice, Payment, PaymentStatus
 from pockity.payments import repository as repo
 from pockity.payments import service
+from pockity.payments.schemas import InvoiceDetail, QuoteOut
 
-P = PaymentStatus
 _EVM_TX = re.compile(r"^0x[0-9a-f]{64}$")
 _BTC_TX = re.compile(r"^[0-9a-f]{64}$")
 _EVM_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -62,6 +64,7 @@ class AssetUnavailable(ValidationFailed):
 
 
 def address_for(settings: Settings, asset: str) -> str | None:
+    """The operator's address for `asset`, or None when that asset is not configured."""
     return {
         "ETH": settings.crypto_eth_address,
         "USDC": settings.crypto_usdc_address,
@@ -103,17 +106,30 @@ def quote(settings: Settings, invoice: Invoice, asset: str, rates: dict[str, Cry
     return Quote(asset, True, address, str(amount), str(rate), expires)
 
 
-async def current_rates(session: AsyncSession) -> Sequence[CryptoRate]:
-    return await repo.rates(session)
+async def current_rates(session: AsyncSession) -> Page[CryptoRate]:
+    """Admin: every rate set, expired or not."""
+    return Page(await repo.rates(session))
 
 
-async def quotes(session: AsyncSession, settings: Settings, invoice: Invoice) -> list[Quote]:
-    rates = {r.asset: r for r in await repo.rates(session)}
-    now = utcnow()
-    return [quote(settings, invoice, asset, rates, now) for asset in ASSETS]
+async def current_rate(session: AsyncSession, asset: str) -> CryptoRate | None:
+    """The asset's rate while it is valid; an expired rate is no rate (as for quotes)."""
+    rate = {r.asset: r for r in await repo.rates(session)}.get(asset)
+    return rate if rate is not None and rate.expires_at > utcnow() else None
+
+
+async def invoice_detail(session: AsyncSession, settings: Settings, user_id: str, invoice_id: str) -> InvoiceDetail:
+    """One of the user's invoices and, while it is open, what to send to pay it in each asset."""
+    invoice = await invoices.own(session, user_id, invoice_id)
+    detail = InvoiceDetail.model_validate(invoice)
+    if invoice.status in invoices.OPEN:
+        rates = {r.asset: r for r in await repo.rates(session)}
+        now = utcnow()
+        detail.crypto = [QuoteOut.model_validate(quote(settings, invoice, asset, rates, now)) for asset in ASSETS]
+    return detail
 
 
 def normalise_tx_hash(asset: str, tx_hash: str) -> str:
+    """A transaction hash in its one stored form (lower case; 0x-prefixed for EVM assets), or 400."""
     value = tx_hash.strip().lower()
     if asset != "BTC" and not value.startswith("0x"):
         value = "0x" + value
@@ -142,7 +158,7 @@ async def submit(
     tx = normalise_tx_hash(asset, tx_hash)
     if from_address is not None and not ASSETS[asset].address.match(from_address.strip()):
         raise ValidationFailed("The sending address is not valid for this asset.", code="invalid_address")
-    invoice = await service.open_own_invoice(session, user_id, invoice_id)
+    invoice = await invoices.open_own(session, user_id, invoice_id)
     q = quote(settings, invoice, asset, {r.asset: r for r in await repo.rates(session)}, utcnow())
     if q.address is None:
         raise service.ProviderNotConfigured(f"{asset} payments are not configured on this server.")
@@ -150,15 +166,9 @@ async def submit(
         raise QuoteUnavailable(details={"asset": asset, "reason": q.reason})
     if await repo.tx_hash_exists(session, tx):
         raise TxHashUsed(details={"txHash": tx})
-    payment = Payment(
-        user_id=invoice.user_id,
-        invoice_id=invoice.id,
-        provider="crypto",
-        status=P.PENDING.value,
-        amount_cents=invoice.amount_cents,
-        currency=invoice.currency,
-        credited_cents=0,
-        refunded_cents=0,
+    payment = service.payment_for(
+        invoice,
+        "crypto",
         asset=asset,
         asset_amount=q.amount,
         rate=q.rate,
@@ -209,14 +219,14 @@ async def resolve(
     payment = await repo.get_payment(session, payment_id, lock=True)
     if payment is None:
         raise service.PaymentNotFound()
-    if payment.status != P.PENDING.value:
+    if payment.status != PaymentStatus.PENDING.value:
         raise service.PaymentNotPending(details={"status": payment.status})
     if action == "reject":
         if not await repo.transition_payment(
             session,
             payment.id,
-            [P.PENDING.value],
-            status=P.REJECTED.value,
+            [PaymentStatus.PENDING.value],
+            status=PaymentStatus.REJECTED.value,
             note=note,
             resolved_by=actor.id,
             resolved_at=utcnow(),
@@ -235,9 +245,10 @@ async def resolve(
 
 
 async def set_rates(
-    session: AsyncSession, values: dict[str, Decimal], valid_for: timedelta, actor: Actor
-) -> Sequence[CryptoRate]:
-    now = utcnow()
+    session: AsyncSession, rates: Iterable[tuple[str, Decimal]], valid_for_minutes: int, actor: Actor
+) -> Page[CryptoRate]:
+    """Admin: set asset prices in USD, valid for a while; quotes for those assets stop when they expire."""
+    values, valid_for, now = dict(rates), timedelta(minutes=valid_for_minutes), utcnow()
     for asset, rate in values.items():
         if asset not in ASSETS or ASSETS[asset].fixed_usd_rate is not None:
             raise ValidationFailed(
@@ -254,4 +265,4 @@ async def set_rates(
         target_id=None,
         details={"rates": {k: str(v) for k, v in values.items()}, "validForSeconds": int(valid_for.total_seconds())},
     )
-    return await repo.rates(session)
+    return await current_rates(session)

@@ -1,11 +1,10 @@
-"""SQL for payments, the provider event inbox, the credit ledger and crypto rates. State changes that must
+"""SQL for payments, the provider event inbox and crypto rates. State changes that must
 happen once are conditional UPDATEs or inserts guarded by a unique key."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.db import dialect_insert
 from pockity.kit.ids import new_id
 from pockity.kit.time import utcnow
-from pockity.models import CreditAccount, CreditEntry, CryptoRate, Payment, PaymentEvent
+from pockity.models import CryptoRate, Payment, PaymentEvent
 
 # --- the inbox -------------------------------------------------------------------------------------------
 
@@ -71,7 +70,7 @@ def _owned_payments(user_id: str) -> Select[Payment]:
     return select(Payment).where(Payment.user_id == user_id)
 
 
-def add(session: AsyncSession, row: Any) -> None:
+def add(session: AsyncSession, row: Payment) -> None:
     session.add(row)
 
 
@@ -116,7 +115,7 @@ async def tx_hash_exists(session: AsyncSession, tx_hash: str) -> bool:
 
 
 async def transition_payment(
-    session: AsyncSession, payment_id: str, from_statuses: Sequence[str], **values: Any
+    session: AsyncSession, payment_id: str, from_statuses: Sequence[str], **values: object
 ) -> bool:
     """Change a payment's status exactly once (confirming twice, or confirming a rejected one, does nothing)."""
     stmt = (
@@ -150,67 +149,6 @@ async def list_payments(
         stmt = stmt.where(Payment.user_id == user_id)
     if after_id:
         stmt = stmt.where(Payment.id < after_id)
-    return (await session.scalars(stmt)).all()
-
-
-# --- credits ---------------------------------------------------------------------------------------------
-
-
-async def insert_entry(session: AsyncSession, entry: CreditEntry) -> bool:
-    """Append a ledger line unless its idempotency key is already used; True when it was appended."""
-    values = {c.key: getattr(entry, c.key) for c in CreditEntry.__table__.columns}
-    values["id"] = values["id"] or new_id()
-    values["created_at"] = values["created_at"] or utcnow()
-    stmt = (
-        dialect_insert(session)(CreditEntry).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    )
-    return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
-
-
-async def add_to_account(session: AsyncSession, user_id: str, currency: str, amount: int) -> None:
-    """Add (or, negative, take) an amount unconditionally: one upsert."""
-    stmt = dialect_insert(session)(CreditAccount).values(user_id=user_id, currency=currency, balance_cents=amount)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["user_id", "currency"],
-        set_={"balance_cents": CreditAccount.balance_cents + stmt.excluded.balance_cents},
-    )
-    await session.execute(stmt)
-
-
-async def take_from_account(session: AsyncSession, user_id: str, currency: str, amount: int) -> bool:
-    """Take `amount` only if the balance covers it: the check and the change are one statement."""
-    stmt = (
-        update(CreditAccount)
-        .where(
-            CreditAccount.user_id == user_id,
-            CreditAccount.currency == currency,
-            CreditAccount.balance_cents >= amount,
-        )
-        .values(balance_cents=CreditAccount.balance_cents - amount)
-    )
-    return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
-
-
-async def ledger_balances(session: AsyncSession, user_id: str) -> dict[str, int]:
-    stmt = (
-        select(CreditEntry.currency, func.coalesce(func.sum(CreditEntry.amount_cents), 0))
-        .where(CreditEntry.user_id == user_id)
-        .group_by(CreditEntry.currency)
-    )
-    return {currency: int(total) for currency, total in (await session.execute(stmt)).all()}
-
-
-async def ledger_balance(session: AsyncSession, user_id: str, currency: str) -> int:
-    stmt = select(func.coalesce(func.sum(CreditEntry.amount_cents), 0)).where(
-        CreditEntry.user_id == user_id, CreditEntry.currency == currency
-    )
-    return int(await session.scalar(stmt) or 0)
-
-
-async def list_entries(session: AsyncSession, user_id: str, after_id: str | None, limit: int) -> Sequence[CreditEntry]:
-    stmt = select(CreditEntry).where(CreditEntry.user_id == user_id).order_by(CreditEntry.id.desc()).limit(limit)
-    if after_id:
-        stmt = stmt.where(CreditEntry.id < after_id)
     return (await session.scalars(stmt)).all()
 
 

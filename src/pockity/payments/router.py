@@ -16,20 +16,20 @@ from pockity.auth.dependencies import JwtPrincipal, request_actor
 from pockity.billing import service as billing
 from pockity.billing.schemas import InvoiceOut, SubscriptionOut
 from pockity.config import Settings
+from pockity.credits import service as credits
+from pockity.credits.schemas import CreditsOut
 from pockity.db import DatabaseDep, SessionDep
-from pockity.payments import checkout, credits, crypto, service
+from pockity.payments import checkout, crypto, service
 from pockity.payments.providers import crypto_processors, razorpay_provider, stripe_provider
 from pockity.payments.schemas import (
     AutoRenewIn,
     CheckoutIn,
     CheckoutOut,
-    CreditsOut,
     CryptoSubmitIn,
     InvoiceDetail,
     MethodsOut,
     PaymentList,
     PaymentOut,
-    QuoteOut,
     RazorpayVerifyIn,
     TopUpIn,
     WebhookAck,
@@ -48,35 +48,13 @@ def _settings(request: Request) -> Settings:
 @router.get("/methods", response_model=MethodsOut)
 async def methods(_: JwtPrincipal, request: Request) -> object:
     """Which ways to pay this server offers; a provider without its keys is listed as unavailable."""
-    s = _settings(request)
-    rows: list[dict[str, object]] = [
-        {"id": "stripe", "kind": "checkout", "available": stripe_provider.configured(s)},
-        {
-            "id": "razorpay",
-            "kind": "checkout",
-            "available": razorpay_provider.configured(s),
-            "key_id": s.razorpay_key_id if razorpay_provider.configured(s) else None,
-        },
-    ]
-    for asset in crypto.ASSETS:
-        address = crypto.address_for(s, asset)
-        rows.append({"id": f"crypto:{asset}", "kind": "manual", "available": address is not None, "address": address})
-    rows += [
-        {"id": "coinbase", "kind": "webhook", "available": bool(s.coinbase_commerce_webhook_secret)},
-        {"id": "btcpay", "kind": "webhook", "available": bool(s.btcpay_webhook_secret)},
-        {"id": "credits", "kind": "balance", "available": True},
-    ]
-    return {"methods": rows}
+    return checkout.methods(_settings(request))
 
 
 @router.get("/invoices/{invoice_id}", response_model=InvoiceDetail)
 async def get_invoice(invoice_id: str, principal: JwtPrincipal, request: Request, session: SessionDep) -> object:
     """One of your invoices, with what to send to pay it in each crypto asset."""
-    invoice = await service.own_invoice(session, principal.user_id, invoice_id)
-    detail = InvoiceDetail.model_validate(invoice)
-    if invoice.status in service.OPEN_INVOICE:
-        detail.crypto = [QuoteOut.model_validate(q) for q in await crypto.quotes(session, _settings(request), invoice)]
-    return detail
+    return await crypto.invoice_detail(session, _settings(request), principal.user_id, invoice_id)
 
 
 @router.post("/invoices/{invoice_id}/checkout", response_model=CheckoutOut)
@@ -128,7 +106,8 @@ async def pay_with_credits(invoice_id: str, principal: JwtPrincipal, request: Re
 
 @router.get("/payments", response_model=PaymentList)
 async def list_payments(principal: JwtPrincipal, session: SessionDep) -> object:
-    return {"items": await service.own_payments(session, principal.user_id)}
+    """Your payments, newest first."""
+    return await service.own_payments(session, principal.user_id)
 
 
 @router.get("/credits", response_model=CreditsOut)

@@ -9,7 +9,6 @@ events about the same money — a checkout completion and a payment event, in ei
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,19 +16,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
-from pockity.billing import repository as billing_repo
-from pockity.billing import service as billing
-from pockity.billing.service import InvoiceNotFound, InvoiceNotPayable
+from pockity.billing import invoices, lifecycle
+from pockity.billing.invoices import InvoiceNotPayable
+from pockity.credits import service as credits
 from pockity.errors import Conflict, NotFound, PockityError
-from pockity.kit.pagination import keyset_page
+from pockity.kit.pagination import Page, page_of
 from pockity.kit.time import utcnow
 from pockity.models import Invoice, InvoiceStatus, Payment, PaymentEvent, PaymentStatus
-from pockity.payments import credits
 from pockity.payments import repository as repo
-
-P = PaymentStatus
-OPEN_INVOICE = (InvoiceStatus.PENDING.value, InvoiceStatus.FAILED.value)
-TOPUP_DUE = timedelta(days=7)
 
 
 class ProviderNotConfigured(PockityError):
@@ -75,12 +69,13 @@ class Received:
     checkout_ref: str | None = None
 
 
-def _payment_for(invoice: Invoice, provider: str, **values: object) -> Payment:
+def payment_for(invoice: Invoice, provider: str, **values: object) -> Payment:
+    """A PENDING payment of `invoice`'s amount by `provider` (not stored yet)."""
     return Payment(
         user_id=invoice.user_id,
         invoice_id=invoice.id,
         provider=provider,
-        status=P.PENDING.value,
+        status=PaymentStatus.PENDING.value,
         amount_cents=invoice.amount_cents,
         currency=invoice.currency,
         credited_cents=0,
@@ -91,36 +86,40 @@ def _payment_for(invoice: Invoice, provider: str, **values: object) -> Payment:
 
 async def start_payment(session: AsyncSession, invoice: Invoice, provider: str, **values: object) -> Payment:
     """A PENDING payment row for a checkout about to be created (its ref is filled in afterwards)."""
-    payment = _payment_for(invoice, provider, **values)
+    payment = payment_for(invoice, provider, **values)
     repo.add(session, payment)
     await session.flush()
     return payment
 
 
-async def own_invoice(session: AsyncSession, user_id: str, invoice_id: str) -> Invoice:
-    invoice = await billing_repo.get_own_invoice(session, user_id, invoice_id)
-    if invoice is None:
-        raise InvoiceNotFound()
-    return invoice
-
-
-async def open_own_invoice(session: AsyncSession, user_id: str, invoice_id: str) -> Invoice:
-    invoice = await own_invoice(session, user_id, invoice_id)
-    if invoice.status not in OPEN_INVOICE:
-        raise InvoiceNotPayable(details={"status": invoice.status})
-    return invoice
-
-
 async def checkout_created(session: AsyncSession, payment_id: str, checkout_ref: str) -> None:
     """The provider made the session/order for a PENDING attempt: remember its id to match its events."""
-    await repo.transition_payment(session, payment_id, [P.PENDING.value], checkout_ref=checkout_ref)
+    await repo.transition_payment(session, payment_id, [PaymentStatus.PENDING.value], checkout_ref=checkout_ref)
 
 
 async def checkout_refused(session: AsyncSession, payment_id: str) -> None:
     """The provider refused to start the checkout: the attempt is over; it must not look pending for ever."""
     await repo.transition_payment(
-        session, payment_id, [P.PENDING.value], status=P.FAILED.value, note="the provider refused the checkout"
+        session,
+        payment_id,
+        [PaymentStatus.PENDING.value],
+        status=PaymentStatus.FAILED.value,
+        note="the provider refused the checkout",
     )
+
+
+async def own_checkout(session: AsyncSession, provider: str, checkout_ref: str, user_id: str) -> Payment:
+    """The user's payment attempt for a provider's session/order id; another user's is not found."""
+    payment = await repo.payment_by_checkout(session, provider, checkout_ref)
+    if payment is None or payment.user_id != user_id:
+        raise PaymentNotFound("No checkout with this order id.")
+    return payment
+
+
+async def refunded_so_far(session: AsyncSession, provider: str, provider_payment_id: str) -> int:
+    """What has been refunded of a provider's payment until now (0 when the payment is not recorded)."""
+    payment = await repo.payment_by_provider_id(session, provider, provider_payment_id)
+    return payment.refunded_cents if payment is not None else 0
 
 
 async def receive(session: AsyncSession, money: Received, actor: Actor) -> Payment:
@@ -138,19 +137,19 @@ async def receive_event(session: AsyncSession, money: Received, actor: Actor) ->
 
 async def _receive(session: AsyncSession, money: Received, actor: Actor) -> tuple[Payment, bool]:
     payment = await repo.payment_by_provider_id(session, money.provider, money.provider_payment_id)
-    if payment is not None and payment.status in (P.CONFIRMED.value, P.REFUNDED.value):
+    if payment is not None and payment.status in (PaymentStatus.CONFIRMED.value, PaymentStatus.REFUNDED.value):
         return payment, False  # the same money again (a replay, or a second event about it)
     if payment is None and money.checkout_ref:
         by_checkout = await repo.payment_by_checkout(session, money.provider, money.checkout_ref)
         if by_checkout is not None and by_checkout.provider_payment_id in (None, money.provider_payment_id):
             payment = by_checkout
-            if payment.status in (P.CONFIRMED.value, P.REFUNDED.value):
+            if payment.status in (PaymentStatus.CONFIRMED.value, PaymentStatus.REFUNDED.value):
                 return payment, False
     if payment is None:
-        invoice = await billing_repo.get_invoice(session, money.invoice_id) if money.invoice_id else None
+        invoice = await invoices.get(session, money.invoice_id) if money.invoice_id else None
         if invoice is None:
             raise Unapplicable(f"no invoice {money.invoice_id!r} for {money.provider} payment")
-        payment = _payment_for(
+        payment = payment_for(
             invoice, money.provider, checkout_ref=money.checkout_ref, provider_payment_id=money.provider_payment_id
         )
         try:
@@ -178,26 +177,32 @@ async def apply_received(
     note: str | None = None,
 ) -> bool:
     """Confirm `payment` with what arrived, once; pay its invoice and credit whatever the invoice did not take."""
-    values: dict[str, object] = {"status": P.CONFIRMED.value, "received_cents": received_cents, "resolved_at": utcnow()}
+    values: dict[str, object] = {
+        "status": PaymentStatus.CONFIRMED.value,
+        "received_cents": received_cents,
+        "resolved_at": utcnow(),
+    }
     if provider_payment_id:
         values["provider_payment_id"] = provider_payment_id
     if note is not None:
         values["note"] = note
     if actor.type == "user" and actor.id:
         values["resolved_by"] = actor.id
-    if not await repo.transition_payment(session, payment.id, [P.PENDING.value, P.FAILED.value], **values):
+    if not await repo.transition_payment(
+        session, payment.id, [PaymentStatus.PENDING.value, PaymentStatus.FAILED.value], **values
+    ):
         return False
-    invoice = await billing_repo.get_invoice(session, payment.invoice_id) if payment.invoice_id else None
+    invoice = await invoices.get(session, payment.invoice_id) if payment.invoice_id else None
     credited, reason = received_cents, "unapplied_payment"
-    if invoice is not None and invoice.status in OPEN_INVOICE:
+    if invoice is not None and invoice.status in invoices.OPEN:
         if invoice.kind == "topup":  # all of it is credit; the top-up invoice closes once it is covered
             if await repo.received_for_invoice(session, invoice.id) >= invoice.amount_cents:
-                await billing.pay_invoice(
+                await invoices.pay_invoice(
                     session, invoice.id, actor, provider=payment.provider, provider_ref=payment.id
                 )
             reason = "topup"
         elif received_cents >= invoice.amount_cents:
-            await billing.pay_invoice(session, invoice.id, actor, provider=payment.provider, provider_ref=payment.id)
+            await invoices.pay_invoice(session, invoice.id, actor, provider=payment.provider, provider_ref=payment.id)
             credited, reason = received_cents - invoice.amount_cents, "overpayment"
         else:
             reason = "partial_payment"
@@ -212,7 +217,7 @@ async def apply_received(
             reference=payment.id,
             note=f"invoice {invoice.id}" if invoice else None,
         )
-        await repo.transition_payment(session, payment.id, [P.CONFIRMED.value], credited_cents=credited)
+        await repo.transition_payment(session, payment.id, [PaymentStatus.CONFIRMED.value], credited_cents=credited)
     record(
         session,
         actor,
@@ -236,7 +241,7 @@ async def apply_received(
 
 async def pay_with_credits(session: AsyncSession, user_id: str, invoice_id: str, actor: Actor) -> Invoice:
     """Pay an open invoice from the credit balance: one conditional debit, then the invoice is paid once."""
-    invoice = await open_own_invoice(session, user_id, invoice_id)
+    invoice = await invoices.open_own(session, user_id, invoice_id)
     if invoice.kind == "topup":
         raise InvoiceNotPayable("A top-up cannot be paid with credits.", code="topup_not_payable_with_credits")
     if not await credits.debit(
@@ -252,7 +257,7 @@ async def pay_with_credits(session: AsyncSession, user_id: str, invoice_id: str,
         raise credits.InsufficientCredits(
             details={"balanceCents": have, "amountCents": invoice.amount_cents, "currency": invoice.currency}
         )
-    return await billing.pay_invoice(session, invoice.id, actor, provider="credits")
+    return await invoices.pay_invoice(session, invoice.id, actor, provider="credits")
 
 
 async def payment_failed(
@@ -262,14 +267,14 @@ async def payment_failed(
     payable). Nothing is charged and the subscription is left to the life cycle."""
     payment = await repo.payment_by_checkout(session, provider, checkout_ref) if checkout_ref else None
     if payment is not None:
-        await repo.transition_payment(session, payment.id, [P.PENDING.value], status=P.FAILED.value, note=reason[:500])
+        await repo.transition_payment(
+            session, payment.id, [PaymentStatus.PENDING.value], status=PaymentStatus.FAILED.value, note=reason[:500]
+        )
         invoice_id = invoice_id or payment.invoice_id
-    invoice = await billing_repo.get_invoice(session, invoice_id) if invoice_id else None
+    invoice = await invoices.get(session, invoice_id) if invoice_id else None
     if invoice is None:
         raise Unapplicable(f"no invoice {invoice_id!r} for a failed {provider} payment")
-    if await billing_repo.transition_invoice(
-        session, invoice.id, [InvoiceStatus.PENDING.value], status=InvoiceStatus.FAILED.value
-    ):
+    if await invoices.mark_failed(session, invoice.id):
         record(
             session,
             actor,
@@ -288,7 +293,11 @@ async def checkout_abandoned(session: AsyncSession, provider: str, checkout_ref:
     if payment is None:
         return "ignored"
     closed = await repo.transition_payment(
-        session, payment.id, [P.PENDING.value], status=P.FAILED.value, note="checkout expired unpaid"
+        session,
+        payment.id,
+        [PaymentStatus.PENDING.value],
+        status=PaymentStatus.FAILED.value,
+        note="checkout expired unpaid",
     )
     return "closed" if closed else "noted"
 
@@ -314,7 +323,7 @@ async def refunded(
     if total <= before:
         return "noted"
     delta = total - before
-    status = P.REFUNDED.value if total >= received else payment.status
+    status = PaymentStatus.REFUNDED.value if total >= received else payment.status
     await repo.transition_payment(session, payment.id, [payment.status], refunded_cents=total, status=status)
     credit_left = max(0, payment.credited_cents - before)
     from_credit = min(delta, credit_left)
@@ -329,21 +338,12 @@ async def refunded(
             reference=payment.id,
         )
     from_invoice = delta - from_credit
-    invoice = await billing_repo.get_invoice(session, payment.invoice_id) if payment.invoice_id else None
+    invoice = await invoices.get(session, payment.invoice_id) if payment.invoice_id else None
     if from_invoice > 0 and invoice is not None and invoice.status == InvoiceStatus.PAID.value:
-        refunded_on_invoice = invoice.refunded_cents + from_invoice
-        full = refunded_on_invoice >= invoice.amount_cents
-        await billing_repo.transition_invoice(
-            session,
-            invoice.id,
-            [InvoiceStatus.PAID.value],
-            refunded_cents=refunded_on_invoice,
-            status=InvoiceStatus.REFUNDED.value if full else InvoiceStatus.PAID.value,
-        )
-        if full:
-            invoice = await billing_repo.get_invoice(session, invoice.id)
+        if await invoices.add_refund(session, invoice, from_invoice):  # refunded in full
+            invoice = await invoices.get(session, invoice.id)
             assert invoice is not None
-            await billing.invoice_refunded(session, invoice, actor, grace=grace)
+            await lifecycle.invoice_refunded(session, invoice, actor, grace=grace)
     record(
         session,
         actor,
@@ -363,20 +363,7 @@ async def refunded(
 
 async def create_topup(session: AsyncSession, user_id: str, amount_cents: int, currency: str, actor: Actor) -> Invoice:
     """A top-up is an invoice of kind `topup`: paid by any method, its whole amount becomes credit."""
-    invoice = Invoice(
-        user_id=user_id,
-        subscription_id=None,
-        tier_id=None,
-        amount_cents=amount_cents,
-        currency=currency,
-        status=InvoiceStatus.PENDING.value,
-        kind="topup",
-        description=f"Pockity credit top-up, {amount_cents / 100:.2f} {currency}",
-        due_at=utcnow() + TOPUP_DUE,
-        refunded_cents=0,
-    )
-    billing_repo.add(session, invoice)
-    await session.flush()
+    invoice = await invoices.create_topup(session, user_id, amount_cents, currency)
     record(
         session,
         actor,
@@ -388,47 +375,20 @@ async def create_topup(session: AsyncSession, user_id: str, amount_cents: int, c
     return invoice
 
 
-async def admin_grant(
-    session: AsyncSession, user_id: str, amount_cents: int, currency: str, reason: str, actor: Actor, *, key: str
-) -> None:
-    if not await credits.grant(
-        session,
-        user_id,
-        amount_cents,
-        currency,
-        reason="grant",
-        key=key,
-        note=reason,
-        created_by=actor.id if actor.type == "user" else None,
-    ):
-        return  # a retried request (same idempotency key): granted before, not again — and not audited again
-    record(
-        session,
-        actor,
-        "credits.granted",
-        target_type="user",
-        target_id=user_id,
-        details={"amountCents": amount_cents, "currency": currency, "reason": reason},
-    )
-
-
-async def own_payments(session: AsyncSession, user_id: str) -> Sequence[Payment]:
-    return await repo.list_own_payments(session, user_id, 200)
+async def own_payments(session: AsyncSession, user_id: str) -> Page[Payment]:
+    """The user's latest 200 payments, newest first."""
+    return Page(await repo.list_own_payments(session, user_id, 200))
 
 
 async def pay_manually(session: AsyncSession, invoice_id: str, actor: Actor, note: str | None) -> Invoice:
     """Admin: money arrived outside any integration (a bank transfer). Recorded as a `manual` payment so a
     top-up still becomes credit and the payment history stays complete."""
-    invoice = await billing_repo.get_invoice(session, invoice_id)
-    if invoice is None:
-        raise InvoiceNotFound()
-    if invoice.status not in OPEN_INVOICE:
-        raise InvoiceNotPayable(details={"status": invoice.status})
-    payment = _payment_for(invoice, "manual", note=note)
+    invoice = await invoices.payable(session, invoice_id)
+    payment = payment_for(invoice, "manual", note=note)
     repo.add(session, payment)
     await session.flush()
     await apply_received(session, payment, invoice.amount_cents, actor, note=note)
-    paid = await billing_repo.get_invoice(session, invoice_id)
+    paid = await invoices.get(session, invoice_id)
     assert paid is not None
     return paid
 
@@ -441,17 +401,17 @@ async def list_payments(
     user_id: str | None,
     cursor: str | None,
     limit: int,
-) -> tuple[Sequence[Payment], str | None]:
+) -> Page[Payment]:
     """Admin: payments newest first; the cursor is the last id of the previous page."""
     rows = await repo.list_payments(
         session, status=status, provider=provider, user_id=user_id, after_id=cursor, limit=limit + 1
     )
-    return keyset_page(rows, limit)
+    return page_of(rows, limit)
 
 
 async def list_events(
     session: AsyncSession, *, provider: str | None, unprocessed: bool, cursor: str | None, limit: int
-) -> tuple[Sequence[PaymentEvent], str | None]:
+) -> Page[PaymentEvent]:
     """Admin: the inbox, newest first."""
     rows = await repo.list_events(session, provider=provider, unprocessed=unprocessed, after_id=cursor, limit=limit + 1)
-    return keyset_page(rows, limit)
+    return page_of(rows, limit)

@@ -29,6 +29,10 @@ from pockity.payments.service import InvalidSignature, NotYet, Unapplicable
 
 log = logging.getLogger("pockity.payments")
 
+# A provider's decoded JSON. No narrower type holds for every provider's events, so each value's shape is
+# checked where a handler reads it (`field`, isinstance), never assumed.
+JsonObject = dict[str, Any]
+
 
 class EventProcessingFailed(PockityError):
     status, code, message = 503, "event_processing_failed", "The event was stored but could not be processed yet."
@@ -39,7 +43,7 @@ class Verified:
     provider: str
     event_id: str
     event_type: str
-    body: dict[str, Any]
+    body: JsonObject
     raw: str
 
 
@@ -56,7 +60,7 @@ class Handling:
 Handler = Callable[[AsyncSession, Verified, Handling], Awaitable[str]]
 
 
-def parse_json(raw: bytes) -> tuple[str, dict[str, Any]]:
+def parse_json(raw: bytes) -> tuple[str, JsonObject]:
     """The body as text (what signatures are computed over) and as a JSON object; 400 otherwise."""
     try:
         text = raw.decode("utf-8")
@@ -68,7 +72,7 @@ def parse_json(raw: bytes) -> tuple[str, dict[str, Any]]:
     return text, body
 
 
-def field(obj: Any, *path: str) -> Any:
+def field(obj: object, *path: str) -> Any:
     """obj[a][b]... or None when any step is missing or not an object."""
     for key in path:
         if not isinstance(obj, dict):
@@ -77,7 +81,17 @@ def field(obj: Any, *path: str) -> Any:
     return obj
 
 
-async def deliver(db: Database, event: Verified, handler: Handler, handling: Handling) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Ack:
+    """The answer to the provider: stored (always), seen before, and what processing did."""
+
+    received: bool
+    duplicate: bool
+    outcome: str | None
+
+
+async def deliver(db: Database, event: Verified, handler: Handler, handling: Handling) -> Ack:
+    """Store the event once, then process it once under its row's lock (see the module docstring)."""
     async with unit_of_work(db) as session:
         await repo.store_event(session, event.provider, event.event_id, event.event_type, event.raw)
     try:
@@ -85,7 +99,7 @@ async def deliver(db: Database, event: Verified, handler: Handler, handling: Han
             row = await repo.lock_event(session, event.provider, event.event_id)
             assert row is not None
             if row.processed_at is not None:
-                return {"received": True, "duplicate": True, "outcome": row.outcome}
+                return Ack(received=True, duplicate=True, outcome=row.outcome)
             try:
                 async with session.begin_nested():
                     outcome = await handler(session, event, handling)
@@ -95,7 +109,7 @@ async def deliver(db: Database, event: Verified, handler: Handler, handling: Han
                 log.warning("%s event %s not applied: %s", event.provider, event.event_id, exc)
             row.processed_at, row.outcome, row.error = utcnow(), outcome, error
             row.attempts += 1
-        return {"received": True, "duplicate": False, "outcome": outcome}
+        return Ack(received=True, duplicate=False, outcome=outcome)
     except Exception as exc:
         if isinstance(exc, NotYet):
             log.warning("%s event %s must wait: %s", event.provider, event.event_id, exc)

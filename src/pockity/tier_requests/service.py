@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
 from pockity.billing import service as billing
-from pockity.billing.repository import current_subscription
+from pockity.billing.service import current_subscription
 from pockity.errors import Conflict, NotFound, ValidationFailed
 from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow

@@ -1,4 +1,4 @@
-"""SQL for usage history, sampling state and notifications. Tenant queries start from an owner-scoped statement."""
+"""SQL for usage history and sampling state. Tenant queries start from an owner-scoped statement."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import Select, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.db import dialect_insert
-from pockity.models import Notification, Tier, UsageCounter, UsageDay, UsageState, User
+from pockity.models import Tier, UsageCounter, UsageDay, UsageState, User
 
 # --- sampling -------------------------------------------------------------------------------------------------
 
@@ -27,10 +27,9 @@ class CounterRow:
 
 async def counters_page(session: AsyncSession, *, after: str | None, limit: int) -> list[CounterRow]:
     """Users with a `user:{id}` counter, in id order after `after`, with their tier's limits."""
-    c = UsageCounter
     stmt = (
-        select(User.id, c.bytes_used, c.object_count, Tier.storage_bytes, Tier.max_objects)
-        .join(c, c.scope == literal("user:") + User.id)
+        select(User.id, UsageCounter.bytes_used, UsageCounter.object_count, Tier.storage_bytes, Tier.max_objects)
+        .join(UsageCounter, UsageCounter.scope == literal("user:") + User.id)
         .outerjoin(Tier, Tier.id == User.tier_id)
         .order_by(User.id)
         .limit(limit)
@@ -62,10 +61,9 @@ async def advance_state(
     session: AsyncSession, user_id: str, *, since: datetime, now: datetime, bytes_level: int, objects_level: int
 ) -> bool:
     """Claim the interval (since, now]: only if no one moved the state since it was read, and only forward."""
-    s = UsageState
     stmt = (
-        update(s)
-        .where(s.user_id == user_id, s.last_sampled_at == since, s.last_sampled_at < now)
+        update(UsageState)
+        .where(UsageState.user_id == user_id, UsageState.last_sampled_at == since, UsageState.last_sampled_at < now)
         .values(last_sampled_at=now, bytes_level=bytes_level, objects_level=objects_level)
         .execution_options(synchronize_session=False)
     )
@@ -105,16 +103,24 @@ async def days(session: AsyncSession, user_id: str, start: date, end: date) -> S
     return (await session.scalars(stmt)).all()
 
 
-async def day_totals(session: AsyncSession, start: date, end: date) -> Sequence[Any]:
+async def day_totals(session: AsyncSession, start: date, end: date) -> list[tuple[date, int, int, int, int]]:
     """(day, bytes, objects, byte-seconds, users) summed over every user, per day."""
-    d = UsageDay
     stmt = (
-        select(d.day, func.sum(d.bytes_used), func.sum(d.object_count), func.sum(d.byte_seconds), func.count())
-        .where(d.day >= start, d.day <= end)
-        .group_by(d.day)
-        .order_by(d.day)
+        select(
+            UsageDay.day,
+            func.sum(UsageDay.bytes_used),
+            func.sum(UsageDay.object_count),
+            func.sum(UsageDay.byte_seconds),
+            func.count(),
+        )
+        .where(UsageDay.day >= start, UsageDay.day <= end)
+        .group_by(UsageDay.day)
+        .order_by(UsageDay.day)
     )
-    return (await session.execute(stmt)).all()
+    return [
+        (day, int(used), int(objects), int(seconds), users)
+        for day, used, objects, seconds, users in await session.execute(stmt)
+    ]
 
 
 async def last_sampled(session: AsyncSession, user_id: str | None) -> datetime | None:
@@ -123,38 +129,3 @@ async def last_sampled(session: AsyncSession, user_id: str | None) -> datetime |
     if user_id is not None:
         stmt = stmt.where(UsageState.user_id == user_id)
     return (await session.execute(stmt)).scalar_one_or_none()
-
-
-# --- notifications --------------------------------------------------------------------------------------------
-
-
-def _owned_notifications(user_id: str) -> Select[Notification]:
-    return select(Notification).where(Notification.user_id == user_id)
-
-
-def add_notification(session: AsyncSession, notification: Notification) -> None:
-    session.add(notification)
-
-
-async def list_notifications(
-    session: AsyncSession, user_id: str, *, before_id: str | None, unread_only: bool, limit: int
-) -> Sequence[Notification]:
-    stmt = _owned_notifications(user_id).order_by(Notification.id.desc()).limit(limit)
-    if before_id:
-        stmt = stmt.where(Notification.id < before_id)
-    if unread_only:
-        stmt = stmt.where(Notification.read_at.is_(None))
-    return (await session.scalars(stmt)).all()
-
-
-async def mark_read(session: AsyncSession, user_id: str, notification_id: str, now: datetime) -> Notification | None:
-    """Set read_at once (a second call keeps the first time); None if the user has no such notification."""
-    n = Notification
-    await session.execute(
-        update(n)
-        .where(n.id == notification_id, n.user_id == user_id, n.read_at.is_(None))
-        .values(read_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    stmt = _owned_notifications(user_id).where(n.id == notification_id).execution_options(populate_existing=True)
-    return (await session.scalars(stmt)).first()

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
 
 from pydantic import Field
 
@@ -33,18 +32,3 @@ class AdminUsageHistoryOut(OutputModel):
     user_id: str | None = Field(description="The user; null for the totals over all users")
     items: list[UsageTotalDayOut]
     as_of: datetime | None
-
-
-class NotificationOut(OutputModel):
-    id: str
-    kind: str
-    title: str
-    body: str
-    data: dict[str, Any]
-    created_at: datetime
-    read_at: datetime | None
-
-
-class NotificationPage(OutputModel):
-    items: list[NotificationOut]
-    next_cursor: str | None

@@ -1,4 +1,4 @@
-"""Usage over time: sampling the counters into daily rows, alerts at 80% and 100%, history, notifications.
+"""Usage over time: sampling the counters into daily rows, alerts at 80% and 100% (as notifications), history.
 
 Sampling reads `usage_counters` from a periodic job, never from the upload path. For each user it claims the
 interval since the last sample with one conditional UPDATE of `usage_states` (so no interval is counted twice,
@@ -7,7 +7,6 @@ whatever the number of processes), then adds bytes x seconds to each UTC day the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -15,10 +14,10 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
-from pockity.errors import NotFound, ValidationFailed
-from pockity.kit.pagination import keyset_page
+from pockity.errors import ValidationFailed
 from pockity.kit.time import as_utc
-from pockity.models import Notification, UsageState
+from pockity.models import UsageState
+from pockity.notifications import service as notifications
 from pockity.usage import repository as repo
 from pockity.usage.repository import CounterRow
 from pockity.users.service import get_user
@@ -29,10 +28,6 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 366
 ALERT_KIND = "usage_alert"
 _MICROS = timedelta(microseconds=1)
-
-
-class NotificationNotFound(NotFound):
-    code, message = "notification_not_found", "The notification does not exist."
 
 
 # --- sampling ---------------------------------------------------------------------------------------------------
@@ -160,9 +155,7 @@ def _alert(session: AsyncSession, user_id: str, metric: str, level: int, used: i
     if level == 100:
         body += " New uploads are refused until you delete files or change your plan."
     data = {"metric": metric, "threshold": level, "used": used, "limit": limit or 0, "percent": percent}
-    repo.add_notification(
-        session, Notification(user_id=user_id, kind=ALERT_KIND, title=_TITLES[metric, level], body=body, data=data)
-    )
+    notifications.notify(session, user_id, ALERT_KIND, _TITLES[metric, level], body, data)
     record(session, Actor.system("jobs"), "usage.alert", target_type="user", target_id=user_id, details=data)
 
 
@@ -190,8 +183,10 @@ class DayUsage:
 
 @dataclass
 class History:
-    start: date
-    end: date
+    """A range of days as the history routes answer it (`from_` is the response's `from`)."""
+
+    from_: date
+    to: date
     as_of: datetime | None  # the last sample the figures include
     items: list[DayUsage] = field(default_factory=list)
     user_id: str | None = None
@@ -224,27 +219,5 @@ async def admin_history(
         await get_user(session, user_id)  # 404 for an unknown user
         return await history(session, user_id, start=start, end=end, today=today)
     start, end = resolve_range(start, end, today)
-    items = [
-        DayUsage(day, int(used), int(objects), int(seconds), int(users))
-        for day, used, objects, seconds, users in await repo.day_totals(session, start, end)
-    ]
+    items = [DayUsage(*row) for row in await repo.day_totals(session, start, end)]
     return History(start, end, await repo.last_sampled(session, None), items)
-
-
-# --- notifications ----------------------------------------------------------------------------------------------
-
-
-async def list_notifications(
-    session: AsyncSession, user_id: str, *, cursor: str | None, limit: int, unread_only: bool = False
-) -> tuple[Sequence[Notification], str | None]:
-    """The user's notifications, newest first; the cursor is the last id of the previous page."""
-    rows = await repo.list_notifications(session, user_id, before_id=cursor, unread_only=unread_only, limit=limit + 1)
-    return keyset_page(rows, limit)
-
-
-async def mark_read(session: AsyncSession, user_id: str, notification_id: str, now: datetime) -> Notification:
-    """Mark one of the user's notifications read (idempotent); another user's id is not found."""
-    notification = await repo.mark_read(session, user_id, notification_id, now)
-    if notification is None:
-        raise NotificationNotFound(details={"id": notification_id})
-    return notification

@@ -10,16 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.config import Settings
-from pockity.kit.time import utcnow
-from pockity.payments import repository as repo
-from pockity.payments import service
+from pockity.payments import crypto, service
 from pockity.payments.service import InvalidSignature, ProviderNotConfigured, Received
-from pockity.payments.webhooks import Handling, Verified, field, parse_json
+from pockity.payments.webhooks import Handling, JsonObject, Verified, field, parse_json
 
 COINBASE = "coinbase"
 BTCPAY = "btcpay"
@@ -30,7 +27,7 @@ def _hmac_ok(secret: str, raw: bytes, given: str) -> bool:
     return hmac.compare_digest(expected, given.strip().lower())
 
 
-def _cents(amount: Any) -> int | None:
+def _cents(amount: object) -> int | None:
     try:
         value = Decimal(str(amount))
     except (InvalidOperation, ValueError):
@@ -44,6 +41,7 @@ def _cents(amount: Any) -> int | None:
 
 
 def verify_coinbase(settings: Settings, raw: bytes, signature: str | None) -> Verified:
+    """A Coinbase Commerce event whose signature matches the raw body, or InvalidSignature."""
     secret = settings.coinbase_commerce_webhook_secret
     if not secret:
         raise ProviderNotConfigured("Coinbase Commerce webhooks are not configured on this server.")
@@ -56,7 +54,7 @@ def verify_coinbase(settings: Settings, raw: bytes, signature: str | None) -> Ve
     return Verified(COINBASE, event_id, kind, body, text)
 
 
-def _coinbase_received(charge: dict[str, Any]) -> tuple[int | None, str | None]:
+def _coinbase_received(charge: JsonObject) -> tuple[int | None, str | None]:
     """What arrived, in the charge's local (fiat) currency: the confirmed payments' sum, else the price."""
     total, currency, seen = 0, None, False
     for payment in charge.get("payments") or []:
@@ -72,6 +70,7 @@ def _coinbase_received(charge: dict[str, Any]) -> tuple[int | None, str | None]:
 
 
 async def handle_coinbase(session: AsyncSession, event: Verified, ctx: Handling) -> str:
+    """Apply a verified Coinbase Commerce event; its outcome for the inbox."""
     charge = field(event.body, "event", "data")
     if not isinstance(charge, dict):
         raise service.Unapplicable("event without data")
@@ -96,6 +95,7 @@ async def handle_coinbase(session: AsyncSession, event: Verified, ctx: Handling)
 
 
 def verify_btcpay(settings: Settings, raw: bytes, signature: str | None) -> Verified:
+    """A BTCPay Server event whose signature matches the raw body, or InvalidSignature."""
     secret = settings.btcpay_webhook_secret
     if not secret:
         raise ProviderNotConfigured("BTCPay Server webhooks are not configured on this server.")
@@ -110,12 +110,13 @@ def verify_btcpay(settings: Settings, raw: bytes, signature: str | None) -> Veri
     return Verified(BTCPAY, event_id, kind, body, text)
 
 
-def _our_invoice(body: dict[str, Any]) -> str | None:
+def _our_invoice(body: JsonObject) -> str | None:
     value = field(body, "metadata", "invoiceId") or field(body, "metadata", "orderId")
     return value if isinstance(value, str) else None
 
 
 async def handle_btcpay(session: AsyncSession, event: Verified, ctx: Handling) -> str:
+    """Apply a verified BTCPay Server event; its outcome for the inbox."""
     store_invoice = event.body.get("invoiceId")
     if not isinstance(store_invoice, str):
         raise service.Unapplicable("event without invoiceId")
@@ -130,9 +131,8 @@ async def handle_btcpay(session: AsyncSession, event: Verified, ctx: Handling) -
             return "noted"  # InvoiceSettled follows when the store invoice is fully paid
         # Paid after the store invoice expired: it will never settle, so the coins become credit at our rate.
         value = field(event.body, "payment", "value")
-        rates = {r.asset: r for r in await repo.rates(session)}
-        rate = rates.get("BTC")
-        if rate is None or rate.expires_at <= utcnow():  # an expired rate is no current rate (as for quotes)
+        rate = await crypto.current_rate(session, "BTC")
+        if rate is None:
             raise service.Unapplicable("late BTC payment and no current BTC rate to value it; confirm it by hand")
         try:
             cents = _cents(Decimal(str(value)) * Decimal(rate.rate)) if value is not None else None

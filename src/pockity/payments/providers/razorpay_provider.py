@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.audit.service import Actor
 from pockity.config import Settings
 from pockity.models import Invoice, Payment
-from pockity.payments import repository as repo
 from pockity.payments import service
 from pockity.payments.service import InvalidSignature, ProviderFailed, ProviderNotConfigured, Received
 from pockity.payments.webhooks import Handling, Verified, field, parse_json
@@ -35,6 +34,7 @@ def load_sdk() -> Any:
 
 
 def configured(settings: Settings) -> bool:
+    """Whether checkouts can be created (the key id and secret are set)."""
     return bool(settings.razorpay_key_id and settings.razorpay_secret)
 
 
@@ -52,7 +52,8 @@ def _client(settings: Settings) -> Any:
     return load_sdk().Client(auth=(settings.razorpay_key_id, settings.razorpay_secret), **options)
 
 
-async def create_order(settings: Settings, invoice: Invoice) -> dict[str, Any]:
+async def create_order(settings: Settings, invoice: Invoice) -> str:
+    """A Razorpay order for exactly this invoice; its id (the checkout widget opens it)."""
     client = _client(settings)
     errors = load_sdk().errors
     data = {
@@ -69,7 +70,8 @@ async def create_order(settings: Settings, invoice: Invoice) -> dict[str, Any]:
         raise ProviderFailed(details={"provider": NAME, "message": type(exc).__name__}) from None
     if not isinstance(order, dict) or not isinstance(order.get("id"), str):
         raise ProviderFailed(details={"provider": NAME, "message": "unexpected order response"})
-    return order
+    order_id: str = order["id"]
+    return order_id
 
 
 async def verify_checkout(
@@ -92,9 +94,7 @@ async def verify_checkout(
         )
     except load_sdk().errors.SignatureVerificationError:
         raise InvalidSignature() from None
-    pending = await repo.payment_by_checkout(session, NAME, order_id)
-    if pending is None or pending.user_id != user_id:
-        raise service.PaymentNotFound("No checkout with this order id.")
+    pending = await service.own_checkout(session, NAME, order_id, user_id)
     try:
         return await service.receive(
             session,
@@ -106,6 +106,7 @@ async def verify_checkout(
 
 
 def verify(settings: Settings, raw: bytes, signature: str | None, event_id: str | None) -> Verified:
+    """A Razorpay webhook whose signature matches the raw body, or InvalidSignature."""
     if not settings.razorpay_webhook_secret:
         raise ProviderNotConfigured("Razorpay webhooks are not configured on this server.")
     if not signature or not signature.isascii():  # hmac.compare_digest raises TypeError on non-ASCII
@@ -125,6 +126,7 @@ def verify(settings: Settings, raw: bytes, signature: str | None, event_id: str 
 
 
 async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
+    """Apply a verified Razorpay event; its outcome for the inbox."""
     payment = field(event.body, "payload", "payment", "entity") or {}
     kind = event.event_type
     if kind in ("payment.captured", "order.paid"):
@@ -156,9 +158,9 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
         money = refund.get("payment_id") or payment.get("id")
         total = payment.get("amount_refunded")
         if not isinstance(total, int):  # no payment entity: add this refund to what is recorded
-            existing = await repo.payment_by_provider_id(session, NAME, money) if isinstance(money, str) else None
+            so_far = await service.refunded_so_far(session, NAME, money) if isinstance(money, str) else 0
             amount = refund.get("amount")
-            total = (existing.refunded_cents if existing else 0) + (amount if isinstance(amount, int) else 0)
+            total = so_far + (amount if isinstance(amount, int) else 0)
         if not isinstance(money, str):
             raise service.Unapplicable("refund without a payment id")
         return await service.refunded(session, NAME, money, total, ctx.actor, grace=ctx.grace)

@@ -8,6 +8,7 @@ a worker thread; `STRIPE_API_BASE` points it at another host (tests run a local 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,12 +21,14 @@ from pockity.payments.webhooks import Handling, Verified, field, parse_json
 
 if TYPE_CHECKING:
     import stripe
+    from stripe.params.checkout import SessionCreateParams
 
 NAME = "stripe"
 TOLERANCE_SECONDS = 300
 
 
 def configured(settings: Settings) -> bool:
+    """Whether checkouts can be created (the secret key is set)."""
     return bool(settings.stripe_secret_key)
 
 
@@ -50,13 +53,19 @@ def _client(settings: Settings) -> stripe.StripeClient:
     return client
 
 
-async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment, email: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CheckoutSession:
+    id: str
+    url: str | None  # where to send the user
+
+
+async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment, email: str) -> CheckoutSession:
     """A Checkout Session for exactly this invoice; the invoice id travels as client_reference_id and in
     metadata (also on the PaymentIntent, so refunds can be traced)."""
     stripe = load_sdk()
     client = _client(settings)
     base = settings.base_url
-    params: dict[str, Any] = {
+    params: SessionCreateParams = {
         "mode": "payment",
         "client_reference_id": invoice.id,
         "customer_email": email,
@@ -78,15 +87,16 @@ async def create_checkout(settings: Settings, invoice: Invoice, payment: Payment
     try:
         session = await asyncio.to_thread(
             client.v1.checkout.sessions.create,
-            params,  # type: ignore[arg-type]
+            params,
             {"idempotency_key": f"pockity-checkout-{payment.id}"},
         )
     except stripe.StripeError as exc:
         raise ProviderFailed(details={"provider": NAME, "message": str(exc.user_message or exc)[:300]}) from None
-    return {"id": session.id, "url": session.url}
+    return CheckoutSession(session.id, session.url)
 
 
 def verify(settings: Settings, raw: bytes, signature: str | None) -> Verified:
+    """A Stripe event whose `Stripe-Signature` matches the raw body within the tolerance, or InvalidSignature."""
     if not settings.stripe_webhook_secret:
         raise ProviderNotConfigured("Stripe webhooks are not configured on this server.")
     stripe = load_sdk()
@@ -103,7 +113,7 @@ def verify(settings: Settings, raw: bytes, signature: str | None) -> Verified:
     return Verified(NAME, event_id, event_type, body, text)
 
 
-def _invoice_id(obj: Any) -> str | None:
+def _invoice_id(obj: object) -> str | None:
     for candidate in (
         field(obj, "metadata", "invoiceId"),
         field(obj, "client_reference_id"),
@@ -115,7 +125,7 @@ def _invoice_id(obj: Any) -> str | None:
     return None
 
 
-def _money_id(obj: Any) -> str | None:
+def _money_id(obj: object) -> str | None:
     pi = field(obj, "payment_intent")
     if isinstance(pi, dict):
         pi = pi.get("id")
@@ -123,6 +133,7 @@ def _money_id(obj: Any) -> str | None:
 
 
 async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
+    """Apply a verified Stripe event; its outcome for the inbox."""
     obj = field(event.body, "data", "object")
     if not isinstance(obj, dict):
         raise service.Unapplicable("event has no data.object")
@@ -177,10 +188,10 @@ async def handle(session: AsyncSession, event: Verified, ctx: Handling) -> str:
     return "ignored"
 
 
-def _int(value: Any) -> int | None:
+def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _currency(obj: Any) -> str | None:
+def _currency(obj: object) -> str | None:
     value = obj.get("currency") if isinstance(obj, dict) else None
     return value.upper() if isinstance(value, str) else None

@@ -1,0 +1,80 @@
+"""House rule 11 for the money and notice domains, read from the source: a domain changes another domain's
+records through that domain's service, never its repository; no import inside a function (a cycle means a
+package is missing); payment providers reach payments' records only through the service; no one-letter
+aliases. The other domains are not checked here yet (see ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "pockity"
+CHECKED = ("billing", "payments", "credits", "notifications", "usage")
+# Reads of another domain's repository that are allowed, with the reason.
+READS = {("billing", "tiers")}  # the tier catalogue (prices, the default tier): read, never changed by billing
+
+
+def _modules(domain: str) -> list[Path]:
+    return sorted((SRC / domain).rglob("*.py"))
+
+
+def _imported(tree: ast.AST) -> Iterator[tuple[ast.stmt, str]]:
+    """Every module an import statement names (for `from a import b`, both `a` and `a.b`)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node, node.module
+            for alias in node.names:
+                yield node, f"{node.module}.{alias.name}"
+
+
+@pytest.mark.parametrize("domain", CHECKED)
+def test_no_other_domains_repository(domain: str) -> None:
+    found = []
+    for path in _modules(domain):
+        for _, name in _imported(ast.parse(path.read_text())):
+            parts = name.split(".")
+            if len(parts) == 3 and parts[0] == "pockity" and parts[2] == "repository" and parts[1] != domain:
+                if (domain, parts[1]) not in READS:
+                    found.append(f"{path.relative_to(SRC)}: {name}")
+    assert found == []
+
+
+@pytest.mark.parametrize("domain", CHECKED)
+def test_no_pockity_import_inside_a_function(domain: str) -> None:
+    found = []
+    for path in _modules(domain):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                for node, name in _imported(function):
+                    if name.split(".")[0] == "pockity":
+                        found.append(f"{path.relative_to(SRC)}:{node.lineno} in {function.name}")
+    assert found == []
+
+
+def test_providers_do_not_read_the_payments_repository() -> None:
+    found = [
+        f"{path.relative_to(SRC)}: {name}"
+        for path in sorted((SRC / "payments" / "providers").glob("*.py"))
+        for _, name in _imported(ast.parse(path.read_text()))
+        if name.startswith("pockity.payments.repository")
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize("domain", CHECKED)
+def test_no_one_letter_aliases(domain: str) -> None:
+    """`S = SubscriptionStatus` and the like: the full name says what it is."""
+    found = []
+    for path in _modules(domain):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name | ast.Attribute):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and len(target.id) == 1:
+                        found.append(f"{path.relative_to(SRC)}:{node.lineno} {target.id} = {ast.unparse(node.value)}")
+    assert found == []
