@@ -14,7 +14,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from pockity import __version__
+from pockity import __version__, openapi
 from pockity.admin.router import router as admin_router
 from pockity.apikeys.router import router as apikeys_router
 from pockity.apikeys.tasks import ActivityTracker
@@ -32,6 +32,7 @@ from pockity.open.router import router as open_router
 from pockity.payments.providers import razorpay_provider, stripe_provider
 from pockity.payments.router import router as payments_router
 from pockity.payments.router import webhooks as payment_webhooks_router
+from pockity.security_headers import SecurityHeadersMiddleware
 from pockity.storage import reconcile
 from pockity.storage.backends import SignedEndpoints, StorageBackend, StorageUnavailable
 from pockity.storage.backends.local import LocalBackend
@@ -162,7 +163,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.upload_policy = _upload_policy(settings)
     app.state.upload_slots = anyio.Semaphore(settings.max_concurrent_uploads)
     install_error_handlers(app)
-    app.add_middleware(RequestGuardMiddleware, limit=settings.max_json_body_bytes, streaming=_streams_body)
+    app.add_middleware(
+        RequestGuardMiddleware,
+        limit=settings.max_json_body_bytes,
+        streaming=_streams_body,
+        name_paths=("/api/storage/",),
+    )
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -176,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Resolved once, here: only a backend that serves its own presigned URLs gets their routes.
         app.state.signed_endpoints = app.state.storage
         app.include_router(signed_router)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: also on the guard's and CORS's own answers
     for router in (
         open_router,
         auth_router,
@@ -192,4 +199,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_router,
     ):
         app.include_router(router)
+    openapi.install(app, _streams_body)
     return app

@@ -115,6 +115,9 @@ def serve(
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        # uvicorn would otherwise trust X-Forwarded-* from 127.0.0.1 (or its own FORWARDED_ALLOW_IPS variable).
+        proxy_headers=bool(settings.forwarded_allow_ips.strip()),
+        forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
     )
 
 

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_api_keys_per_user: int = Field(20, ge=1, validation_alias="MAX_API_KEYS_PER_USER")
     api_key_activity_flush_seconds: float = Field(60.0, gt=0, validation_alias="API_KEY_ACTIVITY_FLUSH_SECONDS")
     cors_origins: str = Field("", validation_alias="CORS_ORIGINS")
+    # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or networks, or "*").
+    # Empty: none, the TCP peer is the client (so no client can pick its own address for login throttling).
+    forwarded_allow_ips: str = Field("", validation_alias="FORWARDED_ALLOW_IPS")
     log_format: Literal["json", "text"] = Field("text", validation_alias="LOG_FORMAT")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     max_json_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAX_JSON_BODY_BYTES")

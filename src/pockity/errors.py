@@ -12,6 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from pockity.security_headers import headers_for
 
 log = logging.getLogger("pockity.errors")
 
@@ -134,8 +137,26 @@ async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
     return error_response(ValidationFailed(details=details))
 
 
-async def _http_handler(_: Request, exc: Exception) -> JSONResponse:
+# nginx's code for "the client closed the connection before the response": nobody reads this response (the
+# server drops it); it exists so the access log and the metrics say what happened instead of a 500.
+CLIENT_CLOSED = 499
+
+
+async def _client_closed_handler(request: Request, _: Exception) -> JSONResponse:
+    log.info("client closed the connection", extra={"request_id": getattr(request.state, "request_id", None)})
+    return JSONResponse(
+        error_body("client_closed_request", "The client closed the connection."), status_code=CLIENT_CLOSED
+    )
+
+
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI's "error parsing the body" while reading it
+        return await _client_closed_handler(request, exc)
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        # FastAPI's "error parsing the body": JSON must be UTF-8 (RFC 8259), and a lossy decode would
+        # change what the body says, so it is the same error as any other body that is not JSON.
+        return error_response(BadRequest("The request body is not valid UTF-8 JSON.", code="invalid_json"))
     status = exc.status_code
     code = _HTTP_CODES.get(status, "http_error")
     try:
@@ -160,12 +181,18 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
     # The trace goes to the log with the request id, never to the client.
     log.exception("unhandled error", extra={"request_id": getattr(request.state, "request_id", None)})
-    return JSONResponse(error_body("internal_error", "An unexpected error occurred."), status_code=500)
+    # Sent by Starlette's outermost middleware, past SecurityHeadersMiddleware, so the headers are added here.
+    return JSONResponse(
+        error_body("internal_error", "An unexpected error occurred."),
+        status_code=500,
+        headers=headers_for(request.url.scheme),
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PockityError, _pockity_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(ClientDisconnect, _client_closed_handler)
     app.add_exception_handler(DBAPIError, _database_error_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -146,12 +147,32 @@ class RequestContextMiddleware:
             )
 
 
-class RequestGuardMiddleware:
-    """Refuses control characters in URLs (400) and request bodies over `limit` bytes (413), except the
-    bodies of routes that stream them to storage."""
+def is_utf8_url(scope: Scope) -> bool:
+    """True if the path and query, percent-decoded, are valid UTF-8.
 
-    def __init__(self, app: ASGIApp, limit: int, streaming: Callable[[str, str], bool]) -> None:
-        self.app, self.limit, self.streaming = app, limit, streaming
+    Servers decode them with replacement (`%ff` becomes U+FFFD), so two different names would become one;
+    only the raw bytes can tell. httpx's ASGI transport puts the query into raw_path too, uvicorn does not.
+    """
+    raw = scope.get("raw_path") or b""
+    for part in (raw.split(b"?", 1)[0], scope.get("query_string", b"")):
+        if part.isascii() and b"%" not in part:
+            continue
+        try:
+            unquote_to_bytes(part).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+class RequestGuardMiddleware:
+    """Refuses control characters and invalid UTF-8 in URLs (400; 422 `invalid_key` under `name_paths`, where
+    the URL carries file names) and request bodies over `limit` bytes (413), except the bodies of routes that
+    stream them to storage."""
+
+    def __init__(
+        self, app: ASGIApp, limit: int, streaming: Callable[[str, str], bool], name_paths: tuple[str, ...] = ()
+    ) -> None:
+        self.app, self.limit, self.streaming, self.name_paths = app, limit, streaming, name_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -161,6 +182,13 @@ class RequestGuardMiddleware:
             # Control characters are never part of a valid id or name (and a trailing newline would
             # otherwise match a route pattern as if it were absent); NUL never reaches SQL either.
             await _error(400, "invalid_value", "The URL contains a control character.")(scope, receive, send)
+            return
+        if not is_utf8_url(scope):
+            if scope["path"].startswith(self.name_paths):
+                error = _error(422, "invalid_key", "The file name, prefix or cursor in the URL is not valid UTF-8.")
+            else:
+                error = _error(400, "invalid_value", "The URL is not valid UTF-8.")
+            await error(scope, receive, send)
             return
         if self.streaming(scope["method"], scope["path"]):
             await self.app(scope, receive, send)

@@ -27,6 +27,7 @@ from pockity.billing import service as billing
 from pockity.billing.schemas import InvoiceList, InvoiceOut, SubscriptionList, SubscriptionOut
 from pockity.credits.schemas import CreditGrantIn, CreditsOut
 from pockity.db import DatabaseDep, SessionDep
+from pockity.openapi import CONFLICT, NOT_FOUND
 from pockity.payments import crypto
 from pockity.payments import service as payments
 from pockity.payments.schemas import (
@@ -42,7 +43,7 @@ from pockity.storage import service as storage
 from pockity.users import service as users_service
 from pockity.users.schemas import AdminUserOut, UserPage, UserUpdateIn
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = APIRouter(prefix="/api/admin", tags=["admin"], responses=CONFLICT | NOT_FOUND)
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=64)]
 InvoiceStatus = Literal["PENDING", "PAID", "FAILED", "REFUNDED", "VOID"]

@@ -6,8 +6,9 @@ from pockity.apikeys import service
 from pockity.apikeys.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyList, ApiKeyOut
 from pockity.auth.dependencies import JwtPrincipal, request_actor
 from pockity.db import SessionDep
+from pockity.openapi import CONFLICT
 
-router = APIRouter(prefix="/api/apikeys", tags=["api keys"])
+router = APIRouter(prefix="/api/apikeys", tags=["api keys"], responses=CONFLICT)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreatedOut)

@@ -16,7 +16,12 @@ _LOGIN_RESPONSES = {
 }
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses={409: {"description": "email_taken"}},
+)
 async def register(body: RegisterIn, request: Request, session: SessionDep) -> object:
     settings = request.app.state.settings
     return await users_service.register(

@@ -6,8 +6,9 @@ from pockity.auth.dependencies import JwtPrincipal, request_actor
 from pockity.billing import invoices, service
 from pockity.billing.schemas import InvoiceList, SubscriptionOut, SubscriptionView
 from pockity.db import SessionDep
+from pockity.openapi import CONFLICT
 
-router = APIRouter(prefix="/api/billing", tags=["billing"])
+router = APIRouter(prefix="/api/billing", tags=["billing"], responses=CONFLICT)
 
 
 @router.get("/subscription", response_model=SubscriptionView)

@@ -35,21 +35,52 @@ def issue_token(sub: str, role: str, secret: str, expires_minutes: int) -> tuple
     return jwt.encode(payload, secret, algorithm=ALGORITHM), exp.replace(microsecond=0)
 
 
+# NumericDate bounds: what datetime (and every platform's time_t) can hold, years 1970 to 9999.
+MAX_TIMESTAMP = 253402300799
+
+
+def _timestamp(claims: dict[str, object], name: str) -> int | None:
+    """A time claim as an integer in [0, MAX_TIMESTAMP], or None when absent; anything else is an invalid token.
+
+    Pockity issues whole seconds; floats, strings, booleans, NaN and values past year 9999 are refused here,
+    before any arithmetic or datetime conversion could overflow.
+    """
+    value = claims.get(name)
+    if value is None and name not in claims:
+        return None
+    if type(value) is not int or not 0 <= value <= MAX_TIMESTAMP:
+        raise TokenError(f"invalid {name}")
+    return value
+
+
 def decode_token(token: str, secret: str) -> TokenClaims:
     """Verify signature, algorithm (HS256 only, so `alg=none` is refused), issuer and expiry."""
     try:
+        # The time claims are checked below, by one strict rule: PyJWT's own checks call int() on them,
+        # which raises OverflowError for infinity and accepts strings and booleans.
         claims = jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["sub", "exp", "iat", "iss"]},
+            options={
+                "require": ["sub", "exp", "iat", "iss"],
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenExpired("token expired") from exc
     except jwt.PyJWTError as exc:
         raise TokenError("invalid token") from exc
+    exp, iat, nbf = (_timestamp(claims, name) for name in ("exp", "iat", "nbf"))
+    now = int(utcnow().timestamp())
+    if exp is None or iat is None:
+        raise TokenError("invalid token")
+    if iat > now or (nbf is not None and nbf > now):
+        raise TokenError("token not valid yet")
+    if exp <= now:
+        raise TokenExpired("token expired")
     sub, role = claims.get("sub"), claims.get("role")
     if not isinstance(sub, str) or not sub or not isinstance(role, str):
         raise TokenError("invalid token")
-    return TokenClaims(sub=sub, role=role, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+    return TokenClaims(sub=sub, role=role, expires_at=datetime.fromtimestamp(exp, UTC))

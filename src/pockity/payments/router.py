@@ -19,6 +19,7 @@ from pockity.config import Settings
 from pockity.credits import service as credits
 from pockity.credits.schemas import CreditsOut
 from pockity.db import DatabaseDep, SessionDep
+from pockity.openapi import CONFLICT, PROVIDER
 from pockity.payments import checkout, crypto, service
 from pockity.payments.providers import crypto_processors, razorpay_provider, stripe_provider
 from pockity.payments.schemas import (
@@ -36,8 +37,8 @@ from pockity.payments.schemas import (
 )
 from pockity.payments.webhooks import Handler, Handling, Verified, deliver
 
-router = APIRouter(prefix="/api/billing", tags=["payments"])
-webhooks = APIRouter(prefix="/api/billing/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/api/billing", tags=["payments"], responses=CONFLICT | PROVIDER)
+webhooks = APIRouter(prefix="/api/billing/webhooks", tags=["webhooks"], responses=PROVIDER)
 
 
 def _settings(request: Request) -> Settings:

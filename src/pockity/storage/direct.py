@@ -141,7 +141,7 @@ async def start(
             code="use_multipart",
             details={"maxSizeBytes": MAX_POST_BYTES},
         )
-    content_type = content_type or DEFAULT_CONTENT_TYPE
+    content_type = uploads.checked_content_type(content_type) or DEFAULT_CONTENT_TYPE
     ticket = await _reserve(db, principal, name, size, content_type, policy, expires_in, staged=True)
     try:
         url, fields = await backend.presign_post(
@@ -178,7 +178,7 @@ async def start_multipart(
     expires_in: int,
 ) -> DirectUpload:
     """Reserve `size`, start a multipart upload and presign one PUT per part, each signed with its exact size."""
-    content_type = content_type or DEFAULT_CONTENT_TYPE
+    content_type = uploads.checked_content_type(content_type) or DEFAULT_CONTENT_TYPE
     sizes = part_sizes(size, part_size)
     ticket = await _reserve(db, principal, name, size, content_type, policy, expires_in, staged=False)
     physical = physical_key(principal.user_id, name)

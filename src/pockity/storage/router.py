@@ -9,8 +9,10 @@ from fastapi.responses import StreamingResponse
 from pockity.auth.dependencies import CurrentPrincipal
 from pockity.db import DatabaseDep, SessionDep
 from pockity.errors import BadRequest, Unauthorized
+from pockity.kit import media_types
 from pockity.kit.crypto import constant_time_equals
 from pockity.kit.time import utcnow
+from pockity.openapi import CONFLICT, STORAGE
 from pockity.storage import deletes, direct, events, service, uploads
 from pockity.storage.backends import StorageBackend
 from pockity.storage.schemas import (
@@ -28,7 +30,7 @@ from pockity.storage.schemas import (
     UsageOut,
 )
 
-router = APIRouter(prefix="/api/storage", tags=["storage"])
+router = APIRouter(prefix="/api/storage", tags=["storage"], responses=CONFLICT | STORAGE)
 log = logging.getLogger("pockity.storage")
 
 
@@ -76,7 +78,12 @@ async def put_file(
         )
 
 
-@router.post("/upload", status_code=status.HTTP_201_CREATED, response_model=ObjectOut, responses=_UPLOAD_RESPONSES)
+@router.post(
+    "/upload",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ObjectOut,
+    responses={**_UPLOAD_RESPONSES, 415: {"description": "unsupported_media_type: not multipart/form-data"}},
+)
 async def upload_form(
     request: Request,
     principal: CurrentPrincipal,
@@ -117,7 +124,11 @@ async def list_files(
     return {"items": items, "folders": page.folders, "next_cursor": page.next_cursor}
 
 
-@router.get("/files/{key:path}/content", response_class=StreamingResponse)
+@router.get(
+    "/files/{key:path}/content",
+    response_class=StreamingResponse,
+    responses={416: {"description": "range_not_satisfiable"}},
+)
 async def get_content(
     key: str, request: Request, principal: CurrentPrincipal, session: SessionDep, backend: BackendDep
 ) -> StreamingResponse:
@@ -125,7 +136,11 @@ async def get_content(
     obj = await service.get_object(session, principal, key)
     byte_range = service.parse_range(request.headers.get("range"), obj.size)
     info, body = await service.open_content(backend, obj, byte_range)
-    headers = {"Accept-Ranges": "bytes", "ETag": f'"{info.etag}"'}
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{info.etag}"',
+        **service.download_headers(obj.name, obj.content_type),
+    }
     if byte_range:
         start, end = byte_range
         headers.update({"Content-Range": f"bytes {start}-{end}/{info.size}", "Content-Length": str(end - start + 1)})
@@ -135,7 +150,7 @@ async def get_content(
         body,
         status_code=206 if byte_range else 200,
         headers=headers,
-        media_type=obj.content_type or "application/octet-stream",
+        media_type=media_types.safe(obj.content_type),
     )
 
 
@@ -257,7 +272,7 @@ async def cancel_direct_upload(
     return {"upload_id": upload_id, "cancelled": True}
 
 
-@router.post("/events", response_model=EventsOut)
+@router.post("/events", response_model=EventsOut, responses={401: {"description": "invalid_token (S3_EVENTS_TOKEN)"}})
 async def ingest_events(request: Request, db: DatabaseDep, backend: BackendDep, token: str | None = None) -> object:
     """S3 event notifications (AWS `Records`, SNS envelopes); `Authorization: Bearer S3_EVENTS_TOKEN` or ?token=."""
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or token

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.auth.schemas import Principal
 from pockity.auth.service import ScopeDenied, authorize
 from pockity.errors import NotFound, ValidationFailed
+from pockity.kit import media_types
 from pockity.kit.object_names import InvalidName, validate_object_name
 from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
@@ -28,6 +29,7 @@ from pockity.storage.backends import (
     ObjectNotFound,
     StorageBackend,
 )
+from pockity.storage.backends.base import content_disposition
 from pockity.storage.keys import physical_key
 from pockity.storage.quota import user_tier
 from pockity.storage.repository import key_scope, user_scope
@@ -161,6 +163,15 @@ def download_url(backend: StorageBackend, obj: StorageObject, expires_in: int) -
     filename = obj.name.rsplit("/", 1)[-1]
     url = backend.presign_get(physical_key(obj.user_id, obj.name), expires_in, filename=filename)
     return url, utcnow() + timedelta(seconds=expires_in)
+
+
+def download_headers(name: str, content_type: str | None) -> dict[str, str]:
+    """Headers for serving a user's file from Pockity's own origin: active types (HTML, SVG, XML, JavaScript,
+    anything not known to be passive) go out as an attachment under `Content-Security-Policy: sandbox`, so a
+    file can never run as a page of this origin (with the caller's token or cookies in reach)."""
+    if media_types.is_passive(media_types.safe(content_type)):
+        return {}
+    return {"Content-Disposition": content_disposition(name.rsplit("/", 1)[-1]), "Content-Security-Policy": "sandbox"}
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

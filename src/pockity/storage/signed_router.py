@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Request, status
 from fastapi.responses import Response, StreamingResponse
 
 from pockity.db import DatabaseDep
-from pockity.storage import signed
+from pockity.kit import media_types
+from pockity.storage import service, signed
 from pockity.storage.backends import SignedEndpoints
 from pockity.storage.backends.base import content_disposition
 from pockity.storage.router import BackendDep
@@ -50,13 +51,14 @@ async def signed_download(
     headers = {"Accept-Ranges": "bytes", "ETag": f'"{info.etag}"'}
     if byte_range:
         headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{info.size}"
-    if filename:
+    headers.update(service.download_headers(key, info.content_type))
+    if filename:  # the name the link was signed for
         headers["Content-Disposition"] = content_disposition(filename)
     return StreamingResponse(
         body,
         status_code=206 if byte_range else 200,
         headers=headers,
-        media_type=info.content_type or "application/octet-stream",
+        media_type=media_types.safe(info.content_type),
     )
 
 

@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.auth.schemas import Principal
 from pockity.db import Database, unit_of_work
 from pockity.errors import BadRequest, Conflict, Forbidden, PayloadTooLarge, PockityError, ValidationFailed
-from pockity.kit import multipart
+from pockity.kit import media_types, multipart
 from pockity.kit.time import utcnow
 from pockity.models import Reservation, StorageObject
 from pockity.storage import repository as repo
-from pockity.storage.backends import ObjectInfo, StorageBackend
+from pockity.storage.backends import InvalidKey, ObjectInfo, StorageBackend
 from pockity.storage.keys import physical_key
 from pockity.storage.quota import NO_LIMIT, Limits, QuotaScope, limits_for
 from pockity.storage.repository import key_scope, user_scope
@@ -48,6 +48,19 @@ class FileTooLarge(PayloadTooLarge):
 
 class UnsupportedMediaType(PockityError):
     status, code, message = 415, "unsupported_media_type", "Expected multipart/form-data."
+
+
+class InvalidContentType(ValidationFailed):
+    code, message = "invalid_content_type", "The content type is not a valid media type (RFC 9110)."
+
+
+def checked_content_type(value: str | None) -> str | None:
+    """A client's content type: None when absent or empty, else a valid media type (422 otherwise)."""
+    if not value:
+        return None
+    if not media_types.is_media_type(value):
+        raise InvalidContentType(details={"contentType": value[:100]})
+    return value
 
 
 class NoStorageTier(Forbidden):
@@ -300,6 +313,8 @@ async def record_object(
     is still no row, which is what the locking read would have found, so the read is saved; on a conflict
     (the hint was stale) the row is read and replaced as usual. The hint never changes the outcome.
     """
+    if content_type is not None and not media_types.is_media_type(content_type):
+        content_type = None  # from a backend (adoption): a value that could not be sent back as a header
     if expect_new:
         obj = await repo.insert_object(
             session,
@@ -414,6 +429,7 @@ async def upload(
     policy: UploadPolicy,
 ) -> StorageObject:
     """Reserve, stream, settle. On any failure nothing is stored and nothing stays reserved."""
+    content_type = checked_content_type(content_type)
     ticket = await begin(db, principal, name, declared, policy)
     try:
         info = await backend.put_stream(
@@ -447,8 +463,10 @@ async def upload_form(
     """multipart/form-data with a `file` part (and a `key` field before it, or `?key=`), streamed as it arrives."""
     try:
         boundary = multipart.boundary_of(content_type)
-    except multipart.MultipartError as exc:
+    except multipart.NotMultipart as exc:
         raise UnsupportedMediaType(str(exc)) from None
+    except multipart.MultipartError as exc:
+        raise BadRequest(f"The multipart body is malformed: {exc}", code="invalid_multipart") from None
     events = multipart.events(body, boundary)
     file_part: multipart.PartStart | None = None
     try:
@@ -457,12 +475,12 @@ async def upload_form(
                 if event.name == "file":
                     file_part = event
                     break
-                value = await field_value(events)
+                value = await field_bytes(events)
                 if event.name == "key" and value:
-                    name = value
+                    name = utf8_name(value)
         if file_part is None:
             raise ValidationFailed("The form has no 'file' part.", code="missing_file")
-        name = check_name(name or file_part.filename or "")
+        name = check_name(name or utf8_name(file_part.filename or b""))
         obj = await upload(
             db,
             backend,
@@ -475,13 +493,29 @@ async def upload_form(
         )
         async for event in events:  # the rest of the form is read and ignored (bounded)
             if isinstance(event, multipart.PartStart):
-                await field_value(events)
+                await field_bytes(events)
         return obj
     except multipart.MultipartError as exc:
         raise BadRequest(f"The multipart body is malformed: {exc}", code="invalid_multipart") from None
 
 
+def utf8_name(raw: bytes) -> str:
+    """A file name from a form (a field or a part's filename): valid UTF-8, never a lossy guess."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidKey("The file name is not valid UTF-8.") from None
+
+
 async def field_value(events: AsyncIterator[multipart.Event]) -> str:
+    """A form field's text (strict UTF-8: a replaced byte would change what the field says)."""
+    try:
+        return (await field_bytes(events)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise multipart.MultipartError("a form field is not valid UTF-8") from None
+
+
+async def field_bytes(events: AsyncIterator[multipart.Event]) -> bytes:
     data = b""
     async for event in events:
         if isinstance(event, multipart.PartEnd):
@@ -491,7 +525,7 @@ async def field_value(events: AsyncIterator[multipart.Event]) -> str:
             if len(data) > _MAX_FIELD_BYTES:
                 raise BadRequest("A form field is too long.", code="invalid_multipart")
     # Not stripped: a name with a trailing control character must be refused, not turned into another name.
-    return data.decode("utf-8", "replace")
+    return data
 
 
 async def part_bytes(events: AsyncIterator[multipart.Event]) -> AsyncIterator[bytes]:

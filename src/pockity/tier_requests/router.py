@@ -6,10 +6,11 @@ from fastapi import APIRouter, Query, Request, status
 
 from pockity.auth.dependencies import AdminPrincipal, JwtPrincipal, request_actor
 from pockity.db import SessionDep
+from pockity.openapi import CONFLICT, NOT_FOUND
 from pockity.tier_requests import service
 from pockity.tier_requests.schemas import ResolvedOut, ResolveIn, TierRequestIn, TierRequestList, TierRequestOut
 
-router = APIRouter(prefix="/api/tier-requests", tags=["tier requests"])
+router = APIRouter(prefix="/api/tier-requests", tags=["tier requests"], responses=CONFLICT | NOT_FOUND)
 Status = Literal["PENDING", "APPROVED", "REJECTED", "CANCELLED"]
 
 

@@ -4,10 +4,11 @@ from fastapi import APIRouter, Request, status
 
 from pockity.auth.dependencies import AdminPrincipal, request_actor
 from pockity.db import SessionDep
+from pockity.openapi import CONFLICT
 from pockity.tiers import service
 from pockity.tiers.schemas import TierAdminList, TierCreateIn, TierList, TierOut, TierUpdateIn
 
-router = APIRouter(prefix="/api/tiers", tags=["tiers"])
+router = APIRouter(prefix="/api/tiers", tags=["tiers"], responses=CONFLICT)
 
 
 @router.get("", response_model=TierList)

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query
 from pockity.auth.dependencies import AdminPrincipal, CurrentPrincipal
 from pockity.db import SessionDep
 from pockity.kit.time import utcnow
+from pockity.openapi import NOT_FOUND
 from pockity.usage import service
 from pockity.usage.schemas import AdminUsageHistoryOut, UsageHistoryOut
 
 router = APIRouter(tags=["usage"])
-admin_router = APIRouter(prefix="/api/admin", tags=["admin"])
+admin_router = APIRouter(prefix="/api/admin", tags=["admin"], responses=NOT_FOUND)
 
 From = Annotated[
     date | None, Query(alias="from", description="First day (UTC, inclusive); default: 29 days before `to`")

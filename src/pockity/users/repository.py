@@ -24,14 +24,22 @@ def add(session: AsyncSession, user: User) -> None:
 
 
 async def list_page(
-    session: AsyncSession, *, after_id: str | None, limit: int, query: str | None = None
+    session: AsyncSession,
+    *,
+    after_id: str | None,
+    limit: int,
+    query: str | None = None,
+    email_query: str | None = None,
 ) -> Sequence[User]:
+    """`query` matches names (case-insensitively); `email_query`, already normalised, matches stored emails."""
     stmt = select(User).order_by(User.id).limit(limit)
     if after_id:
         stmt = stmt.where(User.id > after_id)
     if query:
-        q = query.lower()
         stmt = stmt.where(
-            or_(User.email.contains(q, autoescape=True), func.lower(User.name).contains(q, autoescape=True))
+            or_(
+                User.email.contains(email_query or query.lower(), autoescape=True),
+                func.lower(User.name).contains(query.lower(), autoescape=True),
+            )
         )
     return (await session.scalars(stmt)).all()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
@@ -13,17 +14,25 @@ PASSWORD_MAX = 1024
 
 
 def normalise_email(value: str) -> str:
-    """The one canonical spelling of an address: what register, login and create-admin all store and look up.
+    """The one canonical spelling of an address: what register, login, create-admin and admin search use.
 
-    Valid addresses get email-validator's normalisation (Unicode NFC, IDNA domains as Unicode), lower-cased;
-    anything else is only trimmed and lower-cased, so a malformed login still meets the same 401.
+    NFKC first, so compatibility look-alikes (full-width letters, ligatures, roman numerals) are the
+    address they look like; then email-validator's normalisation of valid addresses (IDNA domains as Unicode);
+    then lower case, the local part included (Pockity's documented rule: addresses differing only by case are
+    one account). Anything invalid is only normalised and lower-cased, so a malformed login meets the same 401.
+    The result is a fixed point: normalising it again changes nothing (the migration relies on that).
     """
-    value = value.strip()
+    value = unicodedata.normalize("NFKC", value).strip()
     try:
         value = validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError:
         pass
-    return value.lower()
+    return unicodedata.normalize("NFKC", value.lower())
+
+
+def normalise_search(value: str) -> str:
+    """A search term compared with stored (normalised) addresses."""
+    return unicodedata.normalize("NFKC", value).lower()
 
 
 class EmailInput(InputModel):

@@ -16,7 +16,7 @@ from pockity.kit.pagination import keyset_page
 from pockity.kit.passwords import hash_password
 from pockity.models import Role, User
 from pockity.users import repository
-from pockity.users.schemas import PASSWORD_MIN, UserUpdateIn, normalise_email
+from pockity.users.schemas import PASSWORD_MIN, UserUpdateIn, normalise_email, normalise_search
 
 
 class EmailTaken(Conflict):
@@ -116,7 +116,13 @@ async def list_users(
     session: AsyncSession, *, cursor: str | None, limit: int, query: str | None
 ) -> tuple[Sequence[User], str | None]:
     """Users in id (creation) order, optionally those whose email or name contains `query`."""
-    rows = await repository.list_page(session, after_id=cursor, limit=limit + 1, query=query)
+    rows = await repository.list_page(
+        session,
+        after_id=cursor,
+        limit=limit + 1,
+        query=query,
+        email_query=normalise_search(query) if query else None,
+    )
     return keyset_page(rows, limit)
 
 
