@@ -135,7 +135,7 @@ async def test_money_and_renewals_on_sqlite(sqlite_app: FastAPI, api: httpx.Asyn
     from sqlalchemy import select, update
 
     from pockity.billing.tasks import apply_period_ends
-    from pockity.jobs import JobContext
+    from pockity.kit.jobs import JobContext
     from pockity.kit.time import utcnow
     from pockity.models import CreditAccount, CreditEntry, Subscription
     from tests.fixtures.users import make_admin, make_user

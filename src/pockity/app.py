@@ -20,12 +20,13 @@ from pockity.apikeys.router import router as apikeys_router
 from pockity.apikeys.tasks import ActivityTracker
 from pockity.auth.router import router as auth_router
 from pockity.auth.service import LoginPolicy
+from pockity.billing import tasks as billing_tasks
 from pockity.billing.router import router as billing_router
 from pockity.config import ConfigError, Settings, load_settings
 from pockity.db import create_database
 from pockity.errors import install_error_handlers
-from pockity.jobs import JobContext, JobRunner, default_jobs
 from pockity.kit.crypto import Keyring
+from pockity.kit.jobs import Job, JobContext, JobRunner
 from pockity.notifications.router import router as notifications_router
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.router import router as open_router
@@ -34,6 +35,7 @@ from pockity.payments.router import router as payments_router
 from pockity.payments.router import webhooks as payment_webhooks_router
 from pockity.security_headers import SecurityHeadersMiddleware
 from pockity.storage import reconcile
+from pockity.storage import tasks as storage_tasks
 from pockity.storage.backends import SignedEndpoints, StorageBackend, StorageUnavailable
 from pockity.storage.backends.local import LocalBackend
 from pockity.storage.router import router as storage_router
@@ -41,6 +43,7 @@ from pockity.storage.signed_router import router as signed_router
 from pockity.storage.uploads import UploadPolicy
 from pockity.tier_requests.router import router as tier_requests_router
 from pockity.tiers.router import router as tiers_router
+from pockity.usage import tasks as usage_tasks
 from pockity.usage.router import admin_router as usage_admin_router
 from pockity.usage.router import router as usage_router
 
@@ -125,7 +128,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.exception("storage backend unavailable at start")
     tracker: ActivityTracker = app.state.key_activity
     flusher = asyncio.create_task(tracker.run(db, settings.api_key_activity_flush_seconds))
-    runner = JobRunner(JobContext(db=db, storage=storage, settings=settings), default_jobs())
+    runner = JobRunner(JobContext(db=db, storage=storage, settings=settings), all_jobs())
     app.state.jobs = runner
     jobs = asyncio.create_task(runner.run_forever()) if settings.jobs_enabled else None
     log.info("pockity %s started (%s, storage=%s)", __version__, db.engine.dialect.name, settings.storage_backend)
@@ -141,6 +144,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.exception("could not flush API key activity at shutdown")
         await storage.close()
         await db.dispose()
+
+
+def all_jobs() -> list[Job]:
+    """Every domain's periodic jobs, as each domain's `tasks.JOBS` declares them."""
+    return [*usage_tasks.JOBS, *storage_tasks.JOBS, *billing_tasks.JOBS]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

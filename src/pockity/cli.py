@@ -132,14 +132,14 @@ def worker(
 
 
 async def _work(settings: Settings, once: bool) -> None:
-    from pockity.app import build_backend
+    from pockity.app import all_jobs, build_backend
     from pockity.db import create_database
-    from pockity.jobs import JobContext, JobRunner, default_jobs
+    from pockity.kit.jobs import JobContext, JobRunner
 
     db = create_database(settings.async_database_url, pool_size=2)
     storage = build_backend(settings)
     await storage.start()
-    runner = JobRunner(JobContext(db=db, storage=storage, settings=settings), default_jobs())
+    runner = JobRunner(JobContext(db=db, storage=storage, settings=settings), all_jobs())
     try:
         if once:
             ran = await runner.run_due()

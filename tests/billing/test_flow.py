@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
 from pockity.billing.tasks import apply_period_ends
-from pockity.jobs import JobContext
+from pockity.kit.jobs import JobContext
 from pockity.kit.time import utcnow
 from pockity.models import AuditEvent, Subscription
 from tests.fixtures.storage import usage

@@ -6,7 +6,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from pockity.jobs import Job, JobContext, JobRunner
+from pockity.kit.jobs import Job, JobContext, JobRunner
 from pockity.kit.time import utcnow
 from pockity.models import JobRun
 

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from pockity.audit.service import Actor
 from pockity.db import unit_of_work
-from pockity.jobs import JobContext
+from pockity.kit.jobs import JobContext
 from pockity.kit.time import utcnow
 from pockity.migrate import upgrade
 from pockity.models import AuditEvent, ReconciliationReport, Reservation, UsageCounter, User
@@ -24,6 +24,7 @@ from pockity.storage import reconcile as rec
 from pockity.storage import repository as repo
 from pockity.storage import service as storage_service
 from pockity.storage.backends import ObjectInfo
+from pockity.storage.tasks import reconcile_job
 from pockity.storage.uploads import record_object
 from tests.fixtures.app import client_for, make_settings, running_app
 from tests.fixtures.storage import MIB, reservation_count, set_quota, stored_rows, usage
@@ -327,7 +328,7 @@ async def test_the_job_and_a_background_run(app: FastAPI, client: httpx.AsyncCli
     user = await make_user(client)
     await _put(app, user.id, "bg.txt", b"b" * 9)
     ctx = JobContext(db=app.state.db, storage=app.state.storage, settings=app.state.settings)
-    report = await rec.reconcile_job(ctx)
+    report = await reconcile_job(ctx)
     assert (report.trigger, report.status, report.adopted) == ("job", "DONE", 1)
     (event,) = await _events(app, "storage.reconciled")
     assert (event.actor_type, event.actor_id) == ("system", "jobs")
@@ -371,7 +372,7 @@ async def test_failing_backend_fails_the_run(app: FastAPI, client: httpx.AsyncCl
     assert await stored_rows(app, user.id) == {} and await reservation_count(app) == 0  # the lock rolled back
     ctx = JobContext(db=app.state.db, storage=Down(), settings=app.state.settings)
     with pytest.raises(rec.ReconciliationFailed):
-        await rec.reconcile_job(ctx)
+        await reconcile_job(ctx)
 
 
 # --- S3 (Ceph RGW) -----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from pockity.db import unit_of_work
-from pockity.jobs import JobContext
+from pockity.kit.jobs import JobContext
 from pockity.kit.time import utcnow
 from pockity.models import AuditEvent, Reservation
 from pockity.storage import repository as repo

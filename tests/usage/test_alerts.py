@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from pockity.jobs import JobContext
+from pockity.kit.jobs import JobContext
 from pockity.models import AuditEvent
 from pockity.usage.tasks import sample_usage
 from tests.fixtures.storage import set_quota

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from pockity.jobs import JobContext
+from pockity.kit.jobs import JobContext
 from pockity.kit.time import utcnow
 from pockity.migrate import upgrade
 from pockity.models import UsageCounter, UsageDay

@@ -10,7 +10,7 @@ from pockity.audit.service import Actor
 from pockity.billing import repository as repo
 from pockity.billing.lifecycle import run_lifecycle
 from pockity.db import unit_of_work
-from pockity.jobs import JobContext
+from pockity.kit.jobs import Job, JobContext
 from pockity.kit.time import utcnow
 
 log = logging.getLogger("pockity.billing")
@@ -34,3 +34,6 @@ async def apply_period_ends(ctx: JobContext) -> int:
             async with unit_of_work(ctx.db) as session:
                 if await run_lifecycle(session, sub_id, Actor.system("jobs"), grace=grace, notice=notice):
                     done += 1
+
+
+JOBS = [Job("billing.apply_period_ends", timedelta(minutes=5), apply_period_ends)]

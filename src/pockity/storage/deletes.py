@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,3 +68,42 @@ async def delete_objects(
     for name in locks:
         results[name] = StorageUnavailable() if physical_key(principal.user_id, name) in failures else None
     return {name: results[name] for name in dict.fromkeys(names)}
+
+
+@dataclass(frozen=True)
+class NameDeleted:
+    key: str
+    deleted: bool
+    error: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class BatchDeleted:
+    """Each name's outcome, in the order asked (duplicates once), and the counts."""
+
+    results: list[NameDeleted]
+
+    @property
+    def deleted(self) -> int:
+        return sum(1 for r in self.results if r.deleted)
+
+    @property
+    def failed(self) -> int:
+        return len(self.results) - self.deleted
+
+
+async def delete_batch(
+    db: Database, backend: StorageBackend, principal: Principal, names: Sequence[str]
+) -> BatchDeleted:
+    """`delete_objects` for many names at once, every name with its own outcome."""
+    outcomes = await delete_objects(db, backend, principal, names)
+    return BatchDeleted(
+        [
+            NameDeleted(
+                key=name,
+                deleted=error is None,
+                error=None if error is None else {"code": error.code, "message": error.message, "status": error.status},
+            )
+            for name, error in outcomes.items()
+        ]
+    )

@@ -11,6 +11,7 @@ completed by whichever comes first — the event for its staging key, or the com
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -18,7 +19,8 @@ from urllib.parse import unquote_plus
 from sqlalchemy.exc import IntegrityError
 
 from pockity.db import Database, unit_of_work
-from pockity.errors import BadRequest, PockityError
+from pockity.errors import BadRequest, PockityError, Unauthorized
+from pockity.kit.crypto import constant_time_equals
 from pockity.kit.object_names import InvalidName, validate_object_name
 from pockity.models import StorageEvent
 from pockity.storage import direct
@@ -29,6 +31,7 @@ from pockity.storage.service import lock_name, reconcile_name
 from pockity.users import repository as users
 
 MAX_RECORDS = 1000
+log = logging.getLogger("pockity.storage.events")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,36 @@ def _record(raw: Any) -> Record:
         raise BadRequest("A record lacks eventName or s3.object.key.", code="invalid_event") from None
     marker = raw.get("eventId") or obj.get("sequencer") or f"{raw.get('eventTime')}:{obj.get('eTag')}"
     return Record(name, bucket, key, f"{bucket}/{key}#{name}#{marker}"[:255], raw)
+
+
+def check_token(given: str | None, expected: str | None) -> None:
+    """The sender must present S3_EVENTS_TOKEN (constant-time comparison); with none configured, none is right."""
+    if not given:
+        raise Unauthorized()
+    if not expected:  # the message tells the operator why
+        raise Unauthorized("S3 event ingestion is not configured (set S3_EVENTS_TOKEN).", code="invalid_token")
+    if not constant_time_equals(given, expected):
+        raise Unauthorized("The event token is invalid.", code="invalid_token")
+
+
+@dataclass(frozen=True)
+class Received:
+    received: int
+    outcomes: dict[str, int]
+
+
+async def receive(db: Database, backend: StorageBackend, bucket: str, raw: bytes) -> Received:
+    """A notification body as it arrived: parsed, each record stored and applied once."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
+    records, subscribe_url = parse(body)
+    if subscribe_url is not None:
+        # Pockity cannot reach SNS from every network; the operator confirms the subscription by hand.
+        log.warning("SNS subscription confirmation received; confirm it by visiting %s", subscribe_url)
+        return Received(0, {"subscription_confirmation": 1})
+    return Received(len(records), await ingest(db, backend, bucket, records))
 
 
 async def ingest(db: Database, backend: StorageBackend, bucket: str, records: list[Record]) -> dict[str, int]:

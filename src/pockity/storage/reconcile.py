@@ -51,7 +51,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
 from pockity.db import Database, unit_of_work
-from pockity.jobs import JobContext
 from pockity.kit.object_names import InvalidName, validate_object_name
 from pockity.kit.time import utcnow
 from pockity.models import ReconciliationReport, StorageObject
@@ -545,11 +544,3 @@ async def cancel_background() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def reconcile_job(ctx: JobContext) -> ReconciliationReport:
-    """The periodic job: every user, repairs applied. Raises on failure so the runner logs and retries it."""
-    report = await reconcile(ctx.db, ctx.storage, trigger="job", actor=Actor.system("jobs"))
-    if report.status != DONE:
-        raise ReconciliationFailed(f"reconciliation {report.id} failed: {report.error}")
-    return report

@@ -8,10 +8,8 @@ from fastapi.responses import StreamingResponse
 
 from pockity.auth.dependencies import CurrentPrincipal
 from pockity.db import DatabaseDep, SessionDep
-from pockity.errors import BadRequest, Unauthorized
+from pockity.errors import BadRequest
 from pockity.kit import media_types
-from pockity.kit.crypto import constant_time_equals
-from pockity.kit.time import utcnow
 from pockity.openapi import CONFLICT, STORAGE
 from pockity.storage import deletes, direct, events, service, uploads
 from pockity.storage.backends import StorageBackend
@@ -114,14 +112,9 @@ async def list_files(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> object:
-    page = await service.list_objects(
+    return await service.list_objects(
         session, principal, prefix=prefix, delimiter=delimiter, limit=limit, cursor=cursor
     )
-    items = [
-        {"key": o.name, "size": o.size, "content_type": o.content_type, "etag": o.etag, "last_modified": o.updated_at}
-        for o in page.items
-    ]
-    return {"items": items, "folders": page.folders, "next_cursor": page.next_cursor}
 
 
 @router.get(
@@ -167,16 +160,7 @@ async def get_file(
     if expires_in > request.app.state.settings.download_url_max_seconds:
         raise BadRequest("expiresIn is above the server's maximum.", code="invalid_expiry")
     obj = await service.get_object(session, principal, key)
-    url, expires_at = service.download_url(backend, obj, expires_in)
-    return {
-        "key": obj.name,
-        "url": url,
-        "expires_at": expires_at,
-        "size": obj.size,
-        "content_type": obj.content_type,
-        "etag": obj.etag,
-        "last_modified": obj.updated_at,
-    }
+    return service.download(backend, obj, expires_in)
 
 
 @router.delete("/files/{key:path}", response_model=DeletedOut)
@@ -193,34 +177,12 @@ async def delete_files(
     body: BatchDeleteIn, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
 ) -> object:
     """Delete up to 1000 files; each gets its own result."""
-    results = await deletes.delete_objects(db, backend, principal, body.keys)
-    out = [
-        {
-            "key": k,
-            "deleted": e is None,
-            "error": None if e is None else {"code": e.code, "message": e.message, "status": e.status},
-        }
-        for k, e in results.items()
-    ]
-    deleted = sum(1 for r in out if r["deleted"])
-    return {"results": out, "deleted": deleted, "failed": len(out) - deleted}
+    return await deletes.delete_batch(db, backend, principal, body.keys)
 
 
 @router.get("/usage", response_model=UsageOut)
 async def get_usage(principal: CurrentPrincipal, session: SessionDep) -> object:
-    u = await service.usage(session, principal.user_id)
-    limit = u.storage_limit_bytes
-    return {
-        "bytes_used": u.bytes_used,
-        "object_count": u.object_count,
-        "bytes_reserved": u.bytes_reserved,
-        "storage_limit_bytes": limit,
-        "max_objects": u.max_objects,
-        "percent_used": round(100 * u.bytes_used / limit, 2) if limit else (100.0 if u.bytes_used else 0.0),
-        "over_quota": u.bytes_used > limit or u.object_count > u.max_objects,
-        "tier": u.tier,
-        "as_of": utcnow(),
-    }
+    return await service.usage(session, principal.user_id)
 
 
 @router.post(
@@ -276,21 +238,6 @@ async def cancel_direct_upload(
 async def ingest_events(request: Request, db: DatabaseDep, backend: BackendDep, token: str | None = None) -> object:
     """S3 event notifications (AWS `Records`, SNS envelopes); `Authorization: Bearer S3_EVENTS_TOKEN` or ?token=."""
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() or token
-    if not given:
-        raise Unauthorized()
-    expected = request.app.state.settings.s3_events_token
-    if not expected:  # no token can be right; the message tells the operator why
-        raise Unauthorized("S3 event ingestion is not configured (set S3_EVENTS_TOKEN).", code="invalid_token")
-    if not constant_time_equals(given, expected):
-        raise Unauthorized("The event token is invalid.", code="invalid_token")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("The body is not valid JSON.", code="invalid_json") from None
-    records, subscribe_url = events.parse(body)
-    if subscribe_url is not None:
-        # Pockity cannot reach SNS from every network; the operator confirms the subscription by hand.
-        log.warning("SNS subscription confirmation received; confirm it by visiting %s", subscribe_url)
-        return {"received": 0, "outcomes": {"subscription_confirmation": 1}}
-    outcomes = await events.ingest(db, backend, request.app.state.settings.s3_bucket, records)
-    return {"received": len(records), "outcomes": outcomes}
+    settings = request.app.state.settings
+    events.check_token(given, settings.s3_events_token)
+    return await events.receive(db, backend, settings.s3_bucket, await request.body())

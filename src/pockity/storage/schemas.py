@@ -17,11 +17,11 @@ class ObjectOut(OutputModel):
 
 
 class ObjectListItem(OutputModel):
-    key: str
+    key: str = Field(validation_alias=AliasChoices("key", "name"))
     size: int
     content_type: str | None
     etag: str
-    last_modified: datetime
+    last_modified: datetime = Field(validation_alias=AliasChoices("last_modified", "updated_at"))
 
 
 class ObjectPage(OutputModel):

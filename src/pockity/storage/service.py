@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -158,11 +158,32 @@ async def get_object(session: AsyncSession, principal: Principal, name: str) -> 
     return obj
 
 
-def download_url(backend: StorageBackend, obj: StorageObject, expires_in: int) -> tuple[str, Any]:
-    """A presigned (S3) or HMAC-signed (local) URL valid for `expires_in` seconds."""
+@dataclass(frozen=True)
+class Download:
+    """A file's metadata and a time-limited URL to fetch it (the REST API's `GET /files/{key}`)."""
+
+    key: str
+    url: str
+    expires_at: datetime
+    size: int
+    content_type: str | None
+    etag: str
+    last_modified: datetime
+
+
+def download(backend: StorageBackend, obj: StorageObject, expires_in: int) -> Download:
+    """A presigned (S3) or HMAC-signed (local) URL valid for `expires_in` seconds, with the file's metadata."""
     filename = obj.name.rsplit("/", 1)[-1]
     url = backend.presign_get(physical_key(obj.user_id, obj.name), expires_in, filename=filename)
-    return url, utcnow() + timedelta(seconds=expires_in)
+    return Download(
+        key=obj.name,
+        url=url,
+        expires_at=utcnow() + timedelta(seconds=expires_in),
+        size=obj.size,
+        content_type=obj.content_type,
+        etag=obj.etag,
+        last_modified=obj.updated_at,
+    )
 
 
 def download_headers(name: str, content_type: str | None) -> dict[str, str]:
@@ -248,10 +269,13 @@ async def forget(session: AsyncSession, obj: StorageObject) -> None:
 
 @dataclass
 class Usage:
+    """A user's counters against their tier's limits, as of when they were read."""
+
     bytes_used: int
     object_count: int
     bytes_reserved: int
     tier: Tier | None
+    as_of: datetime = field(default_factory=utcnow)
 
     @property
     def storage_limit_bytes(self) -> int:
@@ -260,6 +284,18 @@ class Usage:
     @property
     def max_objects(self) -> int:
         return self.tier.max_objects if self.tier else 0
+
+    @property
+    def percent_used(self) -> float:
+        """Bytes used as a percentage of the limit; with no storage allowed, 100 once anything is stored."""
+        limit = self.storage_limit_bytes
+        if limit:
+            return round(100 * self.bytes_used / limit, 2)
+        return 100.0 if self.bytes_used else 0.0
+
+    @property
+    def over_quota(self) -> bool:
+        return self.bytes_used > self.storage_limit_bytes or self.object_count > self.max_objects
 
 
 async def usage(session: AsyncSession, user_id: str) -> Usage:

@@ -1,4 +1,4 @@
-"""Periodic storage jobs."""
+"""Periodic storage jobs: expired reservations, stale uploads, reconciliation (`JOBS` declares them)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import timedelta
 
 from pockity.audit.service import Actor, record
 from pockity.db import unit_of_work
-from pockity.jobs import JobContext
+from pockity.kit.jobs import Job, JobContext
 from pockity.kit.time import utcnow
-from pockity.storage import direct
+from pockity.models import ReconciliationReport
+from pockity.storage import direct, reconcile
 from pockity.storage import repository as repo
 from pockity.storage.service import reconcile_name
 
@@ -56,3 +57,24 @@ async def abort_stale_uploads(ctx: JobContext) -> int:
     if aborted:
         log.info("aborted %d unfinished upload(s) older than %s h", aborted, hours)
     return aborted
+
+
+async def reconcile_job(ctx: JobContext) -> ReconciliationReport:
+    """Every user, repairs applied. Raises on failure so the runner logs and retries it."""
+    report = await reconcile.reconcile(ctx.db, ctx.storage, trigger="job", actor=Actor.system("jobs"))
+    if report.status != reconcile.DONE:
+        raise reconcile.ReconciliationFailed(f"reconciliation {report.id} failed: {report.error}")
+    return report
+
+
+JOBS = [
+    Job(
+        "storage.reconcile",
+        timedelta(hours=24),
+        reconcile_job,
+        lease=timedelta(hours=6),
+        retry_after=timedelta(minutes=15),  # not every 30 s while S3 is down
+    ),
+    Job("storage.release_expired_reservations", timedelta(minutes=1), release_expired_reservations),
+    Job("storage.abort_stale_uploads", timedelta(hours=1), abort_stale_uploads),
+]

@@ -18,8 +18,6 @@ from pockity.tier_requests import repository as repo
 from pockity.tiers import repository as tiers
 from pockity.tiers.service import TierNotFound
 
-R = RequestStatus
-
 
 class RequestNotFound(NotFound):
     code, message = "request_not_found", "Tier request not found."
@@ -43,7 +41,7 @@ async def create_request(session: AsyncSession, user_id: str, tier_id: str, reas
     current = await current_subscription(session, user_id)
     if current is not None and current.tier_id == tier_id and current.scheduled_tier_id is None:
         raise Conflict("You are already on this tier.", code="already_on_tier")
-    request = TierRequest(user_id=user_id, tier_id=tier_id, reason=reason, status=R.PENDING.value)
+    request = TierRequest(user_id=user_id, tier_id=tier_id, reason=reason, status=RequestStatus.PENDING.value)
     repo.add(session, request)
     try:
         async with session.begin_nested():
@@ -72,7 +70,7 @@ async def cancel_request(session: AsyncSession, user_id: str, request_id: str, a
     if request is None:
         raise RequestNotFound()
     if not await repo.transition_request(
-        session, request_id, R.PENDING.value, status=R.CANCELLED.value, resolved_at=utcnow()
+        session, request_id, RequestStatus.PENDING.value, status=RequestStatus.CANCELLED.value, resolved_at=utcnow()
     ):
         raise RequestResolved()
     record(session, actor, "tier_request.cancelled", target_type="tier_request", target_id=request_id)
@@ -96,9 +94,15 @@ async def resolve(
     request = await repo.get_request(session, request_id)
     if request is None:
         raise RequestNotFound()
-    status = R.APPROVED if approved else R.REJECTED
+    status = RequestStatus.APPROVED if approved else RequestStatus.REJECTED
     if not await repo.transition_request(
-        session, request_id, R.PENDING.value, status=status.value, note=note, resolved_at=utcnow(), resolved_by=admin_id
+        session,
+        request_id,
+        RequestStatus.PENDING.value,
+        status=status.value,
+        note=note,
+        resolved_at=utcnow(),
+        resolved_by=admin_id,
     ):
         raise RequestResolved(details={"status": request.status})
     change = None
@@ -116,7 +120,7 @@ async def resolve(
         target_type="tier_request",
         target_id=request_id,
         details={
-            "before": {"status": R.PENDING.value},
+            "before": {"status": RequestStatus.PENDING.value},
             "after": {"status": status.value},
             "userId": request.user_id,
             "tierId": request.tier_id,

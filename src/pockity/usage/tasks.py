@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pockity.db import unit_of_work
-from pockity.jobs import JobContext
+from pockity.kit.jobs import Job, JobContext
 from pockity.kit.time import utcnow
 from pockity.usage import service
 
@@ -30,3 +30,6 @@ async def sample_usage(ctx: JobContext, *, now: datetime | None = None) -> servi
     if total.alerts:
         log.info("usage sampled for %d user(s); %d alert(s) raised", total.sampled, total.alerts)
     return total
+
+
+JOBS = [Job("usage.sample", timedelta(minutes=5), sample_usage)]

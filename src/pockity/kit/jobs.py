@@ -1,5 +1,9 @@
-"""Periodic jobs. Every process may run the runner; each run of a job is claimed through the database
-with one conditional UPDATE, so with several processes every run still happens once."""
+"""The job kit: a `Job` is a name, an interval and a coroutine taking a `JobContext`; the `JobRunner` runs the
+jobs that are due. Every process may run the runner; each run of a job is claimed through the database with
+one conditional UPDATE, so with several processes every run still happens once.
+
+Each domain's `tasks.py` declares its jobs (a `JOBS` list); the app assembles them (`pockity.app.all_jobs`).
+The kit imports no domain: the context's storage and settings types are named for the type checker only."""
 
 from __future__ import annotations
 
@@ -10,14 +14,17 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, update
 
 from pockity.db import Database, dialect_insert, unit_of_work
 from pockity.kit.time import utcnow
 from pockity.models import JobRun
-from pockity.storage.backends import StorageBackend
+
+if TYPE_CHECKING:
+    from pockity.config import Settings
+    from pockity.storage.backends import StorageBackend
 
 log = logging.getLogger("pockity.jobs")
 
@@ -26,7 +33,7 @@ log = logging.getLogger("pockity.jobs")
 class JobContext:
     db: Database
     storage: StorageBackend
-    settings: Any
+    settings: Settings
 
 
 @dataclass(frozen=True)
@@ -106,24 +113,3 @@ class JobRunner:
         while True:
             await self.run_due()
             await asyncio.sleep(self.tick)
-
-
-def default_jobs() -> list[Job]:
-    from pockity.billing.tasks import apply_period_ends
-    from pockity.storage.reconcile import reconcile_job
-    from pockity.storage.tasks import abort_stale_uploads, release_expired_reservations
-    from pockity.usage.tasks import sample_usage
-
-    return [
-        Job("usage.sample", timedelta(minutes=5), sample_usage),
-        Job(
-            "storage.reconcile",
-            timedelta(hours=24),
-            reconcile_job,
-            lease=timedelta(hours=6),
-            retry_after=timedelta(minutes=15),  # not every 30 s while S3 is down
-        ),
-        Job("billing.apply_period_ends", timedelta(minutes=5), apply_period_ends),
-        Job("storage.release_expired_reservations", timedelta(minutes=1), release_expired_reservations),
-        Job("storage.abort_stale_uploads", timedelta(hours=1), abort_stale_uploads),
-    ]
