@@ -88,11 +88,7 @@ async def assign_tier(
 
 @router.get("/users/{user_id}/apikeys", response_model=ApiKeyList)
 async def list_user_keys(user_id: str, admin: AdminPrincipal, request: Request, session: SessionDep) -> object:
-    await users_service.get_user(session, user_id)
-    audit_service.record(
-        session, request_actor(request, admin), "admin.apikeys_listed", target_type="user", target_id=user_id
-    )
-    return {"items": await apikeys_service.list_keys(session, user_id)}
+    return {"items": await service.user_keys(session, user_id, request_actor(request, admin))}
 
 
 @router.delete("/apikeys/{key_id}", response_model=ApiKeyOut)

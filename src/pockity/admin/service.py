@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.apikeys import service as apikeys
-from pockity.audit.service import Actor
+from pockity.audit.service import Actor, record
 from pockity.billing import invoices
 from pockity.billing import service as billing
 from pockity.credits import service as credits
@@ -45,6 +45,13 @@ async def user_detail(session: AsyncSession, user_id: str) -> UserDetail:
         invoices=(await invoices.own_list(session, user_id)).items,
         credits=await credits.balances(session, user_id),
     )
+
+
+async def user_keys(session: AsyncSession, user_id: str, actor: Actor) -> Sequence[ApiKey]:
+    """A user's API keys for an admin; the look is audited (key names and prefixes say what a user stores)."""
+    await users.get_user(session, user_id)
+    record(session, actor, "admin.apikeys_listed", target_type="user", target_id=user_id)
+    return await apikeys.list_keys(session, user_id)
 
 
 async def assign_tier(session: AsyncSession, user_id: str, tier_id: str, actor: Actor) -> Subscription:
