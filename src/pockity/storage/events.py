@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.db import Database, unit_of_work
 from pockity.errors import BadRequest, PockityError, Unauthorized
@@ -186,7 +187,7 @@ async def _complete_staged(db: Database, backend: StorageBackend, key: str) -> s
     return "settled"
 
 
-async def _sync(session: Any, backend: StorageBackend, user_id: str, name: str) -> str:
+async def _sync(session: AsyncSession, backend: StorageBackend, user_id: str, name: str) -> str:
     if await repo.get_reservation_by_name(session, user_id, name, for_update=True) is not None:
         return "ignored:in_flight"  # an upload or delete through Pockity settles this name itself
     # The name's lock, as reconciliation takes it, so the two never adopt the same file at once.

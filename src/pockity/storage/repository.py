@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, literal, or_, select, update
+from sqlalchemy import Row, Select, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pockity.db import dialect_insert
@@ -324,7 +324,11 @@ async def usage_totals(session: AsyncSession) -> tuple[int, int, int, int]:
     return int(used), int(objects), int(reserved), int(users)
 
 
-def _per_user() -> Any:
+# user id, email, tier name, bytes used, object count, the tier's byte and object limits (None: no tier)
+UsageRow = Row[str, str, str | None, int, int, int | None, int | None]
+
+
+def _per_user() -> Select[str, str, str | None, int, int, int | None, int | None]:
     c = UsageCounter
     return (
         select(User.id, User.email, Tier.name, c.bytes_used, c.object_count, Tier.storage_bytes, Tier.max_objects)
@@ -333,12 +337,12 @@ def _per_user() -> Any:
     )
 
 
-async def top_users(session: AsyncSession, limit: int) -> Sequence[Any]:
+async def top_users(session: AsyncSession, limit: int) -> Sequence[UsageRow]:
     stmt = _per_user().order_by(UsageCounter.bytes_used.desc()).limit(limit)
     return (await session.execute(stmt)).all()
 
 
-async def users_near_quota(session: AsyncSession, ratio_percent: int, limit: int) -> Sequence[Any]:
+async def users_near_quota(session: AsyncSession, ratio_percent: int, limit: int) -> Sequence[UsageRow]:
     """Users at or above `ratio_percent` of their byte or object limit (no tier counts as a limit of 0)."""
     c = UsageCounter
     byte_limit = func.coalesce(Tier.storage_bytes, 0)

@@ -350,7 +350,7 @@ class Overview:
     near_quota: list[dict[str, Any]]
 
 
-def _usage_row(row: Any) -> dict[str, Any]:
+def _usage_row(row: repo.UsageRow) -> dict[str, Any]:
     user_id, email, tier_name, used, count, limit, max_objects = row
     return {
         "user_id": user_id,
