@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -83,8 +84,42 @@ class TooManyRequests(PockityError):
         super().__init__(message, **kwargs)
 
 
+# What a 503 tells clients (and load balancers) to wait before retrying: a restart of PostgreSQL or of the
+# S3 gateway takes seconds, not minutes.
+RETRY_AFTER_SECONDS = 2
+
+
 class ServiceUnavailable(PockityError):
     status, code, message = 503, "service_unavailable", "The service is temporarily unavailable."
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        super().__init__(message, **kwargs)
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    message = "The database is unavailable; try again shortly."
+
+
+# SQLSTATEs that say "the database is not there right now", not "this request is wrong": class 08 (connection
+# exception), 57P01-57P03 (shut down by an administrator, crash shutdown, starting up), 53300 (too many clients).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means the database could not be reached or went away (a restart, a refused connect)."""
+    if isinstance(exc, SQLAlchemyTimeoutError):  # no pooled connection became free in time
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+        if sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        return isinstance(orig, OSError) or isinstance(getattr(orig, "__cause__", None), OSError)
+    # asyncpg raises a refused or timed-out connect as it is, not wrapped by SQLAlchemy.
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -175,7 +210,16 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
         # number) that the database refused. The client's input, so a 4xx.
         log.warning("database refused a value: %s", type(orig or exc).__name__)
         return error_response(BadRequest("The request contains a value that cannot be stored.", code="invalid_value"))
+    if database_unavailable(exc):
+        return await _unavailable_handler(request, exc)
     return await _unhandled_handler(request, exc)
+
+
+async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.warning(
+        "database unavailable: %s", type(exc).__name__, extra={"request_id": getattr(request.state, "request_id", None)}
+    )
+    return error_response(DatabaseUnavailable())
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -195,4 +239,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(ClientDisconnect, _client_closed_handler)
     app.add_exception_handler(DBAPIError, _database_error_handler)
+    # Raised as they are by the driver when a connect is refused or times out (and by the pool when full).
+    for unavailable in (ConnectionError, TimeoutError, SQLAlchemyTimeoutError):
+        app.add_exception_handler(unavailable, _unavailable_handler)
     app.add_exception_handler(Exception, _unhandled_handler)

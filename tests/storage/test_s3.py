@@ -128,6 +128,7 @@ async def test_s3_down_before_upload_is_503_and_nothing_reserved(
         await proxy.stop()
         r = await client.put("/api/storage/files/x.bin", content=b"x" * 1000, headers=user.headers)
         assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable"
+        assert int(r.headers["Retry-After"]) >= 1  # a client (or balancer) knows when to try again
         for method, path, body in (
             ("DELETE", "/api/storage/files/keep.txt", None),
             ("POST", "/api/storage/files/delete", {"keys": ["keep.txt"]}),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote
 
-from pockity.errors import PockityError
+from pockity.errors import RETRY_AFTER_SECONDS, PockityError
 
 # S3 limits a key to 1024 bytes of UTF-8; both backends enforce the same limit.
 MAX_KEY_BYTES = 1024
@@ -38,6 +38,10 @@ class ObjectNotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     status, code, message = 503, "storage_unavailable", "The storage backend is unavailable; try again later."
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        super().__init__(message, **kwargs)
 
 
 class InvalidRange(StorageError):
