@@ -19,10 +19,9 @@ VALID_KEK = base64.b64encode(secrets.token_bytes(32)).decode()
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No setting leaks in from the machine running the tests; DATA_DIR is a fresh folder."""
-    for field in Settings.model_fields.values():
-        if isinstance(field.validation_alias, str):
-            monkeypatch.delenv(field.validation_alias, raising=False)
-            monkeypatch.delenv(field.validation_alias.lower(), raising=False)
+    for name in Settings.model_fields:  # each setting's environment name is its field name, any case
+        monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     return tmp_path
 

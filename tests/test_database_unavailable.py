@@ -39,7 +39,9 @@ def assert_unavailable(r: httpx.Response) -> None:
     assert int(r.headers["Retry-After"]) >= 1
 
 
-async def test_database_down_is_503_with_retry_after_and_recovers(proxied_app: FastAPI, pg_proxy: CuttableProxy) -> None:
+async def test_database_down_is_503_with_retry_after_and_recovers(
+    proxied_app: FastAPI, pg_proxy: CuttableProxy
+) -> None:
     async with client_for(proxied_app) as client:
         user = await make_user(client, "dbdown")
         assert (await client.get("/api/storage/files", headers=user.headers)).status_code == 200

@@ -52,77 +52,75 @@ def is_placeholder_secret(value: str | None) -> bool:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False, populate_by_name=True)
 
-    environment: Literal["development", "production", "test"] = Field("development", validation_alias="ENVIRONMENT")
-    port: int = Field(8080, validation_alias="PORT")
-    data_dir: Path = Field(Path("./var"), validation_alias="DATA_DIR")
-    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
-    database_pool_size: int = Field(20, ge=1, validation_alias="DATABASE_POOL_SIZE")
-    database_max_overflow: int = Field(5, ge=0, validation_alias="DATABASE_MAX_OVERFLOW")
-    jwt_secret: str | None = Field(None, validation_alias="JWT_SECRET")
-    jwt_expires_minutes: int = Field(1440, ge=1, validation_alias="JWT_EXPIRES_MINUTES")
-    bcrypt_rounds: int = Field(12, ge=4, le=16, validation_alias="BCRYPT_ROUNDS")
-    key_encryption_key: str | None = Field(None, validation_alias="KEY_ENCRYPTION_KEY")
-    key_encryption_keys_old: str = Field("", validation_alias="KEY_ENCRYPTION_KEYS_OLD")
-    max_api_keys_per_user: int = Field(20, ge=1, validation_alias="MAX_API_KEYS_PER_USER")
-    api_key_activity_flush_seconds: float = Field(60.0, gt=0, validation_alias="API_KEY_ACTIVITY_FLUSH_SECONDS")
-    cors_origins: str = Field("", validation_alias="CORS_ORIGINS")
+    environment: Literal["development", "production", "test"] = "development"
+    port: int = 8080
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    database_pool_size: int = Field(20, ge=1)
+    database_max_overflow: int = Field(5, ge=0)
+    jwt_secret: str | None = None
+    jwt_expires_minutes: int = Field(1440, ge=1)
+    bcrypt_rounds: int = Field(12, ge=4, le=16)
+    key_encryption_key: str | None = None
+    key_encryption_keys_old: str = ""
+    max_api_keys_per_user: int = Field(20, ge=1)
+    api_key_activity_flush_seconds: float = Field(60.0, gt=0)
+    cors_origins: str = ""
     # Proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or networks, or "*").
     # Empty: none, the TCP peer is the client (so no client can pick its own address for login throttling).
-    forwarded_allow_ips: str = Field("", validation_alias="FORWARDED_ALLOW_IPS")
-    log_format: Literal["json", "text"] = Field("text", validation_alias="LOG_FORMAT")
-    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
-    max_json_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="MAX_JSON_BODY_BYTES")
-    metrics_token: str | None = Field(None, validation_alias="METRICS_TOKEN")
-    graceful_shutdown_seconds: int = Field(30, ge=1, validation_alias="GRACEFUL_SHUTDOWN_SECONDS")
-    admin_email: str | None = Field(None, validation_alias="ADMIN_EMAIL")
-    admin_password: str | None = Field(None, validation_alias="ADMIN_PASSWORD")
+    forwarded_allow_ips: str = ""
+    log_format: Literal["json", "text"] = "text"
+    log_level: str = "INFO"
+    max_json_body_bytes: int = Field(1024 * 1024, ge=1024)
+    metrics_token: str | None = None
+    graceful_shutdown_seconds: int = Field(30, ge=1)
+    admin_email: str | None = None
+    admin_password: str | None = None
     # Login throttling: failures per email and per client address within the window.
-    login_max_failures_per_email: int = Field(5, ge=1, validation_alias="LOGIN_MAX_FAILURES_PER_EMAIL")
-    login_max_failures_per_client: int = Field(20, ge=1, validation_alias="LOGIN_MAX_FAILURES_PER_CLIENT")
-    login_failure_window_seconds: int = Field(900, ge=1, validation_alias="LOGIN_FAILURE_WINDOW_SECONDS")
-    login_lockout_seconds: int = Field(60, ge=1, validation_alias="LOGIN_LOCKOUT_SECONDS")
+    login_max_failures_per_email: int = Field(5, ge=1)
+    login_max_failures_per_client: int = Field(20, ge=1)
+    login_failure_window_seconds: int = Field(900, ge=1)
+    login_lockout_seconds: int = Field(60, ge=1)
     # Storage
-    storage_backend: Literal["local", "s3"] = Field("local", validation_alias="STORAGE_BACKEND")
-    local_storage_dir: Path | None = Field(None, validation_alias="LOCAL_STORAGE_DIR")
-    public_base_url: str | None = Field(None, validation_alias="PUBLIC_BASE_URL")
-    s3_bucket: str = Field("pockity", validation_alias="S3_BUCKET")
-    s3_endpoint_url: str | None = Field(None, validation_alias="S3_ENDPOINT_URL")
-    s3_create_bucket: bool = Field(True, validation_alias="S3_CREATE_BUCKET")
-    aws_region: str = Field("us-east-1", validation_alias="AWS_REGION")
-    aws_access_key_id: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
-    aws_secret_access_key: str | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
-    s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, validation_alias="S3_PART_SIZE")
-    max_upload_bytes: int = Field(5 * 1024**3, ge=1, validation_alias="MAX_UPLOAD_BYTES")
-    max_concurrent_uploads: int = Field(32, ge=1, validation_alias="MAX_CONCURRENT_UPLOADS")
-    upload_reservation_ttl_seconds: int = Field(900, ge=10, validation_alias="UPLOAD_RESERVATION_TTL_SECONDS")
-    upload_reserve_step_bytes: int = Field(8 * 1024 * 1024, ge=1, validation_alias="UPLOAD_RESERVE_STEP_BYTES")
-    direct_upload_expires_seconds: int = Field(900, ge=60, le=604800, validation_alias="DIRECT_UPLOAD_EXPIRES_SECONDS")
+    storage_backend: Literal["local", "s3"] = "local"
+    local_storage_dir: Path | None = None
+    public_base_url: str | None = None
+    s3_bucket: str = "pockity"
+    s3_endpoint_url: str | None = None
+    s3_create_bucket: bool = True
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    max_upload_bytes: int = Field(5 * 1024**3, ge=1)
+    max_concurrent_uploads: int = Field(32, ge=1)
+    upload_reservation_ttl_seconds: int = Field(900, ge=10)
+    upload_reserve_step_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    direct_upload_expires_seconds: int = Field(900, ge=60, le=604800)
     # Upload URLs live shorter than download URLs: a form's bytes stay reserved until it expires.
-    direct_upload_max_expires_seconds: int = Field(
-        3600, ge=60, le=604800, validation_alias="DIRECT_UPLOAD_MAX_EXPIRES_SECONDS"
-    )
-    download_url_max_seconds: int = Field(604800, ge=1, le=604800, validation_alias="DOWNLOAD_URL_MAX_SECONDS")
-    stale_upload_hours: float = Field(24, gt=0, validation_alias="STALE_UPLOAD_HOURS")
-    s3_events_token: str | None = Field(None, validation_alias="S3_EVENTS_TOKEN")
-    jobs_enabled: bool = Field(True, validation_alias="JOBS_ENABLED")
+    direct_upload_max_expires_seconds: int = Field(3600, ge=60, le=604800)
+    download_url_max_seconds: int = Field(604800, ge=1, le=604800)
+    stale_upload_hours: float = Field(24, gt=0)
+    s3_events_token: str | None = None
+    jobs_enabled: bool = True
     # Payments: every provider is optional; one without its keys is reported unavailable.
-    stripe_secret_key: str | None = Field(None, validation_alias="STRIPE_SECRET_KEY")
-    stripe_webhook_secret: str | None = Field(None, validation_alias="STRIPE_WEBHOOK_SECRET")
-    stripe_api_base: str | None = Field(None, validation_alias="STRIPE_API_BASE")
-    razorpay_key_id: str | None = Field(None, validation_alias="RAZORPAY_KEY_ID")
-    razorpay_secret: str | None = Field(None, validation_alias="RAZORPAY_SECRET")
-    razorpay_webhook_secret: str | None = Field(None, validation_alias="RAZORPAY_WEBHOOK_SECRET")
-    razorpay_api_base: str | None = Field(None, validation_alias="RAZORPAY_API_BASE")
-    crypto_eth_address: str | None = Field(None, validation_alias="CRYPTO_ETH_ADDRESS")
-    crypto_usdc_address: str | None = Field(None, validation_alias="CRYPTO_USDC_ADDRESS")
-    crypto_btc_address: str | None = Field(None, validation_alias="CRYPTO_BTC_ADDRESS")
-    coinbase_commerce_webhook_secret: str | None = Field(None, validation_alias="COINBASE_COMMERCE_WEBHOOK_SECRET")
-    btcpay_webhook_secret: str | None = Field(None, validation_alias="BTCPAY_WEBHOOK_SECRET")
-    billing_grace_days: int = Field(7, ge=0, le=365, validation_alias="BILLING_GRACE_DAYS")
-    billing_renewal_notice_days: int = Field(3, ge=0, le=60, validation_alias="BILLING_RENEWAL_NOTICE_DAYS")
-    checkout_success_url: str | None = Field(None, validation_alias="CHECKOUT_SUCCESS_URL")
-    checkout_cancel_url: str | None = Field(None, validation_alias="CHECKOUT_CANCEL_URL")
-    provider_timeout_seconds: float = Field(20.0, gt=0, validation_alias="PROVIDER_TIMEOUT_SECONDS")
+    stripe_secret_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None
+    razorpay_key_id: str | None = None
+    razorpay_secret: str | None = None
+    razorpay_webhook_secret: str | None = None
+    razorpay_api_base: str | None = None
+    crypto_eth_address: str | None = None
+    crypto_usdc_address: str | None = None
+    crypto_btc_address: str | None = None
+    coinbase_commerce_webhook_secret: str | None = None
+    btcpay_webhook_secret: str | None = None
+    billing_grace_days: int = Field(7, ge=0, le=365)
+    billing_renewal_notice_days: int = Field(3, ge=0, le=60)
+    checkout_success_url: str | None = None
+    checkout_cancel_url: str | None = None
+    provider_timeout_seconds: float = Field(20.0, gt=0)
 
     @field_validator("data_dir", "local_storage_dir", mode="after")
     @classmethod
