@@ -48,7 +48,7 @@ async def resolve(
     request_id: str, body: ResolveIn, admin: AdminPrincipal, request: Request, session: SessionDep
 ) -> object:
     """Approve (`approved: true`) or reject a pending request."""
-    resolved, change = await service.resolve(
+    return await service.resolve(
         session,
         request_id,
         approved=body.approved,
@@ -56,8 +56,3 @@ async def resolve(
         admin_id=admin.user_id,
         actor=request_actor(request, admin),
     )
-    return {
-        **TierRequestOut.model_validate(resolved).model_dump(),
-        "effective": change.effective if change else None,
-        "invoice_id": change.invoice.id if change and change.invoice else None,
-    }

@@ -15,6 +15,7 @@ from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
 from pockity.models import RequestStatus, TierRequest
 from pockity.tier_requests import repository as repo
+from pockity.tier_requests.schemas import ResolvedOut, TierRequestOut
 from pockity.tiers import repository as tiers
 from pockity.tiers.service import TierNotFound
 
@@ -89,7 +90,7 @@ async def list_requests(
 
 async def resolve(
     session: AsyncSession, request_id: str, *, approved: bool, note: str | None, admin_id: str, actor: Actor
-) -> tuple[TierRequest, billing.Change | None]:
+) -> ResolvedOut:
     """Approve or reject once: of two admins resolving together exactly one wins, the other gets 409."""
     request = await repo.get_request(session, request_id)
     if request is None:
@@ -129,4 +130,8 @@ async def resolve(
             "invoiceId": change.invoice.id if change and change.invoice else None,
         },
     )
-    return resolved, change
+    return ResolvedOut(
+        **TierRequestOut.model_validate(resolved).model_dump(),
+        effective=change.effective if change else None,
+        invoice_id=change.invoice.id if change and change.invoice else None,
+    )

@@ -19,8 +19,7 @@ async def list_tiers(session: SessionDep) -> object:
 
 @router.get("/admin/all", response_model=TierAdminList)
 async def list_all(_: AdminPrincipal, session: SessionDep) -> object:
-    rows = await service.list_all(session)
-    return {"items": [{**TierOut.model_validate(t).model_dump(), "user_count": n} for t, n in rows]}
+    return {"items": await service.list_all(session)}
 
 
 @router.post("/admin", status_code=status.HTTP_201_CREATED, response_model=TierOut)

@@ -12,7 +12,7 @@ from pockity.audit.service import Actor, record
 from pockity.errors import Conflict, NotFound
 from pockity.models import Tier
 from pockity.tiers import repository
-from pockity.tiers.schemas import TierCreateIn, TierUpdateIn, gb_to_bytes, mb_to_bytes
+from pockity.tiers.schemas import TierAdminOut, TierCreateIn, TierOut, TierUpdateIn, gb_to_bytes, mb_to_bytes
 
 
 class TierNotFound(NotFound):
@@ -54,9 +54,14 @@ async def list_public(session: AsyncSession) -> Sequence[Tier]:
     return await repository.list_public(session)
 
 
-async def list_all(session: AsyncSession) -> Sequence[tuple[Tier, int]]:
+async def list_all(session: AsyncSession) -> list[TierAdminOut]:
     """Every tier with how many users are on it."""
-    return await repository.list_all_with_user_counts(session)
+    return [
+        TierAdminOut(
+            **TierOut.model_validate(tier).model_dump(exclude={"storage_gb", "max_object_size_mb"}), user_count=n
+        )
+        for tier, n in await repository.list_all_with_user_counts(session)
+    ]
 
 
 def _values(data: TierCreateIn | TierUpdateIn) -> dict[str, Any]:
