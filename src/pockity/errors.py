@@ -106,20 +106,19 @@ class DatabaseUnavailable(ServiceUnavailable):
 _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
-def database_unavailable(exc: BaseException) -> bool:
+def database_unavailable(exc: DBAPIError) -> bool:
     """True when `exc` means the database could not be reached or went away (a restart, a refused connect)."""
-    if isinstance(exc, SQLAlchemyTimeoutError):  # no pooled connection became free in time
+    if exc.connection_invalidated:
         return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        orig = exc.orig
-        sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
-        if sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
-            return True
-        return isinstance(orig, OSError) or isinstance(getattr(orig, "__cause__", None), OSError)
-    # asyncpg raises a refused or timed-out connect as it is, not wrapped by SQLAlchemy.
-    return isinstance(exc, (ConnectionError, TimeoutError))
+    if _sqlstate(exc).startswith(_UNAVAILABLE_SQLSTATES):
+        return True
+    return isinstance(exc.orig, OSError) or isinstance(getattr(exc.orig, "__cause__", None), OSError)
+
+
+def _sqlstate(exc: BaseException) -> str:
+    """The driver's SQLSTATE of a database error (asyncpg: `sqlstate`, psycopg: `pgcode`), or ""."""
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -204,13 +203,12 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _database_error_handler(request: Request, exc: Exception) -> JSONResponse:
     orig = getattr(exc, "orig", None)
-    sqlstate = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
-    if isinstance(exc, DataError) or sqlstate.startswith("22"):
+    if isinstance(exc, DataError) or _sqlstate(exc).startswith("22"):
         # SQLSTATE class 22, "data exception": a value validation let through (a NUL byte, an out-of-range
         # number) that the database refused. The client's input, so a 4xx.
         log.warning("database refused a value: %s", type(orig or exc).__name__)
         return error_response(BadRequest("The request contains a value that cannot be stored.", code="invalid_value"))
-    if database_unavailable(exc):
+    if isinstance(exc, DBAPIError) and database_unavailable(exc):
         return await _unavailable_handler(request, exc)
     return await _unhandled_handler(request, exc)
 
@@ -220,6 +218,15 @@ async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse
         "database unavailable: %s", type(exc).__name__, extra={"request_id": getattr(request.state, "request_id", None)}
     )
     return error_response(DatabaseUnavailable())
+
+
+async def _unreachable_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.warning(
+        "a dependency could not be reached: %s",
+        type(exc).__name__,
+        extra={"request_id": getattr(request.state, "request_id", None)},
+    )
+    return error_response(ServiceUnavailable())
 
 
 async def _unhandled_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -239,7 +246,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(ClientDisconnect, _client_closed_handler)
     app.add_exception_handler(DBAPIError, _database_error_handler)
-    # Raised as they are by the driver when a connect is refused or times out (and by the pool when full).
-    for unavailable in (ConnectionError, TimeoutError, SQLAlchemyTimeoutError):
-        app.add_exception_handler(unavailable, _unavailable_handler)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _unavailable_handler)  # no pooled connection came free
+    # Raised as they are by the driver when a connect is refused or times out; any other dependency that cannot
+    # be reached raises the same, so the answer says only that the service is unavailable, not which part.
+    for unreachable in (ConnectionError, TimeoutError):
+        app.add_exception_handler(unreachable, _unreachable_handler)
     app.add_exception_handler(Exception, _unhandled_handler)
