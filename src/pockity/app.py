@@ -23,7 +23,7 @@ from pockity.auth.service import LoginPolicy
 from pockity.billing import tasks as billing_tasks
 from pockity.billing.router import router as billing_router
 from pockity.config import ConfigError, Settings, load_settings
-from pockity.db import create_database
+from pockity.db import Database, create_database
 from pockity.errors import install_error_handlers
 from pockity.kit.crypto import Keyring
 from pockity.kit.jobs import Job, JobContext, JobRunner
@@ -33,6 +33,9 @@ from pockity.open.router import router as open_router
 from pockity.payments.providers import razorpay_provider, stripe_provider
 from pockity.payments.router import router as payments_router
 from pockity.payments.router import webhooks as payment_webhooks_router
+from pockity.ratelimit import tasks as ratelimit_tasks
+from pockity.ratelimit.limiter import CounterStore, Rate, RequestLimiter
+from pockity.ratelimit.repository import DatabaseCounters
 from pockity.security_headers import SecurityHeadersMiddleware
 from pockity.storage import reconcile
 from pockity.storage import tasks as storage_tasks
@@ -97,7 +100,17 @@ def _upload_policy(settings: Settings) -> UploadPolicy:
         server_max_bytes=settings.max_upload_bytes,
         reservation_ttl=timedelta(seconds=settings.upload_reservation_ttl_seconds),
         reserve_step=settings.upload_reserve_step_bytes,
+        default_concurrent_uploads=settings.rate_limit_concurrent_uploads if settings.rate_limit_enabled else None,
     )
+
+
+def build_rate_counters(settings: Settings, db: Database) -> CounterStore:
+    """Where the shared request counts live: Redis when REDIS_URL is set (imported only then), else the database."""
+    if settings.redis_url:
+        from pockity.ratelimit.redis_store import RedisCounters
+
+        return RedisCounters(settings.redis_url, settings.redis_key_prefix)
+    return DatabaseCounters(db.reader)
 
 
 async def _stop(task: asyncio.Task[None] | None) -> None:
@@ -115,6 +128,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.async_database_url, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow
     )
     app.state.db = db
+    counters = build_rate_counters(settings, db) if settings.rate_limit_enabled else None
+    if counters is not None:
+        app.state.limiter = RequestLimiter(counters, lease_max=settings.rate_limit_lease_max)
     # A configured provider's SDK is imported now, not inside the first payment request.
     if settings.stripe_secret_key or settings.stripe_webhook_secret:
         stripe_provider.load_sdk()
@@ -143,12 +159,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         except Exception:
             log.exception("could not flush API key activity at shutdown")
         await storage.close()
+        if counters is not None:
+            await counters.close()
         await db.dispose()
 
 
 def all_jobs() -> list[Job]:
     """Every domain's periodic jobs, as each domain's `tasks.JOBS` declares them."""
-    return [*usage_tasks.JOBS, *storage_tasks.JOBS, *billing_tasks.JOBS]
+    return [*usage_tasks.JOBS, *storage_tasks.JOBS, *billing_tasks.JOBS, *ratelimit_tasks.JOBS]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -170,6 +188,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.storage = build_backend(settings)
     app.state.upload_policy = _upload_policy(settings)
     app.state.upload_slots = anyio.Semaphore(settings.max_concurrent_uploads)
+    app.state.limiter = None  # built with the database, in the lifespan (None: RATE_LIMIT_ENABLED=false)
+    app.state.default_rate = Rate(settings.rate_limit_requests_per_second, settings.rate_limit_burst)
     install_error_handlers(app)
     app.add_middleware(
         RequestGuardMiddleware,

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import aliased
 
-from pockity.auth.repository import USER_COLUMNS
+from pockity.auth.repository import USER_COLUMNS, USER_RATE_COLUMNS, USER_TIER
 from pockity.models import ApiKey, Tier, User
 
 
@@ -69,12 +70,16 @@ AUTH_COLUMNS = (
     ApiKey.is_active.label("key_active"),
     ApiKey.expires_at,
     *USER_COLUMNS,
+    *USER_RATE_COLUMNS,
 )
+_KEY_TIER = aliased(Tier, name="key_tier")
 
 
 _AUTH_BY_ACCESS_KEY_ID = (
-    select(*AUTH_COLUMNS)
+    select(*AUTH_COLUMNS, _KEY_TIER.requests_per_second.label("key_rps"), _KEY_TIER.request_burst.label("key_burst"))
     .join(User, User.id == ApiKey.user_id)
+    .outerjoin(USER_TIER, USER_TIER.id == User.tier_id)
+    .outerjoin(_KEY_TIER, _KEY_TIER.id == ApiKey.tier_id)
     .where(ApiKey.access_key_id == bindparam("access_key_id"))
 )
 

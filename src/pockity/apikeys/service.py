@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.apikeys import repository
 from pockity.apikeys.schemas import ApiKeyCreateIn
 from pockity.audit.service import Actor, record
-from pockity.auth.schemas import KeyGrant, Principal
+from pockity.auth.schemas import KeyGrant, Principal, TierRate
 from pockity.auth.service import AccountDisabled
 from pockity.db import Database
 from pockity.errors import Conflict, NotFound, Unauthorized, ValidationFailed
@@ -161,6 +161,7 @@ async def authenticate(db: Database, keyring: Keyring, access_key_id: str, secre
         scopes=frozenset(s for s in row.scopes.split(",") if s),
         prefix=row.prefix,
         tier_id=row.tier_id,
+        rate=TierRate(row.key_rps, row.key_burst) if row.tier_id else None,
     )
     return Principal(
         user_id=row.id,
@@ -170,6 +171,7 @@ async def authenticate(db: Database, keyring: Keyring, access_key_id: str, secre
         is_active=row.is_active,
         created_at=row.created_at,
         key=grant,
+        rate=TierRate(row.tier_rps, row.tier_burst),
     )
 
 

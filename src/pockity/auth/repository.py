@@ -6,16 +6,24 @@ from datetime import datetime
 
 from sqlalchemy import Row, Table, bindparam, case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import aliased
 
 from pockity.db import dialect_insert
-from pockity.models import LoginThrottle, User
+from pockity.models import LoginThrottle, Tier, User
 
 USER_COLUMNS = (User.id, User.email, User.name, User.role, User.is_active, User.created_at)
-UserRow = Row[str, str, str, str, bool, datetime]
+UserRow = Row[str, str, str, str, bool, datetime, int | None, int | None]
 
+# The user's tier's request-rate limits come with the user, in the same query (a primary-key join).
+USER_TIER = aliased(Tier, name="user_tier")
+USER_RATE_COLUMNS = (USER_TIER.requests_per_second.label("tier_rps"), USER_TIER.request_burst.label("tier_burst"))
 
 # Built once: constructing a statement per request (and its cache key) costs more than running it.
-_USER_BY_ID = select(*USER_COLUMNS).where(User.id == bindparam("user_id"))
+_USER_BY_ID = (
+    select(*USER_COLUMNS, *USER_RATE_COLUMNS)
+    .outerjoin(USER_TIER, USER_TIER.id == User.tier_id)
+    .where(User.id == bindparam("user_id"))
+)
 
 
 async def user_row(reader: AsyncEngine, user_id: str) -> UserRow | None:

@@ -14,6 +14,14 @@ SCOPES = ("delete", "list", "read", "write")
 
 
 @dataclass(frozen=True)
+class TierRate:
+    """A tier's own request-rate limits, as stored (None: the server's default applies)."""
+
+    per_second: int | None = None
+    burst: int | None = None
+
+
+@dataclass(frozen=True)
 class KeyGrant:
     """What an API key allows, when a request authenticated with one."""
 
@@ -23,6 +31,7 @@ class KeyGrant:
     scopes: frozenset[str]
     prefix: str | None
     tier_id: str | None
+    rate: TierRate | None = None  # the key's tier's, when the key is linked to one
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class Principal:
     is_active: bool
     created_at: datetime
     key: KeyGrant | None = None
+    rate: TierRate = TierRate()  # the user's tier's
 
     @property
     def is_admin(self) -> bool:

@@ -11,7 +11,7 @@ import anyio
 
 from pockity.audit.service import Actor, record
 from pockity.auth import repository
-from pockity.auth.schemas import Principal
+from pockity.auth.schemas import Principal, TierRate
 from pockity.db import Database
 from pockity.errors import Forbidden, TooManyRequests, Unauthorized
 from pockity.kit import jwt
@@ -146,6 +146,7 @@ async def principal_from_token(db: Database, token: str, secret: str) -> Princip
         role=row.role,
         is_active=row.is_active,
         created_at=row.created_at,
+        rate=TierRate(row.tier_rps, row.tier_burst),
     )
 
 

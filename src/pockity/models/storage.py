@@ -43,6 +43,7 @@ class UsageCounter(Base):
     object_count: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     bytes_reserved: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     objects_reserved: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    uploads_open: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # reservations holding a slot
     updated_at: Mapped[datetime] = updated_at_column()
 
 
@@ -68,6 +69,8 @@ class Reservation(Base):
     objects: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     key_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     key_objects: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # 1 while it holds an upload slot of the user's (and its key's) counter; 0 for holds and locks.
+    uploads: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # "stream": bytes through Pockity; "direct": a presigned upload straight to storage, open; "closing": a
     # direct upload being completed (by its client, an event or the expiry job; only one of them claims it);
     # "hold": see above; "lock": a delete or a repair.

@@ -32,6 +32,11 @@ class Tier(Base):
     currency: Mapped[str] = mapped_column(String(3), nullable=False, default="USD")
     billing_period: Mapped[str] = mapped_column(String(16), nullable=False, default="monthly")
     trial_days: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # Fair sharing (None: the server's defaults): requests per second on average, how many may come at once,
+    # and uploads open at the same time; per user, and per API key for keys linked to this tier.
+    requests_per_second: Mapped[int | None] = mapped_column(Integer)
+    request_burst: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent_uploads: Mapped[int | None] = mapped_column(Integer)
     is_public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     is_default: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     is_archived: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
