@@ -4,7 +4,8 @@ Attached once, when the schema is first built, instead of by hand in every route
   every operation   400 (malformed URL or body: invalid_value, invalid_json) and 422 (validation_error)
   path parameters   404 (the named resource does not exist)
   authentication    401 (not_authenticated, invalid_token, token_expired, invalid_api_key, account_disabled)
-                    and 403 (jwt_required, admin_required, scope_denied, ...)
+                    and 403 (jwt_required, admin_required, scope_denied, ...), 429 (rate_limited, with
+                    Retry-After: fair sharing's request rate, and for uploads the concurrent-upload limit)
   a request body    413 (payload_too_large)
 Domain-specific errors (409, 402, 503, ...) are declared by each router (`APIRouter(responses=...)`). Every
 4xx/5xx response gets the one error shape, replacing FastAPI's own 422 schema, which Pockity never sends.
@@ -58,7 +59,9 @@ _DESCRIPTIONS = {
     404: "The resource named in the path does not exist",
     413: "payload_too_large",
     422: "validation_error: the parameters or body do not match the schema (details name each field)",
+    429: "rate_limited: over the request rate or the concurrent uploads of the user or key; see Retry-After",
 }
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}}
 
 
 def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
@@ -71,7 +74,7 @@ def error_codes(route: APIRoute, streams_body: Callable[[str, str], bool]) -> se
     if route.dependant.path_params:
         codes.add(404)
     if _depends_on(route.dependant, get_principal):
-        codes |= {401, 403}
+        codes |= {401, 403, 429}
     if route.body_field is not None or any(streams_body(m, route.path) for m in route.methods or ()):
         codes.add(413)
     return codes
@@ -106,6 +109,8 @@ def install(app: FastAPI, streams_body: Callable[[str, str], bool]) -> None:
                 responses = operation.setdefault("responses", {})
                 for code in error_codes(route, streams_body):
                     responses.setdefault(str(code), {"description": _DESCRIPTIONS[code]})
+                if "429" in responses:
+                    responses["429"].setdefault("headers", _RETRY_AFTER)
                 for code, response in responses.items():
                     if code[:1] in ("4", "5"):
                         response["content"] = _ERROR_REF

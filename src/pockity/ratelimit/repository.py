@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,9 +14,9 @@ _TABLE = RateWindow.__table__
 assert isinstance(_TABLE, Table)
 
 
-def _take_statement(dialect: str) -> object:
+def _take_statement(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(_TABLE)
+    stmt = insert(RateWindow)
     return stmt.on_conflict_do_update(
         index_elements=[_TABLE.c.subject, _TABLE.c.window_start],
         set_={"count": _TABLE.c.count + stmt.excluded.count},
@@ -31,7 +33,8 @@ class DatabaseCounters:
 
     async def take(self, subject: str, window_start: int, n: int, ttl: int) -> int:
         async with self.reader.connect() as conn:
-            result = await conn.execute(self._stmt, {"subject": subject, "window_start": window_start, "count": n})  # type: ignore[call-overload]
+            params = {"subject": subject, "window_start": window_start, "count": n}
+            result = await conn.execute(self._stmt, params)
             return int(result.scalar_one())
 
     async def close(self) -> None:

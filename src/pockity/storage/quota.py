@@ -18,6 +18,7 @@ NO_LIMIT = 2**62
 class Limits:
     max_bytes: int
     max_objects: int
+    max_uploads: int = NO_LIMIT  # uploads open at once (fair sharing)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class QuotaScope:
     new_object: bool
     reserved: int = 0
     objects_reserved: int = 0
+    uploads_reserved: int = 0
 
     @property
     def kind(self) -> str:
@@ -48,9 +50,13 @@ class QuotaScope:
         return max(0, total - self.credit)
 
 
-def _limits(tier: Tier | None) -> Limits:
+def _limits(tier: Tier | None, default_uploads: int | None) -> Limits:
     # No tier: no storage at all until an admin grants one.
-    return Limits(tier.storage_bytes, tier.max_objects) if tier else Limits(0, 0)
+    if tier is None:
+        return Limits(0, 0)
+    if default_uploads is None:  # fair sharing is off
+        return Limits(tier.storage_bytes, tier.max_objects)
+    return Limits(tier.storage_bytes, tier.max_objects, tier.max_concurrent_uploads or default_uploads)
 
 
 async def user_tier(session: AsyncSession, user_id: str) -> Tier | None:
@@ -66,9 +72,12 @@ class SubscriptionPastDue(PockityError):
     )
 
 
-async def limits_for(session: AsyncSession, principal: Principal) -> WriterLimits:
+async def limits_for(session: AsyncSession, principal: Principal, default_uploads: int | None = None) -> WriterLimits:
     """The user's tier limits, plus the key's tier when the request came with a tier-linked key (one query).
-    A user whose subscription is past due may not write (reads are never blocked by billing)."""
+    A user whose subscription is past due may not write (reads are never blocked by billing).
+
+    Concurrent uploads: the tier's own limit, else `default_uploads`; None turns that limit off (fair sharing
+    disabled). A key without a tier is limited only by its user's."""
     key_tier_id = principal.key.tier_id if principal.key is not None else None
     found = await tiers.for_writer(session, principal.user_id, key_tier_id or None)
     if found is not None and found.billing_hold:
@@ -78,7 +87,7 @@ async def limits_for(session: AsyncSession, principal: Principal) -> WriterLimit
     key_limits = None
     if key_tier_id:
         key_tier = found.key_tier if found else None
-        key_limits = _limits(key_tier)
+        key_limits = _limits(key_tier, default_uploads)
         if key_tier and key_tier.max_object_size_bytes:
             sizes.append(key_tier.max_object_size_bytes)
-    return WriterLimits(user=_limits(tier), key=key_limits, max_object_size=min(sizes), tier=tier)
+    return WriterLimits(user=_limits(tier, default_uploads), key=key_limits, max_object_size=min(sizes), tier=tier)

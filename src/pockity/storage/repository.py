@@ -35,7 +35,7 @@ def _owned(user_id: str) -> Select[StorageObject]:
 
 async def ensure_counter(session: AsyncSession, scope: str) -> None:
     stmt = dialect_insert(session)(UsageCounter).values(
-        scope=scope, bytes_used=0, object_count=0, bytes_reserved=0, objects_reserved=0
+        scope=scope, bytes_used=0, object_count=0, bytes_reserved=0, objects_reserved=0, uploads_open=0
     )
     await session.execute(stmt.on_conflict_do_nothing(index_elements=["scope"]))
 
@@ -45,9 +45,18 @@ async def get_counter(session: AsyncSession, scope: str) -> UsageCounter | None:
 
 
 async def try_reserve(
-    session: AsyncSession, scope: str, *, nbytes: int, objects: int, max_bytes: int, max_objects: int
+    session: AsyncSession,
+    scope: str,
+    *,
+    nbytes: int,
+    objects: int,
+    max_bytes: int,
+    max_objects: int,
+    uploads: int = 0,
+    max_uploads: int = 0,
 ) -> bool:
-    """Hold `nbytes` and `objects` if used + reserved + them stays within the limits (one statement).
+    """Hold `nbytes`, `objects` and `uploads` (upload slots) if used + reserved + them stays within the limits
+    (one statement: the concurrent-upload limit holds across processes exactly like the quota).
 
     No row matched: over a limit, or the scope has no counter yet (its first upload). Only then is the counter
     created and the same statement run once more, instead of an INSERT ... ON CONFLICT before every upload. The
@@ -56,10 +65,15 @@ async def try_reserve(
     c = UsageCounter
     fits_bytes = or_(nbytes == 0, c.bytes_used + c.bytes_reserved + nbytes <= max_bytes)  # type: ignore[arg-type]
     fits_objects = or_(objects == 0, c.object_count + c.objects_reserved + objects <= max_objects)  # type: ignore[arg-type]
+    fits_uploads = or_(uploads == 0, c.uploads_open + uploads <= max_uploads)  # type: ignore[arg-type]
     stmt = (
         update(c)
-        .where(c.scope == scope, fits_bytes, fits_objects)
-        .values(bytes_reserved=c.bytes_reserved + nbytes, objects_reserved=c.objects_reserved + objects)
+        .where(c.scope == scope, fits_bytes, fits_objects, fits_uploads)
+        .values(
+            bytes_reserved=c.bytes_reserved + nbytes,
+            objects_reserved=c.objects_reserved + objects,
+            uploads_open=c.uploads_open + uploads,
+        )
         .execution_options(synchronize_session=False)
     )
     if (await session.execute(stmt)).rowcount == 1:  # type: ignore[attr-defined]
@@ -69,7 +83,14 @@ async def try_reserve(
 
 
 async def adjust(
-    session: AsyncSession, scope: str, *, used: int = 0, count: int = 0, reserved: int = 0, objects_reserved: int = 0
+    session: AsyncSession,
+    scope: str,
+    *,
+    used: int = 0,
+    count: int = 0,
+    reserved: int = 0,
+    objects_reserved: int = 0,
+    uploads_open: int = 0,
 ) -> bool:
     """Apply settled deltas (after the bytes are stored or the reservation released); False: no such counter."""
     c = UsageCounter
@@ -81,6 +102,7 @@ async def adjust(
             object_count=c.object_count + count,
             bytes_reserved=c.bytes_reserved + reserved,
             objects_reserved=c.objects_reserved + objects_reserved,
+            uploads_open=c.uploads_open + uploads_open,
         )
         .execution_options(synchronize_session=False)
     )
@@ -89,9 +111,21 @@ async def adjust(
 
 async def release(session: AsyncSession, held: Reservation) -> None:
     """Give back what a reservation held, to the user's and (if any) the writing key's counters."""
-    await adjust(session, user_scope(held.user_id), reserved=-held.bytes, objects_reserved=-held.objects)
+    await adjust(
+        session,
+        user_scope(held.user_id),
+        reserved=-held.bytes,
+        objects_reserved=-held.objects,
+        uploads_open=-held.uploads,
+    )
     if held.api_key_id:
-        await adjust(session, key_scope(held.api_key_id), reserved=-held.key_bytes, objects_reserved=-held.key_objects)
+        await adjust(
+            session,
+            key_scope(held.api_key_id),
+            reserved=-held.key_bytes,
+            objects_reserved=-held.key_objects,
+            uploads_open=-held.uploads,
+        )
 
 
 # --- reservations ---------------------------------------------------------------------------------
@@ -142,11 +176,11 @@ async def insert_reservation(
 async def hold(
     session: AsyncSession, reservation_id: str, *, nbytes: int, objects: int, key_bytes: int, key_objects: int
 ) -> None:
-    """Record on a reservation just taken what `begin` reserved for it (one UPDATE for all four amounts)."""
+    """Record on a reservation just taken what `begin` reserved for it, and its upload slot (one UPDATE)."""
     await session.execute(
         update(Reservation)
         .where(Reservation.id == reservation_id)
-        .values(bytes=nbytes, objects=objects, key_bytes=key_bytes, key_objects=key_objects)
+        .values(bytes=nbytes, objects=objects, key_bytes=key_bytes, key_objects=key_objects, uploads=1)
         .execution_options(synchronize_session=False)
     )
 
@@ -196,12 +230,13 @@ async def claim_reservation(
 
 
 async def make_hold(session: AsyncSession, reservation_id: str) -> None:
-    """Turn a reservation into a hold: it no longer locks its name and holds no object, only its bytes."""
+    """Turn a reservation into a hold: it no longer locks its name, holds no object and no upload slot (the
+    caller gives those back: `uploads.objects_only`), only its bytes."""
     r = Reservation
     await session.execute(
         update(r)
         .where(r.id == reservation_id)
-        .values(kind="hold", name=None, objects=0, key_objects=0)
+        .values(kind="hold", name=None, objects=0, key_objects=0, uploads=0)
         .execution_options(synchronize_session=False)
     )
 

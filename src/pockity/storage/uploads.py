@@ -23,7 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.auth.schemas import Principal
 from pockity.db import Database, unit_of_work
-from pockity.errors import BadRequest, Conflict, Forbidden, PayloadTooLarge, PockityError, ValidationFailed
+from pockity.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    PayloadTooLarge,
+    PockityError,
+    TooManyRequests,
+    ValidationFailed,
+)
 from pockity.kit import media_types, multipart
 from pockity.kit.time import utcnow
 from pockity.models import Reservation, StorageObject
@@ -63,6 +71,10 @@ def checked_content_type(value: str | None) -> str | None:
     return value
 
 
+class TooManyUploads(TooManyRequests):
+    code, message = "rate_limited", "Too many uploads open at once; retry when one of them has finished."
+
+
 class NoStorageTier(Forbidden):
     code, message = "no_storage_tier", "You have no storage tier yet; request one with POST /api/tier-requests."
 
@@ -77,6 +89,7 @@ class UploadPolicy:
     reservation_ttl: timedelta
     reserve_step: int  # how far ahead unknown-length uploads reserve
     heartbeat_seconds: float = 60.0
+    default_concurrent_uploads: int | None = None  # for tiers without their own limit; None: no limit
 
 
 @dataclass
@@ -109,7 +122,7 @@ async def begin(
     `replaces_in_place=False` (a staged direct upload: the new bytes sit beside the old file until completed).
     """
     async with unit_of_work(db) as session:
-        limits = await limits_for(session, principal)
+        limits = await limits_for(session, principal, policy.default_concurrent_uploads)
         if limits.tier is None:
             raise NoStorageTier()
         max_size = min(policy.server_max_bytes, limits.max_object_size)
@@ -148,36 +161,51 @@ async def begin(
         for scope in (user, key):
             if scope is None:
                 continue
-            nbytes, objects = scope.needed(declared or 0), int(scope.new_object)
-            if nbytes or objects:  # a replacement that does not grow holds nothing, so there is nothing to check
-                await _reserve(session, scope, nbytes, objects=objects)
-        held = {
-            "nbytes": user.reserved,
-            "objects": user.objects_reserved,
-            "key_bytes": key.reserved if key else 0,
-            "key_objects": key.objects_reserved if key else 0,
-        }
-        if any(held.values()):  # the row was inserted empty
-            await repo.hold(session, reservation_id, **held)
+            # Every upload takes an upload slot, in the same statement as its bytes and its object.
+            await _reserve(session, scope, scope.needed(declared or 0), objects=int(scope.new_object), uploads=1)
+        await repo.hold(
+            session,
+            reservation_id,
+            nbytes=user.reserved,
+            objects=user.objects_reserved,
+            key_bytes=key.reserved if key else 0,
+            key_objects=key.objects_reserved if key else 0,
+        )
     return Ticket(reservation_id, principal.user_id, name, key_id, user, key, max_size, declared)
 
 
-async def _reserve(session: AsyncSession, scope: QuotaScope, nbytes: int, *, objects: int = 0) -> None:
+async def _reserve(
+    session: AsyncSession, scope: QuotaScope, nbytes: int, *, objects: int = 0, uploads: int = 0
+) -> None:
     ok = await repo.try_reserve(
         session,
         scope.scope,
         nbytes=nbytes,
         objects=objects,
+        uploads=uploads,
         max_bytes=scope.limits.max_bytes,
         max_objects=scope.limits.max_objects,
+        max_uploads=scope.limits.max_uploads,
     )
     if ok:
         scope.reserved += nbytes
         scope.objects_reserved += objects
+        scope.uploads_reserved += uploads
         return
     counter = await repo.get_counter(session, scope.scope)
     used = counter.bytes_used if counter else 0
     reserved = counter.bytes_reserved if counter else 0
+    if uploads and counter and counter.uploads_open + uploads > scope.limits.max_uploads:
+        raise TooManyUploads(
+            f"At most {scope.limits.max_uploads} uploads may be open at once.",
+            retry_after=1,
+            details={
+                "scope": scope.kind,
+                "limit": scope.limits.max_uploads,
+                "uploadsOpen": counter.uploads_open,
+                "retryAfter": 1,
+            },
+        )
     if objects and counter and counter.object_count + counter.objects_reserved + objects > scope.limits.max_objects:
         raise ObjectQuotaExceeded(
             f"You have reached the limit of {scope.limits.max_objects} files.",
@@ -359,9 +387,19 @@ async def _move_usage(
     if writer_key_id:
         moves.add(key_scope(writer_key_id), create=True, used=size, count=1)
     if release is not None:
-        moves.add(user_scope(release.user_id), reserved=-release.bytes, objects_reserved=-release.objects)
+        moves.add(
+            user_scope(release.user_id),
+            reserved=-release.bytes,
+            objects_reserved=-release.objects,
+            uploads_open=-release.uploads,
+        )
         if release.api_key_id:
-            moves.add(key_scope(release.api_key_id), reserved=-release.key_bytes, objects_reserved=-release.key_objects)
+            moves.add(
+                key_scope(release.api_key_id),
+                reserved=-release.key_bytes,
+                objects_reserved=-release.key_objects,
+                uploads_open=-release.uploads,
+            )
     await moves.apply(session)
 
 
@@ -397,7 +435,8 @@ class _CounterMoves:
 
 
 def objects_only(held: Reservation) -> Reservation:
-    """What releasing only the object count of a reservation gives back (its bytes stay held)."""
+    """What a reservation gives back when it becomes a hold: its object count and its upload slot (its bytes
+    stay held until the form expires, but no upload is open any more)."""
     return Reservation(
         user_id=held.user_id,
         api_key_id=held.api_key_id,
@@ -405,6 +444,7 @@ def objects_only(held: Reservation) -> Reservation:
         objects=held.objects,
         key_bytes=0,
         key_objects=held.key_objects,
+        uploads=held.uploads,
     )
 
 
