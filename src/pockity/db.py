@@ -51,8 +51,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: Any) -> None:
         # BEGIN IMMEDIATE takes the write lock up front (waiting on busy_timeout), so a transaction
         # that reads and then writes can never fail halfway with "database is locked".
-        if conn.get_isolation_level() != "AUTOCOMMIT":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # (the reader engine autocommits: no BEGIN at all)
 
 
 def create_database(url: str, *, pool_size: int = 20, max_overflow: int = 5, echo: bool = False) -> Database:
