@@ -233,6 +233,11 @@ class Server:
             "BCRYPT_ROUNDS": "12",
             "LOG_LEVEL": "WARNING",
             "DATA_DIR": str(self.workdir / "data"),
+            # The limiter runs on every request but refuses nothing: these benchmarks load one tenant on
+            # purpose (bench/fairness.py sets its own limits).
+            "RATE_LIMIT_REQUESTS_PER_SECOND": "1000000",
+            "RATE_LIMIT_BURST": "100000000",
+            "RATE_LIMIT_CONCURRENT_UPLOADS": "100000",
             **self.extra_env,
         }
         for var in ("ADMIN_EMAIL", "ADMIN_PASSWORD", "PROMETHEUS_MULTIPROC_DIR"):

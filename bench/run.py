@@ -27,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fairness
 import lib
 from lib import BenchError, Server, WrkRequest, WrkResult, log
 
@@ -315,6 +316,11 @@ def bench_usage(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
     return Outcome(entry, errors)
 
 
+def bench_fairness(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
+    entry, errors = fairness.bench_fairness(server, opts, wrk)
+    return Outcome(entry, errors)
+
+
 def bench_payments(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
     entry, errors = payments.bench_payments(server, opts, wrk)
     return Outcome(entry, errors)
@@ -341,6 +347,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             "signed Stripe webhooks (new and duplicate) vs health; the renewal job with one and two runners",
             bench_payments,
             server_env=payments.SERVER_ENV,
+        ),
+        Benchmark(
+            "fairness",
+            "one tenant floods past its request rate while another keeps its pace: the other's p99, limits on/off",
+            bench_fairness,
+            server_env=fairness.SERVER_ENV,
         ),
     )
 }
@@ -385,6 +397,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument(
         "--usage-event-adopt-objects", type=int, default=3000, help="objects without rows for the adopt event run"
     )
+    g = p.add_argument_group("fairness")
+    g.add_argument("--fairness-connections", type=int, default=2, help="tenant B's connections")
+    g.add_argument("--fairness-pace-ms", type=int, default=100, help="tenant B's pause between requests")
+    g.add_argument("--fairness-flood-connections", type=int, default=64, help="tenant A's connections")
     g = p.add_argument_group("payments")
     g.add_argument("--payments-parts", default="webhooks,renewals", help="comma list of: webhooks, renewals")
     g.add_argument("--payments-events", type=int, default=6000, help="signed events (top-up invoices) prepared")

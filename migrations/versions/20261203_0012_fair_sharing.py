@@ -1,8 +1,9 @@
-"""fair sharing: per-tier request rate and concurrent uploads, shared rate windows, upload slots
+"""fair sharing: per-tier request rate and concurrent uploads, shared token buckets, upload slots
 
-Tiers get nullable limits (None: the server's defaults). `rate_windows` holds what every server process has
-taken of a subject's requests in the current fixed window. Reservations say whether they hold an upload slot
-and the usage counters count the slots held, so the slot is taken in the same conditional UPDATE as the quota.
+Tiers get nullable limits (None: the server's defaults). `rate_buckets` holds each subject's shared token
+bucket (a theoretical arrival time) that every server process leases requests from. Reservations say whether
+they hold an upload slot and the usage counters count the slots held, so the slot is taken in the same
+conditional UPDATE as the quota.
 Reservations already open when this runs hold no slot (0) and the counters start at 0, so nothing drifts.
 
 Revision ID: 0012_fair_sharing
@@ -31,18 +32,18 @@ def upgrade() -> None:
     with op.batch_alter_table("storage_reservations") as batch:
         batch.add_column(sa.Column("uploads", sa.Integer(), nullable=False, server_default="0"))
     op.create_table(
-        "rate_windows",
+        "rate_buckets",
         sa.Column("subject", sa.String(40), nullable=False),
-        sa.Column("window_start", sa.BigInteger(), nullable=False),
-        sa.Column("count", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("subject", "window_start", name="pk_rate_windows"),
+        sa.Column("tat_us", sa.BigInteger(), nullable=False),
+        sa.Column("granted", sa.Integer(), nullable=False, server_default="0"),
+        sa.PrimaryKeyConstraint("subject", name=op.f("pk_rate_buckets")),
     )
-    op.create_index("ix_rate_windows_window_start", "rate_windows", ["window_start"])
+    op.create_index("ix_rate_buckets_tat_us", "rate_buckets", ["tat_us"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_rate_windows_window_start", "rate_windows")
-    op.drop_table("rate_windows")
+    op.drop_index("ix_rate_buckets_tat_us", "rate_buckets")
+    op.drop_table("rate_buckets")
     with op.batch_alter_table("storage_reservations") as batch:
         batch.drop_column("uploads")
     with op.batch_alter_table("usage_counters") as batch:

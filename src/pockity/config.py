@@ -82,16 +82,17 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = Field(900, ge=1)
     login_lockout_seconds: int = Field(60, ge=1)
     # Fair sharing: the defaults for tiers that set no limits of their own (see README, "Fair sharing").
-    # Each user (and each API key linked to a tier) may make `burst` requests per `burst / rate` seconds.
+    # Each user (and each API key linked to a tier): `requests_per_second` on average, `burst` at once.
     rate_limit_enabled: bool = True
-    rate_limit_requests_per_second: int = Field(50, ge=1, le=100_000)
-    rate_limit_burst: int = Field(500, ge=1, le=10_000_000)
+    rate_limit_requests_per_second: int = Field(100, ge=1, le=1_000_000)
+    rate_limit_burst: int = Field(2000, ge=1, le=100_000_000)
     rate_limit_concurrent_uploads: int = Field(16, ge=1, le=100_000)
-    # The most requests a process takes from the shared counter at once (the lease; also 1/20 of the burst).
+    # The most requests a process takes from the shared bucket at once (the lease; at most 1/20 of the burst).
     rate_limit_lease_max: int = Field(25, ge=1, le=10_000)
-    # A refused request is answered after this pause, so a client retrying in a tight loop costs little.
-    rate_limit_reject_delay_seconds: float = Field(0.5, ge=0, le=10)
-    # Set: the shared counters live in Redis (INCRBY + EXPIRE) instead of the database.
+    # A request over the rate waits up to this long for its turn; past it, 429 after the whole wait (so a
+    # client retrying in a tight loop costs little).
+    rate_limit_patience_seconds: float = Field(0.5, ge=0, le=10)
+    # Set: the shared buckets live in Redis (one Lua script per lease) instead of the database.
     redis_url: str | None = None
     redis_key_prefix: str = "pockity:"
     # Storage

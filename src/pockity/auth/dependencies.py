@@ -19,7 +19,7 @@ from pockity.db import DatabaseDep
 from pockity.errors import Forbidden, Unauthorized
 from pockity.kit.time import utcnow
 from pockity.ratelimit import checks
-from pockity.ratelimit.limiter import RateLimited, RequestLimiter
+from pockity.ratelimit.limiter import RequestLimiter
 
 # Declared as security schemes so /docs offers both ways to authenticate.
 _bearer = HTTPBearer(auto_error=False, description="JWT from POST /api/auth/login")
@@ -50,12 +50,14 @@ async def get_principal(
 ) -> Principal:
     state = request.app.state
     limiter: RequestLimiter | None = state.limiter
+    patience: float = state.settings.rate_limit_patience_seconds
     credential = None
     if limiter is not None and (bearer is not None or key_id):
         credential = checks.credential_id(f"{key_id}:{key_secret}" if key_id else f"jwt:{bearer.credentials}")  # type: ignore[union-attr]
         known = limiter.blocked(credential)
-        if known is not None:
-            await _refuse(request, known)
+        if known is not None and known.wait > patience:  # refused for longer than we would wait anyway
+            await asyncio.sleep(patience)
+            raise known
     if key_id is not None or key_secret is not None:
         if not key_id or not key_secret:
             raise apikeys_service.InvalidApiKey("Send both X-Access-Key-Id and X-Secret-Key.")
@@ -71,20 +73,12 @@ async def get_principal(
         raise Unauthorized()
     request.state.user_id = principal.user_id
     if limiter is not None:
-        refused = await checks.spend(limiter, principal, state.default_rate)
+        refused = await checks.spend(limiter, principal, state.default_rate, patience)
         if refused is not None:
             if credential is not None:
-                limiter.block(credential, int(refused.headers["Retry-After"]), refused.details)
-            await _refuse(request, refused)
+                limiter.block(credential, refused.wait, refused.details)
+            raise refused
     return principal
-
-
-async def _refuse(request: Request, refused: RateLimited) -> None:
-    """Answer a refusal after a short pause, so a client retrying in a tight loop costs the server little."""
-    pause = min(request.app.state.settings.rate_limit_reject_delay_seconds, float(refused.headers["Retry-After"]))
-    if pause > 0:
-        await asyncio.sleep(pause)
-    raise refused
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

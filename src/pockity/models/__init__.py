@@ -14,7 +14,7 @@ from pockity.models.billing import (
 from pockity.models.job import JobRun
 from pockity.models.login_throttle import LoginThrottle
 from pockity.models.payments import CreditAccount, CreditEntry, CryptoRate, Payment, PaymentEvent, PaymentStatus
-from pockity.models.rate_limit import RateWindow
+from pockity.models.rate_limit import RateBucket
 from pockity.models.storage import ReconciliationReport, Reservation, StorageEvent, StorageObject, UsageCounter
 from pockity.models.tier import Tier
 from pockity.models.usage import Notification, UsageDay, UsageState
@@ -35,7 +35,7 @@ __all__ = [
     "Payment",
     "PaymentEvent",
     "PaymentStatus",
-    "RateWindow",
+    "RateBucket",
     "ReconciliationReport",
     "RequestStatus",
     "Reservation",

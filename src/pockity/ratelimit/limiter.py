@@ -1,17 +1,17 @@
 """Request rate per user and per API key, shared by every server process without a round trip per request.
 
-Fixed windows: a subject may make `burst` requests in each window of `burst / rate` seconds, aligned to the
-epoch so that every process agrees which window it is. The count of a window is shared (a row of
-`rate_windows`, or a Redis key), but a process does not add 1 per request: it takes a *lease* of n requests
-with one atomic `count = count + n` that returns the new count, and spends them locally. Only the part of a
-lease that is still within the limit is granted, so all processes together never admit more than `burst`
-requests in a window. The price: requests leased by one process and not used are lost to the others for the
-rest of that window — at most `lease` per process. Once the shared count reaches the limit a process knows
-the subject is done until the window ends, so refusals cost no round trip either (and, remembered by
-credential, not even the authentication query: `blocked`).
+A token bucket per subject (GCRA): `per_second` requests on average, and up to `burst` at once after a quiet
+spell. Its state is one number shared by all processes, the *theoretical arrival time* (TAT): the moment the
+bucket would be full again. A process does not go to the shared store for every request: it takes a *lease*
+of up to n requests with one atomic statement that moves the TAT on by as many intervals as fit, and spends
+them locally. All processes together therefore never admit more than the bucket allows; requests leased by
+one process and not used are lost to the others (at most one lease per process).
 
-Across a window boundary a subject can make up to 2 x burst requests in quick succession (fixed windows);
-over any longer stretch the average stays at `rate`.
+When the bucket is empty the store says how long until the next request fits, and the process refuses the
+subject locally until then, with no round trip (and, remembered by credential, not even the authentication
+query: `blocked`). A subject that floods is thus admitted one request per interval, evenly spread, which is
+what keeps other tenants' latency flat (bench/fairness.py); a fixed window would let the whole burst through
+at every window start.
 """
 
 from __future__ import annotations
@@ -28,39 +28,50 @@ from pockity.errors import TooManyRequests
 
 log = logging.getLogger("pockity.ratelimit")
 
-MAX_WINDOW_SECONDS = 3600  # cleanup keeps an hour of windows
-_PRUNE_ABOVE = 10_000  # buckets (or blocked credentials) kept before finished ones are dropped
+_PRUNE_ABOVE = 10_000  # local buckets (or blocked credentials) kept before idle ones are dropped
+US = 1_000_000
 
 
 class RateLimited(TooManyRequests):
     code, message = "rate_limited", "Too many requests; retry after the number of seconds in Retry-After."
+    wait: float = 1.0  # seconds until a request would be admitted (Retry-After rounds it up)
 
 
 @dataclass(frozen=True)
 class Rate:
-    """`burst` requests per window of `burst / per_second` seconds."""
+    """`per_second` requests per second on average, `burst` at once."""
 
     per_second: int
     burst: int
 
     @property
-    def window(self) -> int:
-        return min(MAX_WINDOW_SECONDS, max(1, math.ceil(self.burst / self.per_second)))
+    def interval_us(self) -> int:
+        return max(1, US // self.per_second)
+
+    @property
+    def capacity_us(self) -> int:
+        return self.burst * self.interval_us
 
     @classmethod
     def resolve(cls, per_second: int | None, burst: int | None, default: Rate) -> Rate:
-        """A tier's own values where it has them; a missing burst keeps the default window length."""
+        """A tier's own values where it has them; a missing burst keeps the default's seconds of requests."""
         rate = per_second or default.per_second
         if burst is None:
-            burst = default.burst if per_second is None else rate * default.window
+            burst = default.burst if per_second is None else math.ceil(rate * default.burst / default.per_second)
         return cls(rate, max(1, burst))
 
 
-class CounterStore(Protocol):
-    """Where the shared window counts live (the database, or Redis)."""
+@dataclass(frozen=True)
+class Lease:
+    granted: int  # requests of the n asked for that fitted
+    wait_us: int  # when fewer than asked: microseconds until the next one fits
 
-    async def take(self, subject: str, window_start: int, n: int, ttl: int) -> int:
-        """Add `n` to the subject's count in the window starting at `window_start`; the count after."""
+
+class CounterStore(Protocol):
+    """Where the shared buckets live (the database, or Redis)."""
+
+    async def take(self, subject: str, now_us: int, n: int, rate: Rate) -> Lease:
+        """Take up to `n` requests from the subject's bucket at `now_us` (one atomic operation)."""
         ...
 
     async def close(self) -> None:
@@ -68,13 +79,22 @@ class CounterStore(Protocol):
         ...
 
 
-class _Bucket:
-    __slots__ = ("exhausted", "pending", "tokens", "window_end", "window_start")
+def lease_from(granted: int, tat_us: int, now_us: int, n: int, rate: Rate) -> Lease:
+    """What a store's answer (requests granted, the new TAT) means: when short, the wait for the next one.
 
-    def __init__(self, window_start: int, window: int) -> None:
-        self.window_start, self.window_end = window_start, window_start + window
+    Every store runs the same step atomically (SQL in repository.py, Lua in redis_store.py):
+    base = max(TAT, now); granted = clamp((now + capacity - base) // interval, 0, n);
+    TAT = base + granted * interval. The next request fits once now + capacity - TAT >= interval."""
+    wait = 0 if granted >= n else max(1, tat_us + rate.interval_us - rate.capacity_us - now_us)
+    return Lease(granted, wait)
+
+
+class _Bucket:
+    __slots__ = ("empty_until", "pending", "tokens")
+
+    def __init__(self) -> None:
         self.tokens = 0
-        self.exhausted = False
+        self.empty_until = 0.0  # epoch seconds; the shared bucket has nothing for us before then
         self.pending: asyncio.Future[None] | None = None
 
 
@@ -89,54 +109,53 @@ class RequestLimiter:
     def lease_size(self, rate: Rate) -> int:
         return max(1, min(self.lease_max, rate.burst // 20))
 
-    async def admit(self, subject: str, rate: Rate) -> int | None:
-        """Spend one request of `subject`: None if allowed, else the seconds until its window ends."""
+    async def admit(self, subject: str, rate: Rate) -> float | None:
+        """Spend one request of `subject`: None if allowed, else the seconds until one would be."""
+        bucket = self._buckets.get(subject)
+        if bucket is None:
+            bucket = self._new_bucket(subject)
         while True:
-            now = self.clock()
-            bucket = self._bucket(subject, rate, now)
             if bucket.tokens > 0:
                 bucket.tokens -= 1
                 return None
-            if bucket.exhausted:
-                return max(1, math.ceil(bucket.window_end - now))
+            now = self.clock()
+            if now < bucket.empty_until:
+                return bucket.empty_until - now
             if bucket.pending is not None:  # another request of this process is taking a lease: share it
                 await asyncio.shield(bucket.pending)
                 continue
-            await self._lease(subject, bucket, rate)
+            await self._lease(subject, bucket, rate, now)
 
-    async def _lease(self, subject: str, bucket: _Bucket, rate: Rate) -> None:
+    async def _lease(self, subject: str, bucket: _Bucket, rate: Rate, now: float) -> None:
         n = self.lease_size(rate)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         bucket.pending = done
         try:
-            after = await self.store.take(subject, bucket.window_start, n, ttl=rate.window + 60)
+            lease = await self.store.take(subject, int(now * US), n, rate)
         except Exception:
-            # Fail open: a counter store that does not answer must not take the whole service down with it.
-            log.warning("rate-limit counter unavailable; admitting %s", subject, exc_info=True)
-            after = n
+            # Fail open: a store that does not answer must not take the whole service down with it.
+            log.warning("rate-limit store unavailable; admitting %s", subject, exc_info=True)
+            lease = Lease(n, 0)
         finally:
             bucket.pending = None
             done.set_result(None)
-        bucket.tokens += max(0, min(n, rate.burst - (after - n)))
-        if after >= rate.burst:
-            bucket.exhausted = True
+        bucket.tokens += lease.granted
+        if lease.granted < n:
+            bucket.empty_until = now + lease.wait_us / US
 
-    def _bucket(self, subject: str, rate: Rate, now: float) -> _Bucket:
-        window = rate.window
-        start = int(now // window) * window
-        bucket = self._buckets.get(subject)
-        if bucket is None or bucket.window_start != start:
-            if len(self._buckets) > _PRUNE_ABOVE:
-                self._buckets = {s: b for s, b in self._buckets.items() if b.window_end > now}
-            bucket = self._buckets[subject] = _Bucket(start, window)
+    def _new_bucket(self, subject: str) -> _Bucket:
+        if len(self._buckets) > _PRUNE_ABOVE:
+            now = self.clock()
+            self._buckets = {s: b for s, b in self._buckets.items() if b.tokens or b.empty_until > now or b.pending}
+        bucket = self._buckets[subject] = _Bucket()
         return bucket
 
-    def block(self, credential: bytes, retry_after: int, details: dict[str, Any]) -> None:
-        """Remember that requests with this (already verified) credential are refused for `retry_after` s."""
+    def block(self, credential: bytes, seconds: float, details: dict[str, Any]) -> None:
+        """Remember that requests with this (already verified) credential are refused for `seconds`."""
         now = self.clock()
         if len(self._blocked) > _PRUNE_ABOVE:
             self._blocked = {c: b for c, b in self._blocked.items() if b[0] > now}
-        self._blocked[credential] = (now + retry_after, details)
+        self._blocked[credential] = (now + seconds, details)
 
     def blocked(self, credential: bytes) -> RateLimited | None:
         """The refusal for this credential if it is known to be refused, before any authentication work.
@@ -151,8 +170,12 @@ class RequestLimiter:
         if left <= 0:
             del self._blocked[credential]
             return None
-        return refusal(max(1, math.ceil(left)), details)
+        return refusal(left, details)
 
 
-def refusal(retry_after: int, details: dict[str, Any]) -> RateLimited:
-    return RateLimited(retry_after=retry_after, details={**details, "retryAfter": retry_after})
+def refusal(seconds: float, details: dict[str, Any]) -> RateLimited:
+    """The 429: Retry-After in whole seconds (at least 1), as HTTP wants it; `wait` keeps the exact time."""
+    retry_after = max(1, math.ceil(seconds))
+    refused = RateLimited(retry_after=retry_after, details={**details, "retryAfter": retry_after})
+    refused.wait = seconds
+    return refused

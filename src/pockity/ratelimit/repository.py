@@ -1,48 +1,55 @@
-"""SQL for the shared rate-limit windows: one atomic upsert per lease, and the cleanup of old windows."""
+"""SQL for the shared token buckets: one atomic upsert per lease, and dropping buckets that are full anyway."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import Table, delete
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pockity.models import RateWindow
+from pockity.models import RateBucket
+from pockity.ratelimit.limiter import Lease, Rate, lease_from
 
-_TABLE = RateWindow.__table__
-assert isinstance(_TABLE, Table)
+# limiter.grant() in one statement: the SET expressions all see the row as it was, so `granted` and the new
+# `tat_us` come from the same old TAT. PostgreSQL and SQLite apply an upsert atomically (row lock / one writer).
+_TAKE = """
+INSERT INTO rate_buckets (subject, tat_us, granted)
+VALUES (:subject, CAST(:now AS BIGINT) + CAST(:n AS BIGINT) * CAST(:interval AS BIGINT), :n)
+ON CONFLICT (subject) DO UPDATE SET
+  granted = {max}(0, {min}(CAST(:n AS BIGINT),
+    (CAST(:now AS BIGINT) + CAST(:cap AS BIGINT) - {max}(rate_buckets.tat_us, CAST(:now AS BIGINT)))
+    / CAST(:interval AS BIGINT))),
+  tat_us = {max}(rate_buckets.tat_us, CAST(:now AS BIGINT)) + CAST(:interval AS BIGINT) * {max}(0, {min}(
+    CAST(:n AS BIGINT),
+    (CAST(:now AS BIGINT) + CAST(:cap AS BIGINT) - {max}(rate_buckets.tat_us, CAST(:now AS BIGINT)))
+    / CAST(:interval AS BIGINT)))
+RETURNING granted, tat_us
+"""
 
 
-def _take_statement(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(RateWindow)
-    return stmt.on_conflict_do_update(
-        index_elements=[_TABLE.c.subject, _TABLE.c.window_start],
-        set_={"count": _TABLE.c.count + stmt.excluded.count},
-    ).returning(_TABLE.c.count)
+def _take_statement(dialect: str) -> str:
+    if dialect == "postgresql":
+        return _TAKE.format(max="GREATEST", min="LEAST")
+    return _TAKE.format(max="MAX", min="MIN")  # SQLite's multi-argument scalar functions
 
 
 class DatabaseCounters:
-    """The CounterStore on the database: `INSERT ... ON CONFLICT DO UPDATE SET count = count + n RETURNING count`
-    on the AUTOCOMMIT engine (one round trip; PostgreSQL and SQLite both apply it atomically)."""
+    """The CounterStore on the database, on the AUTOCOMMIT engine: one round trip per lease."""
 
     def __init__(self, reader: AsyncEngine) -> None:
         self.reader = reader
-        self._stmt = _take_statement(reader.dialect.name)  # built once, like the auth queries
+        self._stmt = text(_take_statement(reader.dialect.name))  # built once, like the auth queries
 
-    async def take(self, subject: str, window_start: int, n: int, ttl: int) -> int:
+    async def take(self, subject: str, now_us: int, n: int, rate: Rate) -> Lease:
+        params = {"subject": subject, "now": now_us, "n": n, "interval": rate.interval_us, "cap": rate.capacity_us}
         async with self.reader.connect() as conn:
-            params = {"subject": subject, "window_start": window_start, "count": n}
-            result = await conn.execute(self._stmt, params)
-            return int(result.scalar_one())
+            granted, tat_us = (await conn.execute(self._stmt, params)).one()
+        return lease_from(int(granted), int(tat_us), now_us, n, rate)
 
     async def close(self) -> None:
         """Nothing of its own: the engine is the application's."""
 
 
-async def delete_windows_before(reader: AsyncEngine, window_start: int) -> int:
-    """Drop windows that started before `window_start` (one statement)."""
+async def delete_full_buckets(reader: AsyncEngine, before_us: int) -> int:
+    """Drop buckets that were full again before `before_us` (a missing bucket is a full one)."""
     async with reader.connect() as conn:
-        result = await conn.execute(delete(RateWindow).where(RateWindow.window_start < window_start))
+        result = await conn.execute(delete(RateBucket).where(RateBucket.tat_us < before_us))
         return int(result.rowcount)

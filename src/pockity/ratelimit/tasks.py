@@ -1,4 +1,4 @@
-"""Periodic job of the rate limiter: drop database windows that have ended (Redis keys expire by themselves)."""
+"""Periodic job of the rate limiter: drop database buckets that are full again (Redis keys expire by themselves)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import time
 from datetime import timedelta
 
 from pockity.kit.jobs import Job, JobContext
-from pockity.ratelimit.limiter import MAX_WINDOW_SECONDS
-from pockity.ratelimit.repository import delete_windows_before
+from pockity.ratelimit.repository import delete_full_buckets
+
+US = 1_000_000
 
 
-async def drop_old_windows(ctx: JobContext) -> int:
-    """Delete rate windows older than the longest window (any of them has ended)."""
-    return await delete_windows_before(ctx.db.reader, int(time.time()) - 2 * MAX_WINDOW_SECONDS)
+async def drop_full_buckets(ctx: JobContext) -> int:
+    """Delete buckets that have been full for a minute: they say nothing a missing row would not."""
+    return await delete_full_buckets(ctx.db.reader, int((time.time() - 60) * US))
 
 
-JOBS = [Job("ratelimit.drop_old_windows", timedelta(minutes=10), drop_old_windows)]
+JOBS = [Job("ratelimit.drop_full_buckets", timedelta(minutes=10), drop_full_buckets)]

@@ -65,7 +65,9 @@ async def try_reserve(
     c = UsageCounter
     fits_bytes = or_(nbytes == 0, c.bytes_used + c.bytes_reserved + nbytes <= max_bytes)  # type: ignore[arg-type]
     fits_objects = or_(objects == 0, c.object_count + c.objects_reserved + objects <= max_objects)  # type: ignore[arg-type]
-    fits_uploads = or_(uploads == 0, c.uploads_open + uploads <= max_uploads)  # type: ignore[arg-type]
+    # No upload limit (fair sharing off: NO_LIMIT) means no condition; the column is a 32-bit integer.
+    no_upload_limit = uploads == 0 or max_uploads >= 2**31
+    fits_uploads = or_(no_upload_limit, c.uploads_open + uploads <= max_uploads)  # type: ignore[arg-type]
     stmt = (
         update(c)
         .where(c.scope == scope, fits_bytes, fits_objects, fits_uploads)

@@ -197,7 +197,8 @@ async def _reserve(
     reserved = counter.bytes_reserved if counter else 0
     if uploads and counter and counter.uploads_open + uploads > scope.limits.max_uploads:
         raise TooManyUploads(
-            f"At most {scope.limits.max_uploads} uploads may be open at once.",
+            f"At most {scope.limits.max_uploads} uploads may be open at once; retry when one has finished "
+            "(a direct upload counts until it is completed or cancelled).",
             retry_after=1,
             details={
                 "scope": scope.kind,

@@ -24,6 +24,10 @@ class TierOut(OutputModel):
     currency: str
     billing_period: str
     trial_days: int
+    # Fair sharing; null: the server's defaults (RATE_LIMIT_*).
+    requests_per_second: int | None
+    request_burst: int | None
+    max_concurrent_uploads: int | None
     is_public: bool
     is_default: bool
     is_archived: bool
@@ -63,6 +67,9 @@ class TierCreateIn(InputModel):
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
     billing_period: Period = "monthly"
     trial_days: int = Field(0, ge=0, le=365)
+    requests_per_second: int | None = Field(None, ge=1, le=100_000)
+    request_burst: int | None = Field(None, ge=1, le=10_000_000)
+    max_concurrent_uploads: int | None = Field(None, ge=1, le=100_000)
     is_public: bool = True
     is_default: bool = False
 
@@ -77,6 +84,10 @@ class TierUpdateIn(InputModel):
     currency: str | None = Field(None, pattern=r"^[A-Z]{3}$")
     billing_period: Period | None = None
     trial_days: int | None = Field(None, ge=0, le=365)
+    # null sets a limit back to the server's default
+    requests_per_second: int | None = Field(None, ge=1, le=100_000)
+    request_burst: int | None = Field(None, ge=1, le=10_000_000)
+    max_concurrent_uploads: int | None = Field(None, ge=1, le=100_000)
     is_public: bool | None = None
     is_default: bool | None = None
     is_archived: bool | None = None

@@ -34,6 +34,9 @@ def snapshot(tier: Tier) -> dict[str, Any]:
         "currency",
         "billing_period",
         "trial_days",
+        "requests_per_second",
+        "request_burst",
+        "max_concurrent_uploads",
         "is_public",
         "is_default",
         "is_archived",
@@ -64,6 +67,10 @@ async def list_all(session: AsyncSession) -> list[TierAdminOut]:
     ]
 
 
+# Fields where an explicit null means something (no per-object limit; the server's default limits).
+_NULLABLE = frozenset({"max_object_size_bytes", "requests_per_second", "request_burst", "max_concurrent_uploads"})
+
+
 def _values(data: TierCreateIn | TierUpdateIn) -> dict[str, Any]:
     values = data.model_dump(exclude_unset=True)
     if "storage_gb" in values:
@@ -73,7 +80,7 @@ def _values(data: TierCreateIn | TierUpdateIn) -> dict[str, Any]:
     if "max_object_size_mb" in values:
         mb = values.pop("max_object_size_mb")
         values["max_object_size_bytes"] = mb_to_bytes(mb) if mb is not None else None
-    return {k: v for k, v in values.items() if v is not None or k == "max_object_size_bytes"}
+    return {k: v for k, v in values.items() if v is not None or k in _NULLABLE}
 
 
 async def _save(session: AsyncSession, tier: Tier) -> None:
