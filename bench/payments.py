@@ -383,11 +383,10 @@ def _renewals(server: Server, opts: argparse.Namespace, errors: list[str]) -> di
 
 async def _renew_once() -> dict[str, Any]:
     """The job subprocess: one pass of billing.apply_period_ends against DATABASE_URL."""
-    from pockity.jobs import JobContext
-
     from pockity.billing.tasks import apply_period_ends
     from pockity.config import Settings
     from pockity.db import create_database
+    from pockity.kit.jobs import JobContext
 
     settings = Settings(database_url=os.environ["DATABASE_URL"], _env_file=None)  # type: ignore[call-arg]
     db = create_database(settings.async_database_url, pool_size=4)
