@@ -1,7 +1,7 @@
 """Fair sharing: one tenant floods the server while another keeps its usual pace.
 
-Tenant A runs wrk closed-loop on many connections (far past its tier's request rate, so most of its requests
-are refused with 429); tenant B sends a steady trickle well within its limits (a few connections, each waiting
+Tenant A runs wrk closed-loop on many connections (far past its tier's request rate, so once its burst is
+used up — `--fairness-drain` seconds of flooding before B is measured — most of its requests wait or get 429); tenant B sends a steady trickle well within its limits (a few connections, each waiting
 `--fairness-pace-ms` between requests). B's p99 latency is measured quiet (A idle), flooded with fair sharing on
 (the server under test) and flooded with fair sharing off (a second server, RATE_LIMIT_ENABLED=false, same
 database), all in one run. Target: B's flooded p99 within 2x of its quiet p99 with the limits on.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -49,6 +50,7 @@ def _measure(
     """B's run, with A flooding at the same time when given; the server CPU per request of both together."""
     flood: list[WrkResult] = []
     thread = None
+    drain = opts.fairness_drain if a is not None else 0.0
     if a is not None:
         thread = threading.Thread(
             target=lambda: flood.append(
@@ -57,7 +59,7 @@ def _measure(
                     server.base_url,
                     a,
                     label=f"{label}: A floods",
-                    duration=opts.duration + 2,
+                    duration=drain + opts.duration + 2,
                     connections=opts.fairness_flood_connections,
                     threads=opts.threads,
                     timeout=opts.timeout,
@@ -65,6 +67,7 @@ def _measure(
             )
         )
         thread.start()
+        time.sleep(drain)  # A's burst is used up first: measured is a flood that outlasts it
     cpu0 = server.cpu_seconds()
     quiet = lib.run_wrk(
         wrk,
@@ -79,7 +82,7 @@ def _measure(
     cpu1 = server.cpu_seconds()
     if thread is not None:
         thread.join()
-    total = quiet.requests + (round(flood[0].rps * quiet.duration_s) if flood else 0)
+    total = quiet.requests + (round(flood[0].rps * quiet.duration_s) if flood else 0)  # A's share, estimated
     cpu_ms = 1000 * (cpu1 - cpu0) / total if total else 0.0
     return quiet, (flood[0] if flood else None), cpu_ms
 

@@ -401,6 +401,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--fairness-connections", type=int, default=2, help="tenant B's connections")
     g.add_argument("--fairness-pace-ms", type=int, default=100, help="tenant B's pause between requests")
     g.add_argument("--fairness-flood-connections", type=int, default=64, help="tenant A's connections")
+    g.add_argument("--fairness-drain", type=float, default=12.0, help="seconds A floods before B is measured")
     g = p.add_argument_group("payments")
     g.add_argument("--payments-parts", default="webhooks,renewals", help="comma list of: webhooks, renewals")
     g.add_argument("--payments-events", type=int, default=6000, help="signed events (top-up invoices) prepared")

@@ -132,3 +132,28 @@ def test_a_refused_credential_is_remembered_for_its_wait() -> None:
     assert limiter.blocked(b"other") is None
     clock.now = 102.5
     assert limiter.blocked(b"cred") is None
+
+
+async def test_requests_over_the_rate_queue_for_turns_within_the_patience(store: CounterStore) -> None:
+    # Real time: one request every 50 ms, none saved up. Fifteen at once: one now, then one per turn for as
+    # many turns as fit in the patience (0.5 s: ten), the rest refused at once with the time they would wait.
+    limiter = RequestLimiter(store, lease_max=10)
+    rate, subject = Rate(per_second=20, burst=1), _subject()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def one() -> tuple[float | None, float]:
+        wait = await limiter.admit(subject, rate, patience=0.5)
+        return wait, loop.time() - started
+
+    results = await asyncio.gather(*(one() for _ in range(15)))
+    admitted = sorted(at for wait, at in results if wait is None)
+    refused = [(wait, at) for wait, at in results if wait is not None]
+    assert 9 <= len(admitted) <= 11, results
+    # Refused at once, knowing their turn lies past the patience (the last turn may just miss it, at its end).
+    at_once = [wait for wait, at in refused if at < 0.2]
+    assert len(at_once) >= 4 and all(wait > 0.5 for wait in at_once), refused
+    assert all(at < 0.6 for _, at in refused), refused
+    assert admitted[-1] >= 0.45  # spread over the patience, not all at once
+    gaps = [b - a for a, b in zip(admitted, admitted[1:], strict=False)]
+    assert sum(gaps) / len(gaps) >= 0.045, gaps

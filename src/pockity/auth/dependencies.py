@@ -55,7 +55,7 @@ async def get_principal(
     if limiter is not None and (bearer is not None or key_id):
         credential = checks.credential_id(f"{key_id}:{key_secret}" if key_id else f"jwt:{bearer.credentials}")  # type: ignore[union-attr]
         known = limiter.blocked(credential)
-        if known is not None and known.wait > patience:  # refused for longer than we would wait anyway
+        if known is not None:  # refused a moment ago, and its turn could not come within the patience yet
             await asyncio.sleep(patience)
             raise known
     if key_id is not None or key_secret is not None:

@@ -4,7 +4,7 @@ A user's requests all count against the user's limit (its tier's, or the default
 they come with; a key linked to a tier also has that tier's limit of its own, so one key cannot use up what
 the user's other keys need. A key without a tier shares the user's limit only.
 
-A request that finds its bucket empty waits for the next free slot when that comes within `patience`
+A request that finds its bucket empty waits for its turn when that comes within `patience`
 (RATE_LIMIT_PATIENCE_SECONDS), so a client slightly over its rate is slowed down rather than refused; past
 that it gets 429 after the whole patience, so a client retrying in a tight loop costs the server little.
 """
@@ -34,15 +34,18 @@ def limits(principal: Principal, default: Rate) -> list[tuple[str, str, Rate]]:
     return checks
 
 
-async def spend(limiter: RequestLimiter, principal: Principal, default: Rate, patience: float) -> RateLimited | None:
-    """Count one request of the principal against each of its limits: the refusal, or None."""
+async def spend(
+    limiter: RequestLimiter, principal: Principal, default: Rate, patience: float
+) -> RateLimited | None:
+    """Count one request of the principal against each of its limits: the refusal, or None.
+
+    A refusal comes after `patience` seconds, so a client retrying in a tight loop costs the server little;
+    its `wait` is how long from then until a request could queue within the patience again."""
     for scope, subject, limit in limits(principal, default):
-        while (wait := await limiter.admit(subject, limit)) is not None:
-            if wait > patience:
-                if patience > 0:
-                    await asyncio.sleep(patience)
-                details = {"scope": scope, "perSecond": limit.per_second, "burst": limit.burst}
-                return refusal(wait - patience, details)
-            await asyncio.sleep(wait)
-            patience -= wait
+        wait = await limiter.admit(subject, limit, patience)
+        if wait is not None:
+            if patience > 0:
+                await asyncio.sleep(patience)
+            details = {"scope": scope, "perSecond": limit.per_second, "burst": limit.burst}
+            return refusal(max(0.0, wait - 2 * patience), details)
     return None

@@ -7,9 +7,10 @@ of up to n requests with one atomic statement that moves the TAT on by as many i
 them locally. All processes together therefore never admit more than the bucket allows; requests leased by
 one process and not used are lost to the others (at most one lease per process).
 
-When the bucket is empty the store says how long until the next request fits, and the process refuses the
-subject locally until then, with no round trip (and, remembered by credential, not even the authentication
-query: `blocked`). A subject that floods is thus admitted one request per interval, evenly spread, which is
+When the bucket is empty the store says how long until the next request fits; until then the process
+answers for the subject locally, with no round trip: a request queues for a turn (one per interval) if that
+comes soon enough, else it is refused — and a credential refused is remembered, so its next requests are
+refused without even the authentication query (`blocked`). A subject that floods is thus admitted one request per interval, evenly spread, which is
 what keeps other tenants' latency flat (bench/fairness.py); a fixed window would let the whole burst through
 at every window start.
 """
@@ -30,6 +31,7 @@ log = logging.getLogger("pockity.ratelimit")
 
 _PRUNE_ABOVE = 10_000  # local buckets (or blocked credentials) kept before idle ones are dropped
 US = 1_000_000
+_LATE = 0.001  # wake a little after a turn, never before it (the event loop's clock is not time.time)
 
 
 class RateLimited(TooManyRequests):
@@ -90,11 +92,12 @@ def lease_from(granted: int, tat_us: int, now_us: int, n: int, rate: Rate) -> Le
 
 
 class _Bucket:
-    __slots__ = ("empty_until", "pending", "tokens")
+    __slots__ = ("empty_until", "pending", "queue_at", "tokens")
 
     def __init__(self) -> None:
         self.tokens = 0
         self.empty_until = 0.0  # epoch seconds; the shared bucket has nothing for us before then
+        self.queue_at = 0.0  # the next free turn of this process's queue of waiting requests
         self.pending: asyncio.Future[None] | None = None
 
 
@@ -109,18 +112,34 @@ class RequestLimiter:
     def lease_size(self, rate: Rate) -> int:
         return max(1, min(self.lease_max, rate.burst // 20))
 
-    async def admit(self, subject: str, rate: Rate) -> float | None:
-        """Spend one request of `subject`: None if allowed, else the seconds until one would be."""
+    async def admit(self, subject: str, rate: Rate, patience: float = 0.0) -> float | None:
+        """Spend one request of `subject`: None if allowed, else the seconds until it would have been.
+
+        A request that finds the bucket empty queues for a turn, one per interval in arrival order, when its
+        turn comes within `patience` seconds, and sleeps until then (so waiting requests wake one at a time,
+        not all together); otherwise it is refused at once."""
         bucket = self._buckets.get(subject)
         if bucket is None:
             bucket = self._new_bucket(subject)
+        waited = False
         while True:
             if bucket.tokens > 0:
                 bucket.tokens -= 1
                 return None
             now = self.clock()
             if now < bucket.empty_until:
-                return bucket.empty_until - now
+                # A request that already waited its turn and found the bucket still empty (another process
+                # was quicker) keeps its place at the head instead of going to the back.
+                turn = bucket.empty_until if waited else max(bucket.queue_at, bucket.empty_until)
+                if turn - now > patience:
+                    return turn - now
+                if not waited:
+                    bucket.queue_at = turn + rate.interval_us / US
+                pause = turn - now + _LATE
+                await asyncio.sleep(pause)
+                patience -= pause
+                waited = True
+                continue
             if bucket.pending is not None:  # another request of this process is taking a lease: share it
                 await asyncio.shield(bucket.pending)
                 continue
