@@ -1,11 +1,12 @@
 """Fair sharing: one tenant floods the server while another keeps its usual pace.
 
-Tenant A runs wrk closed-loop on many connections (far past its tier's request rate, so once its burst is
-used up — `--fairness-drain` seconds of flooding before B is measured — most of its requests wait or get 429); tenant B sends a steady trickle well within its limits (a few connections, each waiting
+Tenant A runs wrk closed-loop on many connections, far past its tier's request rate, so once its burst is
+used up (`--fairness-drain` seconds of flooding before B is measured) its requests wait their turn or get
+429. Tenant B sends a steady trickle well within its limits (a few connections, each waiting
 `--fairness-pace-ms` between requests). B's p99 latency is measured quiet (A idle), flooded with fair sharing on
 (the server under test) and flooded with fair sharing off (a second server, RATE_LIMIT_ENABLED=false, same
 database), all in one run. Target: B's flooded p99 within 2x of its quiet p99 with the limits on.
-Also measured: the server CPU per refused request (A alone), since refusals are what a flood costs.
+Also measured: the server CPU per request of A alone (admitted and refused), what a flood costs.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def bench_fairness(server: Server, opts: argparse.Namespace, wrk: str) -> tuple[
     verdict = "ok" if ratio <= P99_TARGET else "FAIL"
     log(
         f"  B p99 flooded/quiet: {ratio:.2f} with fair sharing ({verdict}, target <= {P99_TARGET}), "
-        f"{ratio_off:.2f} without; server CPU per refused request {refused_cpu or 0:.3f} ms"
+        f"{ratio_off:.2f} without; server CPU per flood request (A alone) {refused_cpu or 0:.3f} ms"
     )
     entry = {
         "what": "tenant B (paced GET /api/auth/me, API key) while tenant A floods the same endpoint",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 
 import pytest
@@ -155,5 +156,5 @@ async def test_requests_over_the_rate_queue_for_turns_within_the_patience(store:
     assert len(at_once) >= 4 and all(wait > 0.5 for wait in at_once), refused
     assert all(at < 0.6 for _, at in refused), refused
     assert admitted[-1] >= 0.45  # spread over the patience, not all at once
-    gaps = [b - a for a, b in zip(admitted, admitted[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(admitted)]
     assert sum(gaps) / len(gaps) >= 0.045, gaps

@@ -10,9 +10,9 @@ one process and not used are lost to the others (at most one lease per process).
 When the bucket is empty the store says how long until the next request fits; until then the process
 answers for the subject locally, with no round trip: a request queues for a turn (one per interval) if that
 comes soon enough, else it is refused — and a credential refused is remembered, so its next requests are
-refused without even the authentication query (`blocked`). A subject that floods is thus admitted one request per interval, evenly spread, which is
-what keeps other tenants' latency flat (bench/fairness.py); a fixed window would let the whole burst through
-at every window start.
+refused without even the authentication query (`blocked`). A subject that floods is thus admitted one
+request per interval, evenly spread, which is what keeps other tenants' latency flat (bench/fairness.py); a
+fixed window would let the whole burst through at every window start.
 """
 
 from __future__ import annotations
