@@ -34,9 +34,7 @@ def limits(principal: Principal, default: Rate) -> list[tuple[str, str, Rate]]:
     return checks
 
 
-async def spend(
-    limiter: RequestLimiter, principal: Principal, default: Rate, patience: float
-) -> RateLimited | None:
+async def spend(limiter: RequestLimiter, principal: Principal, default: Rate, patience: float) -> RateLimited | None:
     """Count one request of the principal against each of its limits: the refusal, or None.
 
     A refusal comes after `patience` seconds, so a client retrying in a tight loop costs the server little;
