@@ -1,0 +1,1 @@
+"""The S3-compatible API (issue 14): signature verification, aws-chunked bodies, S3's XML."""
