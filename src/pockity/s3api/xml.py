@@ -1,13 +1,25 @@
-"""S3's XML: the error document (and, as operations arrive, their results), built with the standard library."""
+"""S3's XML: error documents, operation results, and the two request bodies S3 takes as XML (DeleteObjects and
+CompleteMultipartUpload), built and read with the standard library.
+
+Request bodies are capped before parsing (`MAX_REQUEST_XML`) and parsed by expat with any DOCTYPE refused
+(S3 never sends one), so no entity can be declared: no expansion bombs, no external entities.
+"""
 
 from __future__ import annotations
 
-from xml.etree.ElementTree import Element, SubElement, tostring
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote_plus
+from xml.etree.ElementTree import Element, SubElement, TreeBuilder, tostring
+from xml.parsers import expat
 
 from pockity.s3api.errors import S3Error
 
 NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 _DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+MAX_REQUEST_XML = 2 * 1024 * 1024
+MAX_DELETE_KEYS = 1000
 
 
 def document(root: Element) -> bytes:
@@ -24,3 +36,219 @@ def error_document(err: S3Error, resource: str, request_id: str) -> bytes:
     SubElement(root, "Resource").text = resource
     SubElement(root, "RequestId").text = request_id
     return document(root)
+
+
+def timestamp(at: datetime) -> str:
+    """S3's time format: ISO 8601 UTC with milliseconds."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def _root(name: str) -> Element:
+    return Element(name, xmlns=NAMESPACE)
+
+
+def _add(parent: Element, name: str, text: object) -> Element:
+    child = SubElement(parent, name)
+    child.text = str(text).lower() if isinstance(text, bool) else str(text)
+    return child
+
+
+@dataclass(frozen=True)
+class Owner:
+    id: str
+    display_name: str
+
+
+def _owner(parent: Element, owner: Owner, name: str = "Owner") -> None:
+    element = SubElement(parent, name)
+    _add(element, "ID", owner.id)
+    _add(element, "DisplayName", owner.display_name)
+
+
+def list_buckets(owner: Owner, buckets: Iterable[tuple[str, datetime]]) -> bytes:
+    root = _root("ListAllMyBucketsResult")
+    _owner(root, owner)
+    listing = SubElement(root, "Buckets")
+    for name, created in buckets:
+        bucket = SubElement(listing, "Bucket")
+        _add(bucket, "Name", name)
+        _add(bucket, "CreationDate", timestamp(created))
+    return document(root)
+
+
+def location(region: str) -> bytes:
+    """GetBucketLocation: empty for us-east-1, as S3 answers."""
+    root = _root("LocationConstraint")
+    if region != "us-east-1":
+        root.text = region
+    return document(root)
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    last_modified: datetime
+    etag: str  # without quotes
+    size: int
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A page of a bucket listing, whichever version of ListObjects asked for it."""
+
+    bucket: str
+    prefix: str
+    delimiter: str | None
+    max_keys: int
+    entries: list[Entry]
+    common_prefixes: list[str]
+    is_truncated: bool
+    url_encoded: bool  # EncodingType=url: keys and prefixes percent-encoded, the type echoed
+
+
+def _encode(value: str, listing: Listing) -> str:
+    return quote_plus(value, safe="/") if listing.url_encoded else value
+
+
+def _listing_common(root: Element, listing: Listing) -> None:
+    _add(root, "Name", listing.bucket)
+    _add(root, "Prefix", _encode(listing.prefix, listing))
+    if listing.delimiter is not None:
+        _add(root, "Delimiter", _encode(listing.delimiter, listing))
+    _add(root, "MaxKeys", listing.max_keys)
+    if listing.url_encoded:
+        _add(root, "EncodingType", "url")
+    _add(root, "IsTruncated", listing.is_truncated)
+
+
+def _listing_entries(root: Element, listing: Listing, owner: Owner | None) -> None:
+    for entry in listing.entries:
+        item = SubElement(root, "Contents")
+        _add(item, "Key", _encode(entry.key, listing))
+        _add(item, "LastModified", timestamp(entry.last_modified))
+        _add(item, "ETag", f'"{entry.etag}"')
+        _add(item, "Size", entry.size)
+        if owner is not None:
+            _owner(item, owner)
+        _add(item, "StorageClass", "STANDARD")
+    for prefix in listing.common_prefixes:
+        _add(SubElement(root, "CommonPrefixes"), "Prefix", _encode(prefix, listing))
+
+
+def list_objects_v2(
+    listing: Listing,
+    *,
+    continuation_token: str | None,
+    next_token: str | None,
+    start_after: str | None,
+    owner: Owner | None,
+) -> bytes:
+    root = _root("ListBucketResult")
+    _listing_common(root, listing)
+    _add(root, "KeyCount", len(listing.entries) + len(listing.common_prefixes))
+    if continuation_token is not None:
+        _add(root, "ContinuationToken", continuation_token)
+    if next_token is not None:
+        _add(root, "NextContinuationToken", next_token)
+    if start_after is not None:
+        _add(root, "StartAfter", _encode(start_after, listing))
+    _listing_entries(root, listing, owner)
+    return document(root)
+
+
+def list_objects_v1(listing: Listing, *, marker: str, next_marker: str | None, owner: Owner) -> bytes:
+    root = _root("ListBucketResult")
+    _listing_common(root, listing)
+    _add(root, "Marker", _encode(marker, listing))
+    if next_marker is not None:
+        _add(root, "NextMarker", _encode(next_marker, listing))
+    _listing_entries(root, listing, owner)
+    return document(root)
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    key: str
+    error: S3Error | None = None
+
+
+def delete_result(outcomes: Iterable[DeleteOutcome], quiet: bool) -> bytes:
+    """DeleteObjects: each key deleted (not listed when quiet) or its error."""
+    root = _root("DeleteResult")
+    for outcome in outcomes:
+        if outcome.error is None:
+            if not quiet:
+                _add(SubElement(root, "Deleted"), "Key", outcome.key)
+            continue
+        failed = SubElement(root, "Error")
+        _add(failed, "Key", outcome.key)
+        _add(failed, "Code", outcome.error.code)
+        _add(failed, "Message", outcome.error.message)
+    return document(root)
+
+
+def _forbid_dtd(*_: object) -> None:
+    raise S3Error("MalformedXML", "The XML you provided may not have a DOCTYPE.", 400)
+
+
+def _parse(body: bytes, root_name: str) -> Element:
+    if len(body) > MAX_REQUEST_XML:
+        raise S3Error("MalformedXML", "The XML you provided is too large.", 400)
+    builder = TreeBuilder()
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.StartElementHandler = builder.start
+    parser.EndElementHandler = builder.end
+    parser.CharacterDataHandler = builder.data
+    # As defusedxml does: no DTD, so no entity of any kind (expansion bombs, external entities), whatever
+    # the document's encoding.
+    parser.StartDoctypeDeclHandler = _forbid_dtd
+    parser.EntityDeclHandler = _forbid_dtd
+    try:
+        parser.Parse(body, True)
+        root = builder.close()
+    except (expat.ExpatError, AssertionError):  # not well-formed, or no element at all
+        raise S3Error("MalformedXML", "The XML you provided was not well-formed.", 400) from None
+    if _local(root.tag) != root_name:
+        raise S3Error("MalformedXML", f"The XML you provided is not a {root_name} document.", 400)
+    return root
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _children(element: Element, name: str) -> list[Element]:
+    return [child for child in element if _local(child.tag) == name]
+
+
+def _text(element: Element, name: str) -> str | None:
+    found = _children(element, name)
+    return (found[0].text or "") if found else None
+
+
+def parse_delete(body: bytes) -> tuple[list[str], bool]:
+    """DeleteObjects' `<Delete><Object><Key/></Object>...<Quiet/></Delete>`: the keys and quiet."""
+    root = _parse(body, "Delete")
+    keys = []
+    for item in _children(root, "Object"):
+        key = _text(item, "Key")
+        if key is None:
+            raise S3Error("MalformedXML", "Each Object needs a Key.", 400)
+        keys.append(key)
+    if not keys or len(keys) > MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML", f"Delete between 1 and {MAX_DELETE_KEYS} keys at a time.", 400)
+    return keys, (_text(root, "Quiet") or "").strip().lower() == "true"
+
+
+def parse_complete(body: bytes) -> list[tuple[int, str]]:
+    """CompleteMultipartUpload's parts: (part number, ETag without quotes), in the order sent."""
+    root = _parse(body, "CompleteMultipartUpload")
+    parts = []
+    for item in _children(root, "Part"):
+        number, etag = _text(item, "PartNumber"), _text(item, "ETag")
+        if number is None or etag is None or not number.strip().isdigit():
+            raise S3Error("MalformedXML", "Each Part needs a PartNumber and an ETag.", 400)
+        parts.append((int(number), etag.strip().strip('"')))
+    if not parts:
+        raise S3Error("MalformedXML", "The request names no parts.", 400)
+    return parts
