@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,17 +138,41 @@ async def admin_revoke_key(session: AsyncSession, key_id: str, actor: Actor) -> 
     return _revoke(session, key, actor)
 
 
+@dataclass(frozen=True)
+class SigningKey:
+    """A key pair looked up by its access key id, for a caller that proves the secret itself (an S3 signature
+    is an HMAC keyed with it). `principal()` then says who it is — or that the key is revoked or expired, or
+    the account disabled, which only a caller holding the secret may learn."""
+
+    secret: str
+    row: Any
+
+    def principal(self) -> Principal:
+        return _principal(self.row)
+
+
+async def signing_key(db: Database, keyring: Keyring, access_key_id: str) -> SigningKey | None:
+    """One read and one AES-GCM open; None for an unknown access key id."""
+    row = await repository.auth_row(db.reader, access_key_id) if len(access_key_id) == 20 else None
+    if row is None:
+        return None
+    try:
+        secret = keyring.open(row.secret_sealed, row.kek_id, row.access_key_id.encode()).decode()
+    except (SealError, UnknownKeyError):
+        return None
+    return SigningKey(secret, row)
+
+
 async def authenticate(db: Database, keyring: Keyring, access_key_id: str, secret: str) -> Principal:
     """One read, one AES-GCM open, one constant-time compare; no hashing on the request path."""
-    row = await repository.auth_row(db.reader, access_key_id) if len(access_key_id) == 20 else None
-    expected = _UNKNOWN_SECRET
-    if row is not None:
-        try:
-            expected = keyring.open(row.secret_sealed, row.kek_id, row.access_key_id.encode()).decode()
-        except (SealError, UnknownKeyError):
-            row = None
-    if not constant_time_equals(secret, expected) or row is None:
+    found = await signing_key(db, keyring, access_key_id)
+    expected = found.secret if found is not None else _UNKNOWN_SECRET
+    if not constant_time_equals(secret, expected) or found is None:
         raise InvalidApiKey()
+    return found.principal()
+
+
+def _principal(row: Any) -> Principal:
     # Only a caller holding the secret learns that the key is revoked or expired.
     if not row.key_active:
         raise ApiKeyRevoked()
