@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, func, literal, or_, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pockity.db import dialect_insert
@@ -229,6 +229,29 @@ async def get_object(
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.scalars(stmt)).first()
+
+
+# user_id, name, size, etag, content_type, updated_at
+ObjectMetaRow = Row[str, str, int, str, str | None, datetime]
+_OBJECT_META = (
+    select(
+        StorageObject.user_id,
+        StorageObject.name,
+        StorageObject.size,
+        StorageObject.etag,
+        StorageObject.content_type,
+        StorageObject.updated_at,
+    )
+    .where(StorageObject.user_id == bindparam("user_id"))
+    .where(StorageObject.name == bindparam("name"))
+)
+
+
+async def object_meta(reader: AsyncEngine, user_id: str, name: str) -> ObjectMetaRow | None:
+    """The owner's object by name (the columns a download needs) in one AUTOCOMMIT round trip, no entity built;
+    the statement is built once."""
+    async with reader.connect() as conn:
+        return (await conn.execute(_OBJECT_META, {"user_id": user_id, "name": name})).first()
 
 
 def add_object(session: AsyncSession, obj: StorageObject) -> None:

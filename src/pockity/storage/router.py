@@ -32,7 +32,8 @@ router = APIRouter(prefix="/api/storage", tags=["storage"], responses=CONFLICT |
 log = logging.getLogger("pockity.storage")
 
 
-def get_backend(request: Request) -> StorageBackend:
+async def get_backend(request: Request) -> StorageBackend:
+    # async: a plain `def` dependency would hop to a worker thread on every storage request.
     backend: StorageBackend = request.app.state.storage
     return backend
 
@@ -123,10 +124,10 @@ async def list_files(
     responses={416: {"description": "range_not_satisfiable"}},
 )
 async def get_content(
-    key: str, request: Request, principal: CurrentPrincipal, session: SessionDep, backend: BackendDep
+    key: str, request: Request, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
 ) -> StreamingResponse:
     """Stream the file through Pockity; one `Range: bytes=` range is honoured (206)."""
-    obj = await service.get_object(session, principal, key)
+    obj = await service.get_object_meta(db, principal, key)
     byte_range = service.parse_range(request.headers.get("range"), obj.size)
     info, body = await service.open_content(backend, obj, byte_range)
     headers = {
@@ -152,14 +153,14 @@ async def get_file(
     key: str,
     request: Request,
     principal: CurrentPrincipal,
-    session: SessionDep,
+    db: DatabaseDep,
     backend: BackendDep,
     expires_in: Annotated[int, Query(alias="expiresIn", ge=1, le=604800)] = 3600,
 ) -> object:
     """Metadata and a time-limited download URL."""
     if expires_in > request.app.state.settings.download_url_max_seconds:
         raise BadRequest("expiresIn is above the server's maximum.", code="invalid_expiry")
-    obj = await service.get_object(session, principal, key)
+    obj = await service.get_object_meta(db, principal, key)
     return service.download(backend, obj, expires_in)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.auth.schemas import Principal
 from pockity.auth.service import ScopeDenied, authorize
+from pockity.db import Database
 from pockity.errors import NotFound, ValidationFailed
 from pockity.kit import media_types
 from pockity.kit.object_names import InvalidName, validate_object_name
@@ -158,6 +159,20 @@ async def get_object(session: AsyncSession, principal: Principal, name: str) -> 
     return obj
 
 
+# What a download reads of an object: a StorageObject, or the row of `get_object_meta` (same attribute names).
+ObjectMeta = StorageObject | repo.ObjectMetaRow
+
+
+async def get_object_meta(db: Database, principal: Principal, name: str) -> ObjectMeta:
+    """Like get_object for read-only requests: one AUTOCOMMIT read of the columns a download needs (no
+    transaction, no ORM entity), for the metadata and content routes."""
+    checked_name(principal, name, "read")
+    row = await repo.object_meta(db.reader, principal.user_id, name)
+    if row is None:
+        raise FileNotFound(details={"key": name})
+    return row
+
+
 @dataclass(frozen=True)
 class Download:
     """A file's metadata and a time-limited URL to fetch it (the REST API's `GET /files/{key}`)."""
@@ -171,7 +186,7 @@ class Download:
     last_modified: datetime
 
 
-def download(backend: StorageBackend, obj: StorageObject, expires_in: int) -> Download:
+def download(backend: StorageBackend, obj: ObjectMeta, expires_in: int) -> Download:
     """A presigned (S3) or HMAC-signed (local) URL valid for `expires_in` seconds, with the file's metadata."""
     filename = obj.name.rsplit("/", 1)[-1]
     url = backend.presign_get(physical_key(obj.user_id, obj.name), expires_in, filename=filename)
@@ -219,7 +234,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def open_content(
-    backend: StorageBackend, obj: StorageObject, byte_range: tuple[int, int] | None
+    backend: StorageBackend, obj: ObjectMeta, byte_range: tuple[int, int] | None
 ) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
     """Stream the object (or a range of it) from the backend."""
     start, end = byte_range if byte_range else (None, None)
