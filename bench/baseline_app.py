@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.pool = await asyncpg.create_pool(os.environ["BASELINE_DATABASE_URL"], min_size=20, max_size=20)
+    app.state.pool = await asyncpg.create_pool(os.environ["BASELINE_DATABASE_URL"], min_size=1, max_size=20)
     try:
         yield
     finally:

@@ -55,7 +55,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_database(url: str, *, pool_size: int = 20, max_overflow: int = 5, echo: bool = False) -> Database:
+def create_database(url: str, *, pool_size: int = 25, max_overflow: int = 0, echo: bool = False) -> Database:
     """Build the engine for a PostgreSQL (asyncpg) or SQLite (aiosqlite) URL."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
