@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from pockity.auth.dependencies import CurrentPrincipal
-from pockity.db import DatabaseDep, SessionDep
+from pockity.db import DatabaseDep, ReadSessionDep
 from pockity.errors import BadRequest
 from pockity.kit import media_types
 from pockity.openapi import CONFLICT, STORAGE
@@ -107,7 +107,7 @@ async def upload_form(
 @router.get("/files", response_model=ObjectPage)
 async def list_files(
     principal: CurrentPrincipal,
-    session: SessionDep,
+    session: ReadSessionDep,
     prefix: Annotated[str, Query(max_length=1024)] = "",
     delimiter: Annotated[str | None, Query(max_length=1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -182,7 +182,7 @@ async def delete_files(
 
 
 @router.get("/usage", response_model=UsageOut)
-async def get_usage(principal: CurrentPrincipal, session: SessionDep) -> object:
+async def get_usage(principal: CurrentPrincipal, session: ReadSessionDep) -> object:
     return await service.usage(session, principal.user_id)
 
 
