@@ -44,6 +44,32 @@ async def get_counter(session: AsyncSession, scope: str) -> UsageCounter | None:
     return await session.get(UsageCounter, scope, populate_existing=True)
 
 
+# The user's counters (NULL without a counter row) and tier (NULL without one); no row: no such user.
+UsageLimitsRow = Row[int | None, int | None, int | None, str | None, str | None, int | None, int | None, int | None]
+_USAGE = (
+    select(
+        UsageCounter.bytes_used,
+        UsageCounter.object_count,
+        UsageCounter.bytes_reserved,
+        Tier.id.label("tier_id"),
+        Tier.name.label("tier_name"),
+        Tier.storage_bytes,
+        Tier.max_objects,
+        Tier.max_object_size_bytes,
+    )
+    .select_from(User)
+    .outerjoin(Tier, Tier.id == User.tier_id)
+    .outerjoin(UsageCounter, UsageCounter.scope == bindparam("scope"))
+    .where(User.id == bindparam("user_id"))
+)
+
+
+async def usage_row(reader: AsyncEngine, user_id: str) -> UsageLimitsRow | None:
+    """The user's usage counters and tier limits in one AUTOCOMMIT round trip (the statement is built once)."""
+    async with reader.connect() as conn:
+        return (await conn.execute(_USAGE, {"user_id": user_id, "scope": user_scope(user_id)})).first()
+
+
 async def try_reserve(
     session: AsyncSession, scope: str, *, nbytes: int, objects: int, max_bytes: int, max_objects: int
 ) -> bool:

@@ -182,8 +182,8 @@ async def delete_files(
 
 
 @router.get("/usage", response_model=UsageOut)
-async def get_usage(principal: CurrentPrincipal, session: ReadSessionDep) -> object:
-    return await service.usage(session, principal.user_id)
+async def get_usage(principal: CurrentPrincipal, db: DatabaseDep) -> object:
+    return await service.read_usage(db, principal.user_id)
 
 
 @router.post(

@@ -282,6 +282,17 @@ async def forget(session: AsyncSession, obj: StorageObject) -> None:
 # --- usage ------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TierLimits:
+    """The tier fields a usage report shows (what `read_usage` reads instead of a Tier entity)."""
+
+    id: str
+    name: str
+    storage_bytes: int
+    max_objects: int
+    max_object_size_bytes: int | None
+
+
 @dataclass
 class Usage:
     """A user's counters against their tier's limits, as of when they were read."""
@@ -289,7 +300,7 @@ class Usage:
     bytes_used: int
     object_count: int
     bytes_reserved: int
-    tier: Tier | None
+    tier: Tier | TierLimits | None
     as_of: datetime = field(default_factory=utcnow)
 
     @property
@@ -320,6 +331,17 @@ async def usage(session: AsyncSession, user_id: str) -> Usage:
     if counter is None:
         return Usage(0, 0, 0, tier)
     return Usage(counter.bytes_used, counter.object_count, counter.bytes_reserved, tier)
+
+
+async def read_usage(db: Database, user_id: str) -> Usage:
+    """The same as `usage` for the usage route: one AUTOCOMMIT read of the counters and the tier, no entities."""
+    row = await repo.usage_row(db.reader, user_id)
+    if row is None:
+        return Usage(0, 0, 0, None)
+    tier = None
+    if row.tier_id is not None:
+        tier = TierLimits(row.tier_id, row.tier_name, row.storage_bytes, row.max_objects, row.max_object_size_bytes)
+    return Usage(row.bytes_used or 0, row.object_count or 0, row.bytes_reserved or 0, tier)
 
 
 # --- repair -------------------------------------------------------------------------------------------------
