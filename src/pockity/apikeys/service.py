@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import string
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -99,6 +100,11 @@ async def create_key(
 async def list_keys(session: AsyncSession, owner_id: str) -> Sequence[ApiKey]:
     """The owner's keys, newest first."""
     return await repository.list_owned(session, owner_id)
+
+
+async def list_key_rows(db: Database, owner_id: str) -> Sequence[Any]:
+    """The owner's keys, newest first, as rows with ApiKeyOut's fields (one AUTOCOMMIT read, for the list route)."""
+    return await repository.list_owned_rows(db.reader, owner_id)
 
 
 async def get_key(session: AsyncSession, owner_id: str, key_id: str) -> ApiKey:
