@@ -171,6 +171,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # Pockity has its own metrics and access log (observability.py); FastAPI's native OpenTelemetry would
+        # otherwise look up the global tracer, meter and logger providers (and the environment) on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.keyring = Keyring.from_config(settings.key_encryption_key or "", settings.key_encryption_keys_old)
