@@ -312,11 +312,18 @@ async def delete_object(session: AsyncSession, obj: StorageObject) -> None:
     await session.delete(obj)
 
 
+# What a listing shows of each object, as plain rows (no entities): name, size, content_type, etag, updated_at.
+ListedRow = Row[str, int, str | None, str, datetime]
+_LISTED = select(
+    StorageObject.name, StorageObject.size, StorageObject.content_type, StorageObject.etag, StorageObject.updated_at
+)
+
+
 async def list_names(
-    session: AsyncSession, user_id: str, *, prefix: str, after: str | None, limit: int
-) -> Sequence[StorageObject]:
-    """Objects whose name starts with `prefix`, in byte order, strictly after `after`."""
-    stmt = _owned(user_id).order_by(StorageObject.name).limit(limit)
+    reader: AsyncEngine, user_id: str, *, prefix: str, after: str | None, limit: int
+) -> Sequence[ListedRow]:
+    """Objects whose name starts with `prefix`, in byte order, strictly after `after` (one AUTOCOMMIT read)."""
+    stmt = _LISTED.where(StorageObject.user_id == user_id).order_by(StorageObject.name).limit(limit)
     if prefix:
         stmt = stmt.where(StorageObject.name >= prefix)
         end = prefix_end(prefix)
@@ -324,7 +331,8 @@ async def list_names(
             stmt = stmt.where(StorageObject.name < end)
     if after is not None:
         stmt = stmt.where(StorageObject.name > after)
-    return (await session.scalars(stmt)).all()
+    async with reader.connect() as conn:
+        return (await conn.execute(stmt)).all()
 
 
 def prefix_end(prefix: str) -> str | None:
@@ -346,15 +354,19 @@ async def get_objects(session: AsyncSession, user_id: str, names: Sequence[str])
     return (await session.scalars(_owned(user_id).where(StorageObject.name.in_(names)))).all()
 
 
-async def list_from(
-    session: AsyncSession, user_id: str, *, prefix: str, start: str, limit: int
-) -> Sequence[StorageObject]:
+async def list_from(reader: AsyncEngine, user_id: str, *, prefix: str, start: str, limit: int) -> Sequence[ListedRow]:
     """Like list_names, but from `start` inclusive (used to skip past a whole folder)."""
-    stmt = _owned(user_id).where(StorageObject.name >= max(start, prefix)).order_by(StorageObject.name).limit(limit)
+    stmt = (
+        _LISTED.where(StorageObject.user_id == user_id)
+        .where(StorageObject.name >= max(start, prefix))
+        .order_by(StorageObject.name)
+        .limit(limit)
+    )
     end = prefix_end(prefix) if prefix else None
     if end is not None:
         stmt = stmt.where(StorageObject.name < end)
-    return (await session.scalars(stmt)).all()
+    async with reader.connect() as conn:
+        return (await conn.execute(stmt)).all()
 
 
 # --- admin overview -----------------------------------------------------------------------------------------

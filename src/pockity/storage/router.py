@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from pockity.auth.dependencies import CurrentPrincipal
-from pockity.db import DatabaseDep, ReadSessionDep
+from pockity.db import DatabaseDep
 from pockity.errors import BadRequest
 from pockity.kit import media_types
 from pockity.openapi import CONFLICT, STORAGE
@@ -107,15 +107,13 @@ async def upload_form(
 @router.get("/files", response_model=ObjectPage)
 async def list_files(
     principal: CurrentPrincipal,
-    session: ReadSessionDep,
+    db: DatabaseDep,
     prefix: Annotated[str, Query(max_length=1024)] = "",
     delimiter: Annotated[str | None, Query(max_length=1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> object:
-    return await service.list_objects(
-        session, principal, prefix=prefix, delimiter=delimiter, limit=limit, cursor=cursor
-    )
+    return await service.list_objects(db, principal, prefix=prefix, delimiter=delimiter, limit=limit, cursor=cursor)
 
 
 @router.get(

@@ -85,15 +85,17 @@ def _encode_cursor(value: str) -> str:
 
 @dataclass
 class Page:
-    items: list[StorageObject]
+    items: list[repo.ListedRow]
     folders: list[str]
     next_cursor: str | None
 
 
 async def list_objects(
-    session: AsyncSession, principal: Principal, *, prefix: str, delimiter: str | None, limit: int, cursor: str | None
+    db: Database, principal: Principal, *, prefix: str, delimiter: str | None, limit: int, cursor: str | None
 ) -> Page:
-    """One page in name order; with delimiter "/" deeper names fold into their folder, S3-style."""
+    """One page in name order; with delimiter "/" deeper names fold into their folder, S3-style. Each read is one
+    AUTOCOMMIT statement of plain rows: each sees the latest commit, as in a READ COMMITTED transaction on
+    PostgreSQL (on SQLite a page's statements no longer share one snapshot)."""
     if delimiter not in (None, "", DELIMITER):
         raise ValidationFailed("Only '/' is supported as a delimiter.", code="invalid_delimiter")
     if prefix and (prefix.startswith("/") or "\\" in prefix or len(prefix.encode()) > 1024):
@@ -102,7 +104,7 @@ async def list_objects(
     last = _decode_cursor(cursor)
     if last is not None and not last.startswith(prefix):
         raise ValidationFailed("The cursor does not belong to this listing.", code="invalid_cursor")
-    items: list[StorageObject] = []
+    items: list[repo.ListedRow] = []
     folders: list[str] = []
     # Position: after the last entry; after a folder means past every name inside it.
     start, inclusive = (last, False) if last is not None else (prefix, True)
@@ -112,7 +114,7 @@ async def list_objects(
     probe = False  # right after a folder, look one name ahead: most probes just find the next folder
     while True:
         want = 1 if probe else limit - len(items) - len(folders) + 1
-        rows = await _fetch(session, principal.user_id, prefix, start, inclusive, want)
+        rows = await _fetch(db, principal.user_id, prefix, start, inclusive, want)
         if not rows:
             break
         skipped = False
@@ -140,11 +142,11 @@ async def list_objects(
 
 
 async def _fetch(
-    session: AsyncSession, user_id: str, prefix: str, start: str, inclusive: bool, limit: int
-) -> Sequence[StorageObject]:
+    db: Database, user_id: str, prefix: str, start: str, inclusive: bool, limit: int
+) -> Sequence[repo.ListedRow]:
     if inclusive:
-        return await repo.list_from(session, user_id, prefix=prefix, start=start, limit=limit)
-    return await repo.list_names(session, user_id, prefix=prefix, after=start, limit=limit)
+        return await repo.list_from(db.reader, user_id, prefix=prefix, start=start, limit=limit)
+    return await repo.list_names(db.reader, user_id, prefix=prefix, after=start, limit=limit)
 
 
 # --- reading --------------------------------------------------------------------------------------------
