@@ -27,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import core
 import fairness
 import lib
 from lib import BenchError, Server, WrkRequest, WrkResult, log
@@ -311,6 +312,11 @@ def bench_storage(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome
     return Outcome(entry, errors)
 
 
+def bench_core(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
+    entry, errors = core.bench_core(server, opts, wrk)
+    return Outcome(entry, errors)
+
+
 def bench_usage(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
     entry, errors = usage.bench_usage(server, opts, wrk)
     return Outcome(entry, errors)
@@ -330,6 +336,12 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         Benchmark("auth", "health vs GET /api/auth/me with a JWT and with an API key; login", bench_auth),
+        Benchmark(
+            "core",
+            "metadata + presigned URL, me, usage, key list, health (S3 backend) vs a bare FastAPI + asyncpg floor",
+            bench_core,
+            environment=storage.storage_environment,
+        ),
         Benchmark(
             "storage",
             "1 GiB upload and many 64 KiB uploads through Pockity vs straight to RGW; listing 100,000 objects",

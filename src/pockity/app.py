@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import anyio
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
 from pockity import __version__, openapi
 from pockity.admin.router import router as admin_router
@@ -24,11 +25,12 @@ from pockity.billing import tasks as billing_tasks
 from pockity.billing.router import router as billing_router
 from pockity.config import ConfigError, Settings, load_settings
 from pockity.db import Database, create_database
-from pockity.errors import install_error_handlers
+from pockity.errors import error_response, install_error_handlers
 from pockity.kit.crypto import Keyring
 from pockity.kit.jobs import Job, JobContext, JobRunner
 from pockity.notifications.router import router as notifications_router
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
+from pockity.open.health import StorageHealth
 from pockity.open.router import router as open_router
 from pockity.payments.providers import razorpay_provider, stripe_provider
 from pockity.payments.router import router as payments_router
@@ -58,6 +60,13 @@ def _streams_body(method: str, path: str) -> bool:
     if method == "PUT":
         return path.startswith(("/api/storage/files/", "/api/storage/parts/"))
     return method == "POST" and (path == "/api/storage/upload" or path.startswith("/api/storage/direct/"))
+
+
+async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The usual 503, and the health check's cached `ok` for the storage ends: the next probe checks again."""
+    assert isinstance(exc, StorageUnavailable)
+    request.app.state.storage_health.mark_down()
+    return error_response(exc)
 
 
 def _login_policy(settings: Settings) -> LoginPolicy:
@@ -180,6 +189,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # Pockity has its own metrics and access log (observability.py); FastAPI's native OpenTelemetry would
+        # otherwise look up the global tracer, meter and logger providers (and the environment) on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.keyring = Keyring.from_config(settings.key_encryption_key or "", settings.key_encryption_keys_old)
@@ -190,7 +202,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.upload_slots = anyio.Semaphore(settings.max_concurrent_uploads)
     app.state.limiter = None  # built with the database, in the lifespan (None: RATE_LIMIT_ENABLED=false)
     app.state.default_rate = Rate(settings.rate_limit_requests_per_second, settings.rate_limit_burst)
+    app.state.storage_health = StorageHealth()
     install_error_handlers(app)
+    app.add_exception_handler(StorageUnavailable, _storage_unavailable)
     app.add_middleware(
         RequestGuardMiddleware,
         limit=settings.max_json_body_bytes,

@@ -9,15 +9,47 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import event, text
+from sqlalchemy import TextClause, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 
 def dialect_insert(session: AsyncSession) -> Any:
     """`insert` of the session's dialect: the one with `on_conflict_do_*` (PostgreSQL and SQLite spell it alike)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A write through a read-only session (a programming error: the route should use SessionDep)."""
+
+
+class _ReadOnlySyncSession(Session):
+    pass
+
+
+@event.listens_for(_ReadOnlySyncSession, "before_flush")
+def _refuse_flush(*_: Any) -> None:
+    raise ReadOnlyViolation("This session is read-only (AUTOCOMMIT); use the request's unit of work to write.")
+
+
+@event.listens_for(_ReadOnlySyncSession, "do_orm_execute")
+def _refuse_dml(state: Any) -> None:
+    statement = state.statement
+    if isinstance(statement, TextClause):
+        writes = statement.text.lstrip().split(None, 1)[0].upper() not in ("SELECT", "WITH", "SHOW", "VALUES")
+    else:
+        writes = not state.is_select
+    if writes:
+        raise ReadOnlyViolation("This session is read-only (AUTOCOMMIT); use the request's unit of work to write.")
+
+
+class ReadOnlySession(AsyncSession):
+    """Every statement autocommits on its own, so a write here would be committed at once, alone: refused
+    (flushes and non-SELECT statements raise ReadOnlyViolation)."""
+
+    sync_session_class = _ReadOnlySyncSession
 
 
 @dataclass(frozen=True)
@@ -26,6 +58,8 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     # Same pool, AUTOCOMMIT: a one-statement read costs one round trip instead of BEGIN/SELECT/ROLLBACK.
     reader: AsyncEngine
+    # ORM sessions on `reader`, for read-only requests: no BEGIN/COMMIT round trips; flushing is refused.
+    read_sessions: async_sessionmaker[ReadOnlySession]
 
     @property
     def is_sqlite(self) -> bool:
@@ -55,7 +89,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # (the reader engine autocommits: no BEGIN at all)
 
 
-def create_database(url: str, *, pool_size: int = 20, max_overflow: int = 5, echo: bool = False) -> Database:
+def create_database(url: str, *, pool_size: int = 25, max_overflow: int = 0, echo: bool = False) -> Database:
     """Build the engine for a PostgreSQL (asyncpg) or SQLite (aiosqlite) URL."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
@@ -72,7 +106,8 @@ def create_database(url: str, *, pool_size: int = 20, max_overflow: int = 5, ech
         _configure_sqlite(engine)
     sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
     reader = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return Database(engine=engine, sessions=sessions, reader=reader)
+    read_sessions = async_sessionmaker(reader, expire_on_commit=False, autoflush=False, class_=ReadOnlySession)
+    return Database(engine=engine, sessions=sessions, reader=reader, read_sessions=read_sessions)
 
 
 async def ping(db: Database) -> None:
@@ -105,6 +140,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             await session.commit()
 
 
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read-only request's session: each statement is one AUTOCOMMIT round trip (no BEGIN, no COMMIT) and
+    sees the latest committed data; there is nothing to commit, and writes are refused."""
+    db: Database = request.app.state.db
+    async with db.read_sessions() as session:
+        yield session
+
+
 DatabaseDep = Annotated[Database, Depends(get_db)]
 # scope="function": the commit happens before the response is sent, so a 2xx means it is stored.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]

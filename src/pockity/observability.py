@@ -127,24 +127,31 @@ class RequestContextMiddleware:
             duration = time.perf_counter() - start
             REQUESTS.labels(scope["method"], template, str(status)).inc()
             LATENCY.labels(scope["method"], template).observe(duration)
-            access_log.info(
-                "%s %s %s %.1fms",
-                scope["method"],
-                scope["path"],
-                status,
-                duration * 1000,
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "route": template,
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 2),
-                    "user_id": state.get("user_id"),
-                    "api_key_id": state.get("api_key_id"),
-                    "client": scope["client"][0] if scope.get("client") else None,
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):  # the record's fields are built only when it is written
+                _log_access(scope, state, request_id, status, template, duration)
+
+
+def _log_access(
+    scope: Scope, state: dict[str, Any], request_id: str, status: int, template: str, duration: float
+) -> None:
+    access_log.info(
+        "%s %s %s %.1fms",
+        scope["method"],
+        scope["path"],
+        status,
+        duration * 1000,
+        extra={
+            "request_id": request_id,
+            "method": scope["method"],
+            "route": template,
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(duration * 1000, 2),
+            "user_id": state.get("user_id"),
+            "api_key_id": state.get("api_key_id"),
+            "client": scope["client"][0] if scope.get("client") else None,
+        },
+    )
 
 
 def is_utf8_url(scope: Scope) -> bool:

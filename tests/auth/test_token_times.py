@@ -87,11 +87,12 @@ def test_decode_raises_only_token_errors(subtests: pytest.Subtests) -> None:
 
 
 def test_ordinary_times_still_decode() -> None:
-    claims = jwt.decode_token(signed("someone", nbf=str(NOW - 5), exp=str(NOW + 60)), TEST_JWT_SECRET)
-    assert claims.sub == "someone" and int(claims.expires_at.timestamp()) == NOW + 60
+    now = int(time.time())  # not the module's NOW: the suite may reach this test more than a minute later
+    claims = jwt.decode_token(signed("someone", nbf=str(now - 5), exp=str(now + 60)), TEST_JWT_SECRET)
+    assert claims.sub == "someone" and int(claims.expires_at.timestamp()) == now + 60
     with pytest.raises(jwt.TokenExpired):
-        jwt.decode_token(signed("someone", iat=str(NOW - 120), exp=str(NOW - 60)), TEST_JWT_SECRET)
+        jwt.decode_token(signed("someone", iat=str(now - 120), exp=str(now - 60)), TEST_JWT_SECRET)
     with pytest.raises(jwt.TokenError):
-        jwt.decode_token(signed("someone", nbf=str(NOW + 3600)), TEST_JWT_SECRET)  # not valid yet
+        jwt.decode_token(signed("someone", nbf=str(now + 3600)), TEST_JWT_SECRET)  # not valid yet
     with pytest.raises(jwt.TokenError):
-        jwt.decode_token(signed("someone", iat=str(NOW + 3600)), TEST_JWT_SECRET)  # issued in the future
+        jwt.decode_token(signed("someone", iat=str(now + 3600)), TEST_JWT_SECRET)  # issued in the future

@@ -16,6 +16,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
+from pockity.open.health import StorageHealth
+from pockity.storage.backends import StorageUnavailable
 from tests.fixtures.app import client_for, make_settings, running_app
 from tests.fixtures.users import TestUser, make_key
 
@@ -74,6 +76,74 @@ async def test_health_503_names_the_unreachable_database(data_dir: Path, url: st
     assert body["error"]["details"] == {"failing": ["database"]}
     assert "database" in body["error"]["message"]
     assert "127.0.0.1" not in r.text and "postgres" not in r.text.lower()
+
+
+async def test_health_reuses_a_recent_storage_ok_until_a_request_sees_storage_fail(
+    app: FastAPI, client: httpx.AsyncClient, user: TestUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = app.state.storage
+    pings: list[str] = []
+    healthy = True
+
+    async def ping() -> None:
+        pings.append("ping")
+        if not healthy:
+            raise StorageUnavailable("down")
+
+    async def failing_put(*_: object, **__: object) -> None:
+        raise StorageUnavailable("down")
+
+    monkeypatch.setattr(backend, "ping", ping)
+    app.state.storage_health.mark_down()  # whatever earlier tests left
+    for _ in range(5):
+        r = await client.get("/api/open/health")
+        assert r.status_code == 200 and r.json()["storage"] == "ok"
+    assert len(pings) == 1  # one storage call for five probes
+    healthy = False
+    monkeypatch.setattr(backend, "put_stream", failing_put)
+    r = await client.put("/api/storage/files/x.bin", content=b"x", headers=user.headers)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable"
+    for _ in range(2):  # right after the failure, and a failing state is never reused
+        r = await client.get("/api/open/health")
+        assert r.status_code == 503 and r.json()["storage"] == "unavailable"
+    assert len(pings) == 3
+    healthy = True
+    assert (await client.get("/api/open/health")).status_code == 200
+    assert (await client.get("/api/open/health")).status_code == 200
+    assert len(pings) == 4
+
+
+async def test_storage_health_expires_and_ignores_a_check_overtaken_by_a_failure() -> None:
+    now = [100.0]
+    health = StorageHealth(ttl=5.0, clock=lambda: now[0])
+    calls: list[int] = []
+
+    async def ping() -> None:
+        calls.append(1)
+
+    await health.check(ping)
+    await health.check(ping)
+    assert len(calls) == 1
+    now[0] += 5.0  # the ok has expired
+    await health.check(ping)
+    assert len(calls) == 2
+
+    async def overtaken() -> None:
+        health.mark_down()  # a request saw the storage fail while this check was in flight
+
+    now[0] += 5.0
+    await health.check(overtaken)
+    await health.check(ping)  # so the check's ok was not kept
+    assert len(calls) == 3
+
+    async def broken() -> None:
+        raise StorageUnavailable("down")
+
+    health.mark_down()
+    with pytest.raises(StorageUnavailable):
+        await health.check(broken)
+    await health.check(ping)
+    assert len(calls) == 4
 
 
 # --- request ids --------------------------------------------------------------------------------------------

@@ -53,6 +53,34 @@ async def list_owned(session: AsyncSession, user_id: str) -> Sequence[ApiKey]:
     return (await session.scalars(_owned(user_id).order_by(ApiKey.id.desc()))).all()
 
 
+# What the key list shows (never the sealed secret), as plain rows.
+_LISTED = (
+    select(
+        ApiKey.id,
+        ApiKey.name,
+        ApiKey.access_key_id,
+        ApiKey.scopes,
+        ApiKey.prefix,
+        ApiKey.tier_id,
+        ApiKey.is_active,
+        ApiKey.expires_at,
+        ApiKey.revoked_at,
+        ApiKey.created_at,
+        ApiKey.last_used_at,
+        ApiKey.last_used_ip,
+        ApiKey.request_count,
+    )
+    .where(ApiKey.user_id == bindparam("user_id"))
+    .order_by(ApiKey.id.desc())
+)
+
+
+async def list_owned_rows(reader: AsyncEngine, user_id: str) -> Sequence[Any]:
+    """The owner's keys, newest first, in one AUTOCOMMIT round trip without building entities."""
+    async with reader.connect() as conn:
+        return (await conn.execute(_LISTED, {"user_id": user_id})).all()
+
+
 async def get_any(session: AsyncSession, key_id: str) -> ApiKey | None:
     """Admin lookup, across users."""
     return await session.get(ApiKey, key_id)

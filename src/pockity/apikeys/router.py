@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, status
 from pockity.apikeys import service
 from pockity.apikeys.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyList, ApiKeyOut
 from pockity.auth.dependencies import JwtPrincipal, request_actor
-from pockity.db import SessionDep
+from pockity.db import DatabaseDep, ReadSessionDep, SessionDep
 from pockity.openapi import CONFLICT
 
 router = APIRouter(prefix="/api/apikeys", tags=["api keys"], responses=CONFLICT)
@@ -25,12 +25,12 @@ async def create_key(body: ApiKeyCreateIn, principal: JwtPrincipal, request: Req
 
 
 @router.get("", response_model=ApiKeyList)
-async def list_keys(principal: JwtPrincipal, session: SessionDep) -> object:
-    return {"items": await service.list_keys(session, principal.user_id)}
+async def list_keys(principal: JwtPrincipal, db: DatabaseDep) -> object:
+    return {"items": await service.list_key_rows(db, principal.user_id)}
 
 
 @router.get("/{key_id}", response_model=ApiKeyOut)
-async def get_key(key_id: str, principal: JwtPrincipal, session: SessionDep) -> object:
+async def get_key(key_id: str, principal: JwtPrincipal, session: ReadSessionDep) -> object:
     return await service.get_key(session, principal.user_id, key_id)
 
 

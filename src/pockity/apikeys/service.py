@@ -103,6 +103,11 @@ async def list_keys(session: AsyncSession, owner_id: str) -> Sequence[ApiKey]:
     return await repository.list_owned(session, owner_id)
 
 
+async def list_key_rows(db: Database, owner_id: str) -> Sequence[Any]:
+    """The owner's keys, newest first, as rows with ApiKeyOut's fields (one AUTOCOMMIT read, for the list route)."""
+    return await repository.list_owned_rows(db.reader, owner_id)
+
+
 async def get_key(session: AsyncSession, owner_id: str, key_id: str) -> ApiKey:
     """One of the owner's keys; another user's key id is indistinguishable from a missing one."""
     key = await repository.get_owned(session, owner_id, key_id)

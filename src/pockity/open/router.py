@@ -13,6 +13,7 @@ from pockity.db import DatabaseDep, ping
 from pockity.errors import Unauthorized, error_body
 from pockity.kit.crypto import constant_time_equals
 from pockity.observability import metrics_payload
+from pockity.open.health import StorageHealth
 
 router = APIRouter(tags=["open"])
 log = logging.getLogger("pockity.health")
@@ -30,7 +31,9 @@ async def health(db: DatabaseDep, request: Request) -> JSONResponse:
         log.warning("health: database check failed: %s", type(exc).__name__)
         parts["database"] = "unavailable"
     try:
-        await asyncio.wait_for(request.app.state.storage.ping(), _CHECK_TIMEOUT)
+        # Not a storage call per probe: a recent ok is reused until a request sees the storage fail.
+        storage_health: StorageHealth = request.app.state.storage_health
+        await asyncio.wait_for(storage_health.check(request.app.state.storage.ping), _CHECK_TIMEOUT)
         parts["storage"] = "ok"
     except Exception as exc:
         log.warning("health: storage check failed: %s", type(exc).__name__)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, func, literal, or_, select, update
+from sqlalchemy import Row, Select, bindparam, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pockity.db import dialect_insert
@@ -42,6 +42,32 @@ async def ensure_counter(session: AsyncSession, scope: str) -> None:
 
 async def get_counter(session: AsyncSession, scope: str) -> UsageCounter | None:
     return await session.get(UsageCounter, scope, populate_existing=True)
+
+
+# The user's counters (NULL without a counter row) and tier (NULL without one); no row: no such user.
+UsageLimitsRow = Row[int | None, int | None, int | None, str | None, str | None, int | None, int | None, int | None]
+_USAGE = (
+    select(
+        UsageCounter.bytes_used,
+        UsageCounter.object_count,
+        UsageCounter.bytes_reserved,
+        Tier.id.label("tier_id"),
+        Tier.name.label("tier_name"),
+        Tier.storage_bytes,
+        Tier.max_objects,
+        Tier.max_object_size_bytes,
+    )
+    .select_from(User)
+    .outerjoin(Tier, Tier.id == User.tier_id)
+    .outerjoin(UsageCounter, UsageCounter.scope == bindparam("scope"))
+    .where(User.id == bindparam("user_id"))
+)
+
+
+async def usage_row(reader: AsyncEngine, user_id: str) -> UsageLimitsRow | None:
+    """The user's usage counters and tier limits in one AUTOCOMMIT round trip (the statement is built once)."""
+    async with reader.connect() as conn:
+        return (await conn.execute(_USAGE, {"user_id": user_id, "scope": user_scope(user_id)})).first()
 
 
 async def try_reserve(
@@ -268,6 +294,29 @@ async def get_object(
     return (await session.scalars(stmt)).first()
 
 
+# user_id, name, size, etag, content_type, updated_at
+ObjectMetaRow = Row[str, str, int, str, str | None, datetime]
+_OBJECT_META = (
+    select(
+        StorageObject.user_id,
+        StorageObject.name,
+        StorageObject.size,
+        StorageObject.etag,
+        StorageObject.content_type,
+        StorageObject.updated_at,
+    )
+    .where(StorageObject.user_id == bindparam("user_id"))
+    .where(StorageObject.name == bindparam("name"))
+)
+
+
+async def object_meta(reader: AsyncEngine, user_id: str, name: str) -> ObjectMetaRow | None:
+    """The owner's object by name (the columns a download needs) in one AUTOCOMMIT round trip, no entity built;
+    the statement is built once."""
+    async with reader.connect() as conn:
+        return (await conn.execute(_OBJECT_META, {"user_id": user_id, "name": name})).first()
+
+
 def add_object(session: AsyncSession, obj: StorageObject) -> None:
     session.add(obj)
 
@@ -300,11 +349,18 @@ async def delete_object(session: AsyncSession, obj: StorageObject) -> None:
     await session.delete(obj)
 
 
+# What a listing shows of each object, as plain rows (no entities): name, size, content_type, etag, updated_at.
+ListedRow = Row[str, int, str | None, str, datetime]
+_LISTED = select(
+    StorageObject.name, StorageObject.size, StorageObject.content_type, StorageObject.etag, StorageObject.updated_at
+)
+
+
 async def list_names(
-    session: AsyncSession, user_id: str, *, prefix: str, after: str | None, limit: int
-) -> Sequence[StorageObject]:
-    """Objects whose name starts with `prefix`, in byte order, strictly after `after`."""
-    stmt = _owned(user_id).order_by(StorageObject.name).limit(limit)
+    reader: AsyncEngine, user_id: str, *, prefix: str, after: str | None, limit: int
+) -> Sequence[ListedRow]:
+    """Objects whose name starts with `prefix`, in byte order, strictly after `after` (one AUTOCOMMIT read)."""
+    stmt = _LISTED.where(StorageObject.user_id == user_id).order_by(StorageObject.name).limit(limit)
     if prefix:
         stmt = stmt.where(StorageObject.name >= prefix)
         end = prefix_end(prefix)
@@ -312,7 +368,8 @@ async def list_names(
             stmt = stmt.where(StorageObject.name < end)
     if after is not None:
         stmt = stmt.where(StorageObject.name > after)
-    return (await session.scalars(stmt)).all()
+    async with reader.connect() as conn:
+        return (await conn.execute(stmt)).all()
 
 
 def prefix_end(prefix: str) -> str | None:
@@ -334,15 +391,19 @@ async def get_objects(session: AsyncSession, user_id: str, names: Sequence[str])
     return (await session.scalars(_owned(user_id).where(StorageObject.name.in_(names)))).all()
 
 
-async def list_from(
-    session: AsyncSession, user_id: str, *, prefix: str, start: str, limit: int
-) -> Sequence[StorageObject]:
+async def list_from(reader: AsyncEngine, user_id: str, *, prefix: str, start: str, limit: int) -> Sequence[ListedRow]:
     """Like list_names, but from `start` inclusive (used to skip past a whole folder)."""
-    stmt = _owned(user_id).where(StorageObject.name >= max(start, prefix)).order_by(StorageObject.name).limit(limit)
+    stmt = (
+        _LISTED.where(StorageObject.user_id == user_id)
+        .where(StorageObject.name >= max(start, prefix))
+        .order_by(StorageObject.name)
+        .limit(limit)
+    )
     end = prefix_end(prefix) if prefix else None
     if end is not None:
         stmt = stmt.where(StorageObject.name < end)
-    return (await session.scalars(stmt)).all()
+    async with reader.connect() as conn:
+        return (await conn.execute(stmt)).all()
 
 
 # --- admin overview -----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from pockity.auth.dependencies import CurrentPrincipal
-from pockity.db import DatabaseDep, SessionDep
+from pockity.db import DatabaseDep
 from pockity.errors import BadRequest
 from pockity.kit import media_types
 from pockity.openapi import CONFLICT, STORAGE
@@ -32,7 +32,8 @@ router = APIRouter(prefix="/api/storage", tags=["storage"], responses=CONFLICT |
 log = logging.getLogger("pockity.storage")
 
 
-def get_backend(request: Request) -> StorageBackend:
+async def get_backend(request: Request) -> StorageBackend:
+    # async: a plain `def` dependency would hop to a worker thread on every storage request.
     backend: StorageBackend = request.app.state.storage
     return backend
 
@@ -106,15 +107,13 @@ async def upload_form(
 @router.get("/files", response_model=ObjectPage)
 async def list_files(
     principal: CurrentPrincipal,
-    session: SessionDep,
+    db: DatabaseDep,
     prefix: Annotated[str, Query(max_length=1024)] = "",
     delimiter: Annotated[str | None, Query(max_length=1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> object:
-    return await service.list_objects(
-        session, principal, prefix=prefix, delimiter=delimiter, limit=limit, cursor=cursor
-    )
+    return await service.list_objects(db, principal, prefix=prefix, delimiter=delimiter, limit=limit, cursor=cursor)
 
 
 @router.get(
@@ -123,10 +122,10 @@ async def list_files(
     responses={416: {"description": "range_not_satisfiable"}},
 )
 async def get_content(
-    key: str, request: Request, principal: CurrentPrincipal, session: SessionDep, backend: BackendDep
+    key: str, request: Request, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
 ) -> StreamingResponse:
     """Stream the file through Pockity; one `Range: bytes=` range is honoured (206)."""
-    obj = await service.get_object(session, principal, key)
+    obj = await service.get_object_meta(db, principal, key)
     byte_range = service.parse_range(request.headers.get("range"), obj.size)
     info, body = await service.open_content(backend, obj, byte_range)
     headers = {
@@ -152,14 +151,14 @@ async def get_file(
     key: str,
     request: Request,
     principal: CurrentPrincipal,
-    session: SessionDep,
+    db: DatabaseDep,
     backend: BackendDep,
     expires_in: Annotated[int, Query(alias="expiresIn", ge=1, le=604800)] = 3600,
 ) -> object:
     """Metadata and a time-limited download URL."""
     if expires_in > request.app.state.settings.download_url_max_seconds:
         raise BadRequest("expiresIn is above the server's maximum.", code="invalid_expiry")
-    obj = await service.get_object(session, principal, key)
+    obj = await service.get_object_meta(db, principal, key)
     return service.download(backend, obj, expires_in)
 
 
@@ -181,8 +180,8 @@ async def delete_files(
 
 
 @router.get("/usage", response_model=UsageOut)
-async def get_usage(principal: CurrentPrincipal, session: SessionDep) -> object:
-    return await service.usage(session, principal.user_id)
+async def get_usage(principal: CurrentPrincipal, db: DatabaseDep) -> object:
+    return await service.read_usage(db, principal.user_id)
 
 
 @router.post(

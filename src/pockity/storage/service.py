@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.auth.schemas import Principal
 from pockity.auth.service import ScopeDenied, authorize
+from pockity.db import Database
 from pockity.errors import NotFound, ValidationFailed
 from pockity.kit import media_types
 from pockity.kit.object_names import InvalidName, validate_object_name
@@ -84,15 +85,17 @@ def _encode_cursor(value: str) -> str:
 
 @dataclass
 class Page:
-    items: list[StorageObject]
+    items: list[repo.ListedRow]
     folders: list[str]
     next_cursor: str | None
 
 
 async def list_objects(
-    session: AsyncSession, principal: Principal, *, prefix: str, delimiter: str | None, limit: int, cursor: str | None
+    db: Database, principal: Principal, *, prefix: str, delimiter: str | None, limit: int, cursor: str | None
 ) -> Page:
-    """One page in name order; with delimiter "/" deeper names fold into their folder, S3-style."""
+    """One page in name order; with delimiter "/" deeper names fold into their folder, S3-style. Each read is one
+    AUTOCOMMIT statement of plain rows: each sees the latest commit, as in a READ COMMITTED transaction on
+    PostgreSQL (on SQLite a page's statements no longer share one snapshot)."""
     if delimiter not in (None, "", DELIMITER):
         raise ValidationFailed("Only '/' is supported as a delimiter.", code="invalid_delimiter")
     if prefix and (prefix.startswith("/") or "\\" in prefix or len(prefix.encode()) > 1024):
@@ -101,7 +104,7 @@ async def list_objects(
     last = _decode_cursor(cursor)
     if last is not None and not last.startswith(prefix):
         raise ValidationFailed("The cursor does not belong to this listing.", code="invalid_cursor")
-    items: list[StorageObject] = []
+    items: list[repo.ListedRow] = []
     folders: list[str] = []
     # Position: after the last entry; after a folder means past every name inside it.
     start, inclusive = (last, False) if last is not None else (prefix, True)
@@ -111,7 +114,7 @@ async def list_objects(
     probe = False  # right after a folder, look one name ahead: most probes just find the next folder
     while True:
         want = 1 if probe else limit - len(items) - len(folders) + 1
-        rows = await _fetch(session, principal.user_id, prefix, start, inclusive, want)
+        rows = await _fetch(db, principal.user_id, prefix, start, inclusive, want)
         if not rows:
             break
         skipped = False
@@ -139,11 +142,11 @@ async def list_objects(
 
 
 async def _fetch(
-    session: AsyncSession, user_id: str, prefix: str, start: str, inclusive: bool, limit: int
-) -> Sequence[StorageObject]:
+    db: Database, user_id: str, prefix: str, start: str, inclusive: bool, limit: int
+) -> Sequence[repo.ListedRow]:
     if inclusive:
-        return await repo.list_from(session, user_id, prefix=prefix, start=start, limit=limit)
-    return await repo.list_names(session, user_id, prefix=prefix, after=start, limit=limit)
+        return await repo.list_from(db.reader, user_id, prefix=prefix, start=start, limit=limit)
+    return await repo.list_names(db.reader, user_id, prefix=prefix, after=start, limit=limit)
 
 
 # --- reading --------------------------------------------------------------------------------------------
@@ -156,6 +159,20 @@ async def get_object(session: AsyncSession, principal: Principal, name: str) -> 
     if obj is None:
         raise FileNotFound(details={"key": name})
     return obj
+
+
+# What a download reads of an object: a StorageObject, or the row of `get_object_meta` (same attribute names).
+ObjectMeta = StorageObject | repo.ObjectMetaRow
+
+
+async def get_object_meta(db: Database, principal: Principal, name: str) -> ObjectMeta:
+    """Like get_object for read-only requests: one AUTOCOMMIT read of the columns a download needs (no
+    transaction, no ORM entity), for the metadata and content routes."""
+    checked_name(principal, name, "read")
+    row = await repo.object_meta(db.reader, principal.user_id, name)
+    if row is None:
+        raise FileNotFound(details={"key": name})
+    return row
 
 
 @dataclass(frozen=True)
@@ -171,7 +188,7 @@ class Download:
     last_modified: datetime
 
 
-def download(backend: StorageBackend, obj: StorageObject, expires_in: int) -> Download:
+def download(backend: StorageBackend, obj: ObjectMeta, expires_in: int) -> Download:
     """A presigned (S3) or HMAC-signed (local) URL valid for `expires_in` seconds, with the file's metadata."""
     filename = obj.name.rsplit("/", 1)[-1]
     url = backend.presign_get(physical_key(obj.user_id, obj.name), expires_in, filename=filename)
@@ -219,7 +236,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def open_content(
-    backend: StorageBackend, obj: StorageObject, byte_range: tuple[int, int] | None
+    backend: StorageBackend, obj: ObjectMeta, byte_range: tuple[int, int] | None
 ) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
     """Stream the object (or a range of it) from the backend."""
     start, end = byte_range if byte_range else (None, None)
@@ -267,6 +284,17 @@ async def forget(session: AsyncSession, obj: StorageObject) -> None:
 # --- usage ------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TierLimits:
+    """The tier fields a usage report shows (what `read_usage` reads instead of a Tier entity)."""
+
+    id: str
+    name: str
+    storage_bytes: int
+    max_objects: int
+    max_object_size_bytes: int | None
+
+
 @dataclass
 class Usage:
     """A user's counters against their tier's limits, as of when they were read."""
@@ -274,7 +302,7 @@ class Usage:
     bytes_used: int
     object_count: int
     bytes_reserved: int
-    tier: Tier | None
+    tier: Tier | TierLimits | None
     as_of: datetime = field(default_factory=utcnow)
 
     @property
@@ -305,6 +333,17 @@ async def usage(session: AsyncSession, user_id: str) -> Usage:
     if counter is None:
         return Usage(0, 0, 0, tier)
     return Usage(counter.bytes_used, counter.object_count, counter.bytes_reserved, tier)
+
+
+async def read_usage(db: Database, user_id: str) -> Usage:
+    """The same as `usage` for the usage route: one AUTOCOMMIT read of the counters and the tier, no entities."""
+    row = await repo.usage_row(db.reader, user_id)
+    if row is None:
+        return Usage(0, 0, 0, None)
+    tier = None
+    if row.tier_id is not None:
+        tier = TierLimits(row.tier_id, row.tier_name, row.storage_bytes, row.max_objects, row.max_object_size_bytes)
+    return Usage(row.bytes_used or 0, row.object_count or 0, row.bytes_reserved or 0, tier)
 
 
 # --- repair -------------------------------------------------------------------------------------------------

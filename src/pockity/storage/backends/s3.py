@@ -17,11 +17,9 @@ import aiohttp
 import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore.auth import S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pockity.kit.sigv4 import Presigner
 from pockity.storage.backends.base import (
     DEFAULT_CONTENT_TYPE,
     InvalidParts,
@@ -106,9 +104,12 @@ class S3Backend:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
         self.bucket = bucket
+        self._bucket_path = quote(bucket)
         self._region = region
         self._endpoint_url = (endpoint_url or f"https://s3.{region}.amazonaws.com").rstrip("/")
-        self._credentials = Credentials(access_key, secret_key)
+        # Presigned GETs are signed by our own SigV4 code (the same URLs as botocore's, ~4x cheaper).
+        self._keys = (access_key, secret_key)
+        self._presigner = Presigner(self._endpoint_url, region=region, access_key=access_key, secret_key=secret_key)
         self._create_bucket = create_bucket
         self._check_bucket = ensure_bucket
         self._part_size = part_size
@@ -141,8 +142,8 @@ class S3Backend:
                     "s3",
                     region_name=self._region,
                     endpoint_url=self._endpoint_url,
-                    aws_access_key_id=self._credentials.access_key,
-                    aws_secret_access_key=self._credentials.secret_key,
+                    aws_access_key_id=self._keys[0],
+                    aws_secret_access_key=self._keys[1],
                     config=self._config,
                 )
             )
@@ -422,14 +423,13 @@ class S3Backend:
             )
         return str(post["url"]), {k: str(v) for k, v in post["fields"].items()}
 
-    def presign_get(self, key: str, expires_in: int, *, filename: str | None = None) -> str:
-        """A SigV4 presigned GET URL, signed locally (no network, no event loop)."""
-        # aiobotocore's generate_presigned_url is a coroutine; botocore's signer does the same work synchronously.
-        url = f"{self._endpoint_url}/{quote(self.bucket)}/{quote(key, safe='/~')}"
-        params = {"response-content-disposition": content_disposition(filename)} if filename else {}
-        request = AWSRequest(method="GET", url=url, params=params)
-        S3SigV4QueryAuth(self._credentials, "s3", self._region, expires=expires_in).add_auth(request)
-        return str(request.prepare().url)
+    def presign_get(
+        self, key: str, expires_in: int, *, filename: str | None = None, now: datetime | None = None
+    ) -> str:
+        """A SigV4 presigned GET URL, signed locally (no network, no event loop), byte-for-byte botocore's."""
+        path = f"/{self._bucket_path}/{quote(key, safe='/~')}"
+        params = {"response-content-disposition": content_disposition(filename)} if filename else None
+        return self._presigner.presign("GET", path, expires_in, params, now=now)
 
     async def iter_objects(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectInfo]:
         """ListObjectsV2, 1000 keys per page, one page in memory at a time."""
