@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # Set: the shared buckets live in Redis (one Lua script per lease) instead of the database.
     redis_url: str | None = None
     redis_key_prefix: str = "pockity:"
+    # The S3 API (issue 14): its own listener; every tenant sees one bucket of this name (its users/{id}/ space).
+    s3_api_port: int = Field(9000, ge=0, le=65535)  # 0: no S3 listener
+    s3_api_bucket: str = Field("pockity", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    s3_api_domain: str | None = None  # set: virtual-hosted requests to {bucket}.{domain} too
     # Storage
     storage_backend: Literal["local", "s3"] = "local"
     local_storage_dir: Path | None = None

@@ -56,6 +56,7 @@ def signed_body(chunks: list[tuple[bytes, str]], trailer: bytes = b"\r\n") -> by
 async def pieces(body: bytes, size: int = 1000) -> AsyncIterator[bytes]:
     for i in range(0, len(body), size):
         yield body[i : i + size]
+        yield b""  # as servers do (Starlette ends a body with one)
 
 
 async def decoded(spec: ChunkedBody, body: bytes, got: list[bytes] | None = None) -> bytes:

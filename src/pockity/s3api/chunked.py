@@ -68,12 +68,15 @@ class _Reader:
         self._body, self._buf = body, bytearray()
 
     async def _fill(self) -> bool:
-        try:
-            chunk = await anext(self._body)
-        except StopAsyncIteration:
-            return False
-        self._buf += chunk
-        return True
+        """Append the next non-empty piece of the body; False at its end (servers may yield empty pieces)."""
+        while True:
+            try:
+                chunk = await anext(self._body)
+            except StopAsyncIteration:
+                return False
+            if chunk:
+                self._buf += chunk
+                return True
 
     async def line(self) -> bytes:
         while True:

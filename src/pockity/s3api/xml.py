@@ -84,6 +84,20 @@ def location(region: str) -> bytes:
     return document(root)
 
 
+def private_acl(owner: Owner) -> bytes:
+    """The private canned ACL: the owner has FULL_CONTROL (tools that ask for ACLs get the truth)."""
+    root = _root("AccessControlPolicy")
+    _owner(root, owner)
+    grant = SubElement(SubElement(root, "AccessControlList"), "Grant")
+    grantee = SubElement(
+        grant, "Grantee", {"xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance", "xsi:type": "CanonicalUser"}
+    )
+    _add(grantee, "ID", owner.id)
+    _add(grantee, "DisplayName", owner.display_name)
+    _add(grant, "Permission", "FULL_CONTROL")
+    return document(root)
+
+
 @dataclass(frozen=True)
 class Entry:
     key: str

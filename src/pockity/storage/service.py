@@ -91,9 +91,17 @@ class Page:
 
 
 async def list_objects(
-    db: Database, principal: Principal, *, prefix: str, delimiter: str | None, limit: int, cursor: str | None
+    db: Database,
+    principal: Principal,
+    *,
+    prefix: str,
+    delimiter: str | None,
+    limit: int,
+    cursor: str | None,
+    after: str | None = None,
 ) -> Page:
-    """One page in name order; with delimiter "/" deeper names fold into their folder, S3-style. Each read is one
+    """One page in name order, after the `cursor` (or a plain name, `after`); with delimiter "/" deeper names
+    fold into their folder, S3-style. Each read is one
     AUTOCOMMIT statement of plain rows: each sees the latest commit, as in a READ COMMITTED transaction on
     PostgreSQL (on SQLite a page's statements no longer share one snapshot)."""
     if delimiter not in (None, "", DELIMITER):
@@ -102,6 +110,13 @@ async def list_objects(
         raise InvalidKey("The prefix is not valid.")
     prefix = _listing_prefix(principal, prefix)
     last = _decode_cursor(cursor)
+    if last is None and after:  # S3's start-after / marker: any name, not necessarily under the prefix
+        if after < prefix:
+            last = None
+        elif not after.startswith(prefix):
+            return Page(items=[], folders=[], next_cursor=None)  # past every name under the prefix
+        else:
+            last = after
     if last is not None and not last.startswith(prefix):
         raise ValidationFailed("The cursor does not belong to this listing.", code="invalid_cursor")
     items: list[repo.ListedRow] = []
