@@ -9,6 +9,7 @@ Errors are S3's XML (`<Error><Code>`), HEAD errors without a body; Pockity's own
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import uuid
@@ -30,7 +31,7 @@ from pockity.s3api import checksums, chunked, xml
 from pockity.s3api.auth import Authenticated, S3Request, authenticate
 from pockity.s3api.errors import S3Error
 from pockity.s3api.errors_map import translate
-from pockity.s3api.sigv4 import Payload
+from pockity.s3api.sigv4 import Payload, parse_query_pairs
 from pockity.storage import deletes, service, uploads
 from pockity.storage.backends import StorageUnavailable
 
@@ -162,8 +163,6 @@ def _decoded(raw: str) -> str:
 
 
 def _query(scope: Scope) -> list[tuple[str, str]]:
-    from pockity.s3api.sigv4 import parse_query_pairs
-
     try:
         return parse_query_pairs(scope.get("query_string", b"").decode("latin-1"))
     except UnicodeDecodeError:
@@ -404,8 +403,6 @@ async def _checked(body: AsyncIterator[bytes], algorithm: str, sent: str) -> Asy
 
 
 async def _md5_checked(body: AsyncIterator[bytes], sent: str) -> AsyncIterator[bytes]:
-    import base64
-
     digest = hashlib.md5()  # noqa: S324 - Content-MD5 is MD5 by definition (an integrity check, not security)
     async for piece in body:
         digest.update(piece)
