@@ -386,7 +386,7 @@ async def _renew_once() -> dict[str, Any]:
     from pockity.billing.tasks import apply_period_ends
     from pockity.config import Settings
     from pockity.db import create_database
-    from pockity.jobs import JobContext
+    from pockity.kit.jobs import JobContext
 
     settings = Settings(database_url=os.environ["DATABASE_URL"], _env_file=None)  # type: ignore[call-arg]
     db = create_database(settings.async_database_url, pool_size=4)
