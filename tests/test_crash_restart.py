@@ -92,6 +92,10 @@ async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
             S3_PART_SIZE=str(MIN_PART_SIZE),
             UPLOAD_RESERVATION_TTL_SECONDS=str(TTL_SECONDS),
             GRACEFUL_SHUTDOWN_SECONDS="30",
+            # Uploads hold a connection only between their steps; small pools keep two servers, a restarted
+            # one's overlap and the rest of the suite within PostgreSQL's max_connections (100 by default).
+            DATABASE_POOL_SIZE="6",
+            DATABASE_MAX_OVERFLOW="4",
         )
         settings = make_settings(
             pg_url,
@@ -102,6 +106,8 @@ async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
             aws_access_key_id=s3.access_key,
             aws_secret_access_key=s3.secret_key,
             upload_reservation_ttl_seconds=TTL_SECONDS,
+            database_pool_size=4,
+            database_max_overflow=2,
         )
         async for inspector in running_app(settings):  # creates the bucket
             one, two = PockityProcess("one", env, tmp_path), PockityProcess("two", env, tmp_path)
