@@ -31,7 +31,7 @@ from sqlalchemy import select
 
 from pockity.audit.service import Actor
 from pockity.kit.jobs import JobContext
-from pockity.models import StorageObject
+from pockity.models import Reservation, StorageObject, UsageCounter
 from pockity.storage import reconcile
 from pockity.storage.backends.s3 import MIN_PART_SIZE, S3Backend
 from pockity.storage.tasks import release_expired_reservations
@@ -73,6 +73,7 @@ class Cluster:
     rgw: PrivateRgw
     inspector: FastAPI  # in-process app on the same database and bucket: jobs, reconciliation, row reads
     user: TestUser
+    victim: TestUser  # the user whose uploads to the killed server are stored in S3 but never recorded
 
 
 @pytest.fixture
@@ -117,9 +118,9 @@ async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
                     async with httpx.AsyncClient(
                         base_url=url, timeout=120, limits=httpx.Limits(max_connections=80)
                     ) as http:
-                        user = await make_user(http, "crash")
+                        user, victim = await make_user(http, "crash"), await make_user(http, "victim")
                         await set_quota(inspector, user.id, storage_bytes=10 * 1024 * MIB, max_objects=100_000)
-                        yield Cluster(http, (one, two), rgw, inspector, user)
+                        yield Cluster(http, (one, two), rgw, inspector, user, victim)
             finally:
                 await asyncio.gather(asyncio.to_thread(one.stop), asyncio.to_thread(two.stop))
                 for server in (one, two):
@@ -129,10 +130,14 @@ async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
         await asyncio.to_thread(rgw.stop)
 
 
-async def _slow_chunks(data: bytes, step: int, pause: float, started: asyncio.Event | None) -> AsyncIterator[bytes]:
+async def _slow_chunks(
+    data: bytes, step: int, pause: float, started: asyncio.Event | None, gate: asyncio.Event | None
+) -> AsyncIterator[bytes]:
     for i in range(0, len(data), step):
         if started is not None and i >= len(data) // 3:
             started.set()  # a third is on its way: the upload is surely in flight on some server
+            if gate is not None:
+                await gate.wait()  # the rest only when the test says so
         yield data[i : i + step]
         await asyncio.sleep(pause)
 
@@ -147,13 +152,14 @@ async def _put(
     streamed: bool = False,
     chunked: bool = False,
     started: asyncio.Event | None = None,
+    gate: asyncio.Event | None = None,
     base: str = "",
 ) -> int:
     data = _body(name, size)
     headers = dict(user.headers)
     content: bytes | AsyncIterator[bytes] = data
     if streamed:
-        content = _slow_chunks(data, 256 * 1024, 0.02, started)
+        content = _slow_chunks(data, 256 * 1024, 0.02, started, gate)
         if not chunked:
             headers["Content-Length"] = str(size)
     try:
@@ -216,39 +222,68 @@ def _start_traffic(cluster: Cluster, ledger: Ledger, tag: str, workers: int = 6)
     return Traffic(ledger, stop, tasks)
 
 
-async def _sigkill_during_uploads(cluster: Cluster, ledger: Ledger) -> datetime:
-    """50 concurrent uploads; SIGKILL server one once three big bodies are well on their way; restart it."""
+async def _sigkill_during_uploads(cluster: Cluster, ledger: Ledger) -> tuple[datetime, set[str]]:
+    """50 concurrent uploads through nginx plus 4 straight to server one; SIGKILL server one while those 4 are
+    stored in S3 but not yet recorded, then restart it. Returns the moment of the kill and the 4 names.
+
+    "Stored but not recorded" is made certain rather than hoped for: the 4 are another user's, and once they
+    have reserved, the test locks that user's usage counter row, so each waits in its settle step after its
+    S3 write; the kill comes once all 4 objects are in the bucket, and the lock is let go after it.
+    """
     rng = random.Random("sigkill")
-    started = [asyncio.Event() for _ in range(10)]
+    http, user = cluster.http, cluster.user
+    one = cluster.servers[0]
+    started = [asyncio.Event() for _ in range(14)]
     uploads = []
     for i in range(50):
         if i % 5 == 0:  # 10 streamed bodies of 6-12 MB, half of them chunked (unknown length)
             size = rng.randint(6 * MIB, 12 * MIB)
-            job = _put(
-                cluster.http,
-                cluster.user,
-                ledger,
-                f"kill/big-{i:02d}.bin",
-                size,
-                streamed=True,
-                chunked=i % 10 == 0,
-                started=started[i // 5],
-            )
+            name = f"kill/big-{i:02d}.bin"
+            job = _put(http, user, ledger, name, size, streamed=True, chunked=i % 10 == 0, started=started[i // 5])
         else:
-            job = _put(cluster.http, cluster.user, ledger, f"kill/small-{i:02d}.bin", rng.randint(0, 256 * 1024))
+            job = _put(http, user, ledger, f"kill/small-{i:02d}.bin", rng.randint(0, 256 * 1024))
+        uploads.append(asyncio.create_task(job))
+    doomed = {f"kill/doomed-{i}.bin" for i in range(4)}
+    go = asyncio.Event()
+    for i, name in enumerate(sorted(doomed)):
+        size = 6 * MIB + i
+        victim = cluster.victim
+        job = _put(http, victim, ledger, name, size, streamed=True, started=started[10 + i], gate=go, base=one.url)
         uploads.append(asyncio.create_task(job))
 
-    async def three_started() -> None:
-        while sum(e.is_set() for e in started) < 3:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(three_started(), 60)
-    one = cluster.servers[0]
-    killed_at = datetime.now(UTC)
-    await asyncio.to_thread(one.kill)
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started[10:])), 60)
+    db = cluster.inspector.state.db
+    deadline = time.monotonic() + 60
+    while True:  # all 4 have reserved (committed): their settle is what the lock will hold up
+        async with db.sessions() as s:
+            reserved = set(await s.scalars(select(Reservation.name).where(Reservation.name.in_(doomed))))
+        if reserved == doomed:
+            break
+        assert time.monotonic() < deadline, "the uploads to server one never reserved"
+        await asyncio.sleep(0.05)
+    backend: S3Backend = cluster.inspector.state.storage
+    prefix = f"users/{cluster.victim.id}/"
+    victim_counter = select(UsageCounter.scope).where(UsageCounter.scope == f"user:{cluster.victim.id}")
+    async with cluster.inspector.state.db.sessions() as lock, lock.begin():
+        await lock.execute(victim_counter.with_for_update())
+        go.set()  # the 4 bodies go on; each stops in its settle step, after its S3 write
+        deadline = time.monotonic() + 60
+        while not doomed <= {i.key.removeprefix(prefix) async for i in backend.iter_objects(prefix + "kill/")}:
+            if time.monotonic() > deadline:
+                pending = await backend.client.list_multipart_uploads(Bucket=backend.bucket)
+                listed = [i.key async for i in backend.iter_objects(prefix + "kill/")]
+                raise AssertionError(
+                    f"the uploads to server one never reached S3: {[ledger.failed.get(n) for n in sorted(doomed)]}"
+                    f" listed={listed} pending={[u['Key'] for u in pending.get('Uploads', [])]}"
+                )
+            await asyncio.sleep(0.05)
+        killed_at = datetime.now(UTC)
+        await asyncio.to_thread(one.kill)
+        await lock.rollback()
     await asyncio.to_thread(one.start)
     await asyncio.gather(*uploads)
-    return killed_at
+    assert all(ledger.failed.get(name) == 0 for name in doomed), "an upload to the killed server got an answer"
+    return killed_at, doomed
 
 
 async def _rolling_restart(cluster: Cluster, ledger: Ledger) -> None:
@@ -342,7 +377,7 @@ async def _committed_before(app: FastAPI, user_id: str, names: list[str], moment
 async def test_crashes_and_restarts_behind_nginx_lose_nothing_and_count_nothing_twice(cluster: Cluster) -> None:
     kill, rolling, rgw = Ledger(), Ledger(), Ledger()
 
-    killed_at = await _sigkill_during_uploads(cluster, kill)
+    killed_at, doomed = await _sigkill_during_uploads(cluster, kill)
     assert kill.failed, "the SIGKILL hit no upload in flight"
     assert kill.ok, "no upload survived the SIGKILL"
 
@@ -351,13 +386,22 @@ async def test_crashes_and_restarts_behind_nginx_lose_nothing_and_count_nothing_
 
     await _rgw_outage(cluster, rgw)
 
+    backend: S3Backend = cluster.inspector.state.storage
+    victim = f"users/{cluster.victim.id}/"
+    before_jobs = {i.key.removeprefix(victim) async for i in backend.iter_objects(victim)}
+    assert before_jobs == doomed  # stored, never acknowledged: the expiry job must delete them, not adopt them
     await _run_jobs(cluster)
+    assert [i async for i in backend.iter_objects(victim)] == []
+    assert await stored_rows(cluster.inspector, cluster.victim.id) == {}
+    v = (await cluster.http.get("/api/storage/usage", headers=cluster.victim.headers)).json()
+    assert (v["bytesUsed"], v["objectCount"], v["bytesReserved"]) == (0, 0, 0), v
 
     app, user = cluster.inspector, cluster.user
     # The one outcome a client cannot know: the killed server committed an upload and died before its answer
     # left (a 502 from the balancer). Such a file is stored and counted, consistently, and its row predates the
     # kill; anything the expiry job adopted afterwards would not, so discarding is still checked.
     answered_late = await _committed_before(app, user.id, [n for n, s in kill.failed.items() if s == 502], killed_at)
+    assert not answered_late & doomed
     expected = {**kill.ok, **rolling.ok, **rgw.ok}
     for name in answered_late:
         expected[name] = (await stored_rows(app, user.id))[name]
@@ -365,10 +409,9 @@ async def test_crashes_and_restarts_behind_nginx_lose_nothing_and_count_nothing_
         f"sigkill: {len(kill.ok)} ok, failed {sorted(kill.failed.values())}, {len(answered_late)} answered late; "
         f"rolling: {len(rolling.ok)} ok; rgw: {len(rgw.ok)} ok, failed {sorted(rgw.failed.values())}"
     )
-    failed = (set(kill.failed) - answered_late) | set(rolling.failed) | set(rgw.failed)
+    failed = (set(kill.failed) - answered_late - doomed) | set(rolling.failed) | set(rgw.failed)
     assert not failed & set(expected)
 
-    backend: S3Backend = app.state.storage
     prefix = f"users/{user.id}/"
     in_bucket = {i.key.removeprefix(prefix): i.size async for i in backend.iter_objects(prefix)}
     pending = await backend.client.list_multipart_uploads(Bucket=backend.bucket)
