@@ -507,6 +507,26 @@ def outcome_unknown(exc: BaseException) -> bool:
     return isinstance(exc, StorageError) or not isinstance(exc, PockityError)
 
 
+class _WatchedBody:
+    """The body as the backend reads it, remembering whether reading it failed (the client went away, the
+    request was cancelled): a backend sees that before it sends PutObject or CompleteMultipartUpload, so nothing
+    was stored, whatever the exception — the name is released at once instead of waiting for the expiry job."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self.failed = False
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._chunks:
+                yield chunk
+        except GeneratorExit:  # closed by its reader, not failed
+            raise
+        except BaseException:
+            self.failed = True
+            raise
+
+
 async def abort_unknown(db: Database, backend: StorageBackend, ticket: Ticket) -> None:
     """End an upload whose write failed with the outcome unknown, so that nothing unacknowledged is counted.
 
@@ -566,16 +586,14 @@ async def upload(
     """Reserve, stream, settle. On any failure nothing is stored and nothing stays reserved."""
     content_type = checked_content_type(content_type)
     ticket = await begin(db, principal, name, declared, policy)
+    body = _WatchedBody(metered(db, ticket, chunks, policy))
     try:
         async with Heartbeat(db, ticket, policy):
             info = await backend.put_stream(
-                physical_key(principal.user_id, name),
-                metered(db, ticket, chunks, policy),
-                content_type=content_type,
-                size_hint=declared,
+                physical_key(principal.user_id, name), body.stream(), content_type=content_type, size_hint=declared
             )
     except BaseException as exc:
-        if outcome_unknown(exc):
+        if outcome_unknown(exc) and not body.failed:
             await abort_unknown(db, backend, ticket)
         else:
             await abort(db, ticket)
