@@ -19,6 +19,8 @@ job decides about the key. The write goes straight to the file's key, so what it
   - a replacement: the key holds the live file, old bytes or new; deleting would lose the file, so the row
     follows S3 instead (`reconcile_name`, HEAD = truth) and the file stays counted once, at its real size.
     (Writing replacements to a staging key would keep the old bytes, at the cost of a copy of every replacement.)
+When the outcome is known — our own checks or the client stopped the body, or the backend says NothingStored
+(S3 refused the connection) — nothing was written, and the reservation is released at once.
 """
 
 from __future__ import annotations
