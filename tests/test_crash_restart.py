@@ -166,13 +166,13 @@ async def _put(
         r = await http.put(f"{base}/api/storage/files/{name}", content=content, headers=headers)
         status = r.status_code
     except httpx.TransportError:
-        status = 0  # the balancer itself failed (it never does here; counted as a failure all the same)
+        status = 0  # no HTTP answer at all: the server of a direct upload was killed under it
     ledger.note(name, size, status)
     return status
 
 
 async def _traffic(cluster: Cluster, ledger: Ledger, stop: asyncio.Event, tag: str, worker: int) -> None:
-    """One client of the steady traffic: upload, read back, list; repeat until stopped."""
+    """One client of the steady traffic: upload, read a small file back, now and then read the usage."""
     rng = random.Random(f"{tag}-{worker}")
     i = 0
     while not stop.is_set():
