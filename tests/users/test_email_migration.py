@@ -17,7 +17,7 @@ from tests.fixtures.database import ADMIN_URL, _admin
 from tests.users.test_email_normalisation import full_width
 
 BEFORE = "0010_upload_holds"
-HEAD = "0011_normalise_emails"
+THIS = "0011_normalise_emails"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -72,9 +72,9 @@ async def test_look_alikes_are_rewritten(fresh_url: str) -> None:
             "u4": "not an email",
         },
     )
-    upgrade(fresh_url)
+    upgrade(fresh_url, THIS)
     assert await state(fresh_url) == (
-        HEAD,
+        THIS,
         {"u1": "alice@example.com", "u2": "bob@example.com", "u3": "ivan@example.com", "u4": "not an email"},
     )
 
