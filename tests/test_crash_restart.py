@@ -97,6 +97,9 @@ async def cluster(pg_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
             # one's overlap and the rest of the suite within PostgreSQL's max_connections (100 by default).
             DATABASE_POOL_SIZE="6",
             DATABASE_MAX_OVERFLOW="4",
+            # Fair sharing's per-user upload slots (once merged) must not refuse the 54 concurrent uploads, nor
+            # the rolling restart's, while the killed server's reservations still hold theirs until the job.
+            RATE_LIMIT_CONCURRENT_UPLOADS="1000",
         )
         settings = make_settings(
             pg_url,
