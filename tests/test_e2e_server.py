@@ -177,6 +177,35 @@ def test_sigterm_finishes_the_in_flight_request_and_exits_0(server: Server) -> N
     assert "Traceback" not in server.output()
 
 
+def test_sigterm_serves_a_request_arriving_on_a_connection_opened_before_it(server: Server) -> None:
+    """A balancer's connection made just before the listener closed, whose request is sent after: served with
+    `Connection: close`, not reset (uvicorn alone closes it with the request unread, and the kernel resets it)."""
+    host, port = server.base_url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        time.sleep(0.2)  # accepted by the server, nothing sent yet
+        server.proc.send_signal(signal.SIGTERM)
+
+        def refused() -> bool:  # the listener is closed: the shutdown has reached our connection
+            with socket.socket() as probe:
+                return probe.connect_ex((host, int(port))) != 0
+
+        deadline = time.monotonic() + 5
+        while not refused():
+            assert time.monotonic() < deadline, "the server kept listening after SIGTERM"
+            time.sleep(0.01)
+        conn.sendall(f"GET /api/open/health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    finally:
+        conn.close()
+    head = answer.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.startswith("http/1.1 200"), answer[:300]
+    assert "connection: close" in head
+    assert server.proc.wait(timeout=GRACEFUL_SECONDS) == 0, server.output()
+
+
 def test_production_without_jwt_secret_refuses_to_start(tmp_path: Path) -> None:
     assert POCKITY
     env = server_env(tmp_path, KEY_ENCRYPTION_KEY=base64.b64encode(secrets.token_bytes(32)).decode())

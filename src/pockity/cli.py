@@ -87,6 +87,8 @@ def serve(
     """Migrate, create the admin from ADMIN_EMAIL/ADMIN_PASSWORD if set, and serve the API."""
     import uvicorn
 
+    from pockity.serving import DrainingServer
+
     settings = _settings()
     if migrate_first:
         # In a child process: Alembic and the migration scripts would otherwise stay in the server's memory.
@@ -104,14 +106,15 @@ def serve(
     sys.stdout.flush()
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting 0 tells supervisors it went as planned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "pockity.app:create_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=host,
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, except that SIGTERM gives a connection whose request is arriving the time to be served
+        # instead of resetting it (pockity/serving.py): no failed request during a rolling restart.
+        http="pockity.serving:DrainingHttpToolsProtocol",
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
@@ -119,6 +122,13 @@ def serve(
         proxy_headers=bool(settings.forwarded_allow_ips.strip()),
         forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
     )
+    if workers > 1:  # uvicorn's own process manager: each worker drains its connections, but not the queue
+        uvicorn.run("pockity.app:create_app", **options)
+        return
+    server = DrainingServer(uvicorn.Config("pockity.app:create_app", **options))
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's STARTUP_FAILURE
 
 
 @app.command()

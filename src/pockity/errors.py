@@ -214,8 +214,13 @@ async def _database_error_handler(request: Request, exc: Exception) -> JSONRespo
 
 
 async def _unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.warning(
-        "database unavailable: %s", type(exc).__name__, extra={"request_id": getattr(request.state, "request_id", None)}
+    orig = getattr(exc, "orig", None)
+    log.warning(  # the driver's error and SQLSTATE tell "restarting" from "too many clients" (pool sizing)
+        "database unavailable: %s (%s%s)",
+        type(exc).__name__,
+        type(orig).__name__ if orig is not None else "-",
+        f", SQLSTATE {_sqlstate(exc)}" if _sqlstate(exc) else "",
+        extra={"request_id": getattr(request.state, "request_id", None)},
     )
     return error_response(DatabaseUnavailable())
 

@@ -121,3 +121,20 @@ async def test_a_cut_upload_to_s3_is_499(
     assert await reservation_count(s3_app) == 0
     with pytest.raises(ObjectNotFound):
         await s3_app.state.storage.head(physical_key(s3_user.id, "cut.bin"))
+
+
+async def test_a_cut_replacement_frees_the_name_at_once(
+    s3_app: FastAPI, s3_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reading the body failed, so S3 was never asked to store it: the old file stays as it was, and a retry
+    right away is not refused as busy (the reservation is not left for the expiry job)."""
+    s3_user = await make_user(s3_client, "s3recut")
+    r = await s3_client.put("/api/storage/files/doc.bin", content=b"o" * 1000, headers=s3_user.headers)
+    assert r.status_code == 201, r.text
+    await cut_upload(s3_app, "PUT", "/api/storage/files/doc.bin", s3_user.headers, 10_000_000, [b"n" * MIB] * 6)
+    assert await reservation_count(s3_app) == 0
+    assert (await s3_app.state.storage.head(physical_key(s3_user.id, "doc.bin"))).size == 1000
+    u = await usage(s3_client, s3_user)
+    assert (u["bytesUsed"], u["objectCount"], u["bytesReserved"]) == (1000, 1, 0)
+    retry = await s3_client.put("/api/storage/files/doc.bin", content=b"n" * 2000, headers=s3_user.headers)
+    assert retry.status_code in (200, 201), retry.text

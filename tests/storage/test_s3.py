@@ -6,12 +6,15 @@ import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from fastapi import FastAPI
 
-from pockity.storage.backends.s3 import MIN_PART_SIZE, S3Backend
+from pockity.storage.backends import NothingStored, StorageUnavailable
+from pockity.storage.backends.s3 import MIN_PART_SIZE, S3Backend, _committing, _note_attempt
 from tests.fixtures.app import client_for, make_settings, running_app
 from tests.fixtures.s3 import S3Server
 from tests.fixtures.storage import MIB, reservation_count, set_quota, stored_rows, usage
@@ -159,3 +162,24 @@ async def test_s3_dying_during_a_multipart_upload_is_503_and_nothing_stored(
         assert pending == [f"users/{user.id}/y.bin"]
         assert await s3_app.state.storage.abort_stale_uploads(timedelta(0), prefix=f"users/{user.id}/") == 1
         await _assert_nothing_left(app, s3_app, client, user)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "nothing_stored"),
+    [
+        ([ConnectTimeoutError(endpoint_url="http://s3")], True),
+        ([ConnectTimeoutError(endpoint_url="http://s3"), ConnectTimeoutError(endpoint_url="http://s3")], True),
+        # A retry refused after an attempt that may have reached S3 says nothing about the first attempt.
+        ([ReadTimeoutError(endpoint_url="http://s3"), ConnectTimeoutError(endpoint_url="http://s3")], False),
+        ([ReadTimeoutError(endpoint_url="http://s3")], False),
+    ],
+)
+def test_a_failed_write_is_nothing_stored_only_if_no_attempt_reached_s3(
+    attempts: list[Exception], nothing_stored: bool
+) -> None:
+    request: dict[str, Any] = {"context": {}}
+    for exc in attempts:  # botocore calls the hook after every attempt, the last one included
+        _note_attempt(request, caught_exception=exc)
+    with pytest.raises(StorageUnavailable) as raised, _committing("PutObject"):
+        raise attempts[-1]
+    assert isinstance(raised.value, NothingStored) is nothing_stored

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pockity.models.base import Base, UTCDateTime, created_at_column, id_column, updated_at_column
@@ -78,6 +78,9 @@ class Reservation(Base):
     declared_size: Mapped[int | None] = mapped_column(BigInteger)
     content_type: Mapped[str | None] = mapped_column(String(255))
     backend_upload_id: Mapped[str | None] = mapped_column(String(1024))  # a direct multipart upload's id
+    # A stream upload of a name that had no file: if this reservation is left (its upload never got its 2xx),
+    # whatever landed under the file's key was never acknowledged, so the expiry job deletes it, not adopts it.
+    discard: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     created_at: Mapped[datetime] = created_at_column()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
 

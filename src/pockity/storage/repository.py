@@ -202,13 +202,21 @@ async def insert_reservation(
 
 
 async def hold(
-    session: AsyncSession, reservation_id: str, *, nbytes: int, objects: int, key_bytes: int, key_objects: int
+    session: AsyncSession,
+    reservation_id: str,
+    *,
+    nbytes: int,
+    objects: int,
+    key_bytes: int,
+    key_objects: int,
+    discard: bool = False,
 ) -> None:
-    """Record on a reservation just taken what `begin` reserved for it, and its upload slot (one UPDATE)."""
+    """Record on a reservation just taken what `begin` reserved for it, its upload slot, and whether a left-over
+    write under its key is to be discarded (one UPDATE for all of it)."""
     await session.execute(
         update(Reservation)
         .where(Reservation.id == reservation_id)
-        .values(bytes=nbytes, objects=objects, key_bytes=key_bytes, key_objects=key_objects, uploads=1)
+        .values(bytes=nbytes, objects=objects, key_bytes=key_bytes, key_objects=key_objects, uploads=1, discard=discard)
         .execution_options(synchronize_session=False)
     )
 
@@ -222,6 +230,14 @@ async def grow_reservation(
         .where(r.id == reservation_id)
         .values(bytes=r.bytes + nbytes, key_bytes=r.key_bytes + key_bytes, expires_at=expires_at)
         .execution_options(synchronize_session=False)
+    )
+
+
+async def expire_now(session: AsyncSession, reservation_id: str, now: datetime) -> None:
+    """Hand a reservation to the expiry job at its next run (its upload ended with the outcome unknown)."""
+    r = Reservation
+    await session.execute(
+        update(r).where(r.id == reservation_id).values(expires_at=now).execution_options(synchronize_session=False)
     )
 
 

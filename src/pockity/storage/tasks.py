@@ -12,6 +12,7 @@ from pockity.kit.time import utcnow
 from pockity.models import ReconciliationReport
 from pockity.storage import direct, reconcile
 from pockity.storage import repository as repo
+from pockity.storage.keys import physical_key
 from pockity.storage.service import reconcile_name
 
 log = logging.getLogger("pockity.storage.tasks")
@@ -19,7 +20,9 @@ _BATCH = 200
 
 
 async def release_expired_reservations(ctx: JobContext) -> int:
-    """Release reservations whose upload died with its process, and reconcile each such name."""
+    """Release reservations whose upload never got its 2xx (its process died, or the write's outcome was
+    unknown), and make each such name follow S3: a `discard` reservation's key (a new name) is deleted first,
+    since nothing under it was acknowledged; a replacement's row follows what the key holds."""
     released = 0
     async with ctx.db.sessions() as session:
         expired = await repo.expired_reservations(session, utcnow(), _BATCH)
@@ -35,6 +38,9 @@ async def release_expired_reservations(ctx: JobContext) -> int:
                 continue
             assert held.name is not None  # only holds have none
             await repo.release(session, held)
+            if held.discard:
+                # If S3 is unreachable this raises: the unit of work rolls back and the next run tries again.
+                await ctx.storage.delete(physical_key(held.user_id, held.name))
             change = await reconcile_name(session, ctx.storage, held.user_id, held.name)
             record(
                 session,
@@ -42,7 +48,7 @@ async def release_expired_reservations(ctx: JobContext) -> int:
                 "storage.reservation_expired",
                 target_type="user",
                 target_id=held.user_id,
-                details={"name": held.name, "bytes": held.bytes, "repair": change},
+                details={"name": held.name, "bytes": held.bytes, "discarded": held.discard, "repair": change},
             )
             released += 1
     if released:

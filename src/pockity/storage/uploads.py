@@ -7,13 +7,27 @@ process) before the first byte is accepted, and the bytes stream for as long as 
   2. stream  — bytes go to the backend; unknown lengths reserve more as they advance, and the upload stops
                the moment the next chunk would not fit;
   3. finish  — record the object and turn the reservation into usage; or release it on any failure.
-A crash between the backend write and step 3 leaves the reservation; when it expires, the
-`release_expired_reservations` job reconciles that one name against the backend (adopts or drops it).
+While the body streams, a heartbeat pushes the reservation's expiry out every TTL/3, so the expiry job never
+takes the lock of an upload that is still running, however slow the client or S3.
+
+An upload that never reaches its 2xx (the process was killed, or S3 or PostgreSQL failed with the outcome
+unknown: the bytes may or may not have landed) leaves its reservation, and the `release_expired_reservations`
+job decides about the key. The write goes straight to the file's key, so what it decides depends on the name:
+  - a new name (no file when the upload began): the reservation is marked `discard` when it is taken; whatever
+    landed under the key was never acknowledged, so it is deleted, never adopted — nothing a client was told
+    failed is counted. An in-process failure tries that delete at once and hands it to the job if S3 is away.
+  - a replacement: the key holds the live file, old bytes or new; deleting would lose the file, so the row
+    follows S3 instead (`reconcile_name`, HEAD = truth) and the file stays counted once, at its real size.
+    (Writing replacements to a staging key would keep the old bytes, at the cost of a copy of every replacement.)
+When the outcome is known — our own checks or the client stopped the body, or the backend says NothingStored
+(S3 refused the connection) — nothing was written, and the reservation is released at once.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +43,7 @@ from pockity.errors import (
     Forbidden,
     PayloadTooLarge,
     PockityError,
+    ServiceUnavailable,
     TooManyRequests,
     ValidationFailed,
 )
@@ -36,10 +51,12 @@ from pockity.kit import media_types, multipart
 from pockity.kit.time import utcnow
 from pockity.models import Reservation, StorageObject
 from pockity.storage import repository as repo
-from pockity.storage.backends import InvalidKey, ObjectInfo, StorageBackend
+from pockity.storage.backends import InvalidKey, NothingStored, ObjectInfo, StorageBackend, StorageError
 from pockity.storage.keys import physical_key
 from pockity.storage.quota import NO_LIMIT, Limits, QuotaScope, limits_for
 from pockity.storage.repository import key_scope, user_scope
+
+log = logging.getLogger("pockity.storage.uploads")
 
 
 class StorageQuotaExceeded(PayloadTooLarge):
@@ -83,12 +100,21 @@ class ObjectBusy(Conflict):
     code, message = "object_busy", "Another upload or delete of this file is in progress; try again."
 
 
+class UploadExpired(ServiceUnavailable):
+    code, message = "upload_expired", "The upload took longer than its reservation and was not stored; try again."
+
+
 @dataclass(frozen=True)
 class UploadPolicy:
     server_max_bytes: int
     reservation_ttl: timedelta
     reserve_step: int  # how far ahead unknown-length uploads reserve
-    heartbeat_seconds: float = 60.0
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a running upload pushes its reservation's expiry out: three beats fit in one TTL."""
+        return self.reservation_ttl.total_seconds() / 3
+
     default_concurrent_uploads: int | None = None  # for tiers without their own limit; None: no limit
 
 
@@ -102,6 +128,7 @@ class Ticket:
     key: QuotaScope | None
     max_size: int
     declared: int | None
+    discard: bool = False  # a new name: a write left unacknowledged is deleted (see the module docstring)
 
 
 async def begin(
@@ -163,6 +190,7 @@ async def begin(
                 continue
             # Every upload takes an upload slot, in the same statement as its bytes and its object.
             await _reserve(session, scope, scope.needed(declared or 0), objects=int(scope.new_object), uploads=1)
+        discard = kind == "stream" and old is None
         await repo.hold(
             session,
             reservation_id,
@@ -170,8 +198,9 @@ async def begin(
             objects=user.objects_reserved,
             key_bytes=key.reserved if key else 0,
             key_objects=key.objects_reserved if key else 0,
+            discard=discard,
         )
-    return Ticket(reservation_id, principal.user_id, name, key_id, user, key, max_size, declared)
+    return Ticket(reservation_id, principal.user_id, name, key_id, user, key, max_size, declared, discard)
 
 
 async def _reserve(
@@ -266,7 +295,6 @@ async def metered(
 ) -> AsyncIterator[bytes]:
     """Pass chunks through, enforcing the size limits and reserving as the stream advances."""
     seen = 0
-    last_touch = time.monotonic()
     async for chunk in chunks:
         seen += len(chunk)
         if seen > ticket.max_size:
@@ -274,18 +302,68 @@ async def metered(
         if ticket.declared is not None and seen > ticket.declared:
             raise BadRequest("The body is longer than its Content-Length.", code="length_mismatch")
         covered = min(s.reserved + s.credit for s in (ticket.user, ticket.key) if s is not None)
-        if seen > covered or time.monotonic() - last_touch > policy.heartbeat_seconds:
+        if seen > covered:
             await grow(db, ticket, seen, policy)
-            last_touch = time.monotonic()
         yield chunk
     if ticket.declared is not None and seen != ticket.declared:
         raise BadRequest("The body ended before its Content-Length.", code="length_mismatch")
 
 
-async def finish(db: Database, ticket: Ticket, info: ObjectInfo, content_type: str | None) -> StorageObject:
+class Heartbeat:
+    """Pushes a running upload's reservation expiry out every TTL/3, whether or not bytes are flowing (a slow
+    client, a slow S3 part, botocore retrying while S3 restarts): the expiry job must never take the name's lock,
+    and with a `discard` reservation delete the key, under an upload that is still running."""
+
+    def __init__(self, db: Database, ticket: Ticket, policy: UploadPolicy) -> None:
+        self._db, self._ticket, self._policy = db, ticket, policy
+        self._stopped = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Heartbeat:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._stopped.set()  # the loop ends at its next wait, never in the middle of an UPDATE
+        if self._task is not None:
+            with anyio.CancelScope(shield=True):
+                await self._task
+
+    async def _run(self) -> None:
+        interval = self._policy.heartbeat_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), interval)
+                return
+            try:
+                # Bounded, so ending the upload never waits long for a beat stuck on an unreachable database.
+                await asyncio.wait_for(self._beat(), min(interval, 10.0))
+            except Exception as exc:  # the database may be away for a moment; the next beat tries again
+                log.warning("upload heartbeat failed: %s", type(exc).__name__)
+
+    async def _beat(self) -> None:
+        async with unit_of_work(self._db) as session:
+            await repo.grow_reservation(
+                session,
+                self._ticket.reservation_id,
+                nbytes=0,
+                key_bytes=0,
+                expires_at=utcnow() + self._policy.reservation_ttl,
+            )
+
+
+async def finish(
+    db: Database, backend: StorageBackend, ticket: Ticket, info: ObjectInfo, content_type: str | None
+) -> StorageObject:
     """Record the stored object and turn the reservation into usage (one unit of work)."""
     async with unit_of_work(db) as session:
         held = await repo.take_reservation(session, ticket.reservation_id)
+        if held is None:
+            # The reservation expired under the upload (the process stalled past its TTL) and the expiry job
+            # took it: the name was unlocked meanwhile, and for a new name the job may have deleted the key
+            # before these bytes landed. Recording them now could count a file S3 no longer has.
+            await _drop_orphan(db, backend, ticket)
+            raise UploadExpired()
         return await settle(
             session,
             held,
@@ -458,6 +536,80 @@ async def abort(db: Database, ticket: Ticket) -> None:
                 await repo.release(session, held)
 
 
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed write may still have stored its bytes: not when our own checks stopped the body (the
+    backend then stores nothing and aborts a multipart upload) or the backend knows nothing was sent
+    (NothingStored: S3 refused the connection), but yes for any other failure of the backend itself."""
+    if isinstance(exc, NothingStored):
+        return False
+    return isinstance(exc, StorageError) or not isinstance(exc, PockityError)
+
+
+class _WatchedBody:
+    """The body as the backend reads it, remembering whether reading it failed (the client went away, the
+    request was cancelled): a backend sees that before it sends PutObject or CompleteMultipartUpload, so nothing
+    was stored, whatever the exception — the name is released at once instead of waiting for the expiry job."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self.failed = False
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._chunks:
+                yield chunk
+        except GeneratorExit:  # closed by its reader, not failed
+            raise
+        except BaseException:
+            self.failed = True
+            raise
+
+
+async def abort_unknown(db: Database, backend: StorageBackend, ticket: Ticket) -> None:
+    """End an upload whose write failed with the outcome unknown, so that nothing unacknowledged is counted.
+
+    A new name: delete whatever landed under the key, then release. If S3 is unreachable, or for a replacement
+    (whose row must follow what S3 holds: `reconcile_name`), the reservation is handed to the expiry job now.
+    """
+    with anyio.CancelScope(shield=True):
+        if ticket.discard:
+            try:
+                await backend.delete(physical_key(ticket.user_id, ticket.name))
+            except StorageError as exc:
+                log.warning("could not discard an unacknowledged upload yet: %s", exc)
+            else:
+                await abort(db, ticket)
+                return
+        async with unit_of_work(db) as session:
+            await repo.expire_now(session, ticket.reservation_id, utcnow())
+
+
+async def _drop_orphan(db: Database, backend: StorageBackend, ticket: Ticket) -> None:
+    """After losing the name's lock: retake it and delete a new name's unrecorded bytes (best effort)."""
+    if not ticket.discard:
+        return  # a replacement's key holds the live file: the reconciliation walk makes its row follow S3
+    async with unit_of_work(db) as session:
+        lock = await repo.insert_reservation(
+            session,
+            user_id=ticket.user_id,
+            name=ticket.name,
+            api_key_id=None,
+            kind="lock",
+            declared_size=None,
+            content_type=None,
+            expires_at=utcnow() + timedelta(minutes=1),
+        )
+    if lock is None:
+        return  # another upload holds the name now and will write the key itself
+    try:
+        async with unit_of_work(db) as session:
+            if await repo.get_object(session, ticket.user_id, ticket.name) is None:
+                await backend.delete(physical_key(ticket.user_id, ticket.name))
+    finally:
+        async with unit_of_work(db) as session:
+            await repo.take_reservation(session, lock)
+
+
 async def upload(
     db: Database,
     backend: StorageBackend,
@@ -472,19 +624,21 @@ async def upload(
     """Reserve, stream, settle. On any failure nothing is stored and nothing stays reserved."""
     content_type = checked_content_type(content_type)
     ticket = await begin(db, principal, name, declared, policy)
+    body = _WatchedBody(metered(db, ticket, chunks, policy))
     try:
-        info = await backend.put_stream(
-            physical_key(principal.user_id, name),
-            metered(db, ticket, chunks, policy),
-            content_type=content_type,
-            size_hint=declared,
-        )
-    except BaseException:
-        await abort(db, ticket)
+        async with Heartbeat(db, ticket, policy):
+            info = await backend.put_stream(
+                physical_key(principal.user_id, name), body.stream(), content_type=content_type, size_hint=declared
+            )
+    except BaseException as exc:
+        if outcome_unknown(exc) and not body.failed:
+            await abort_unknown(db, backend, ticket)
+        else:
+            await abort(db, ticket)
         raise
-    # If this fails the bytes are stored but not recorded: the reservation stays until it expires, and
-    # the expiry job then adopts the object (see module docstring).
-    return await finish(db, ticket, info, content_type)
+    # If this fails the bytes are stored but not acknowledged: the reservation stays until it expires, and
+    # the expiry job then discards a new name's bytes or reconciles a replacement (see module docstring).
+    return await finish(db, backend, ticket, info, content_type)
 
 
 _MAX_FIELD_BYTES = 4096

@@ -7,6 +7,7 @@ importing this package does not load the AWS SDK.
 from pockity.storage.backends.base import (
     InvalidKey,
     InvalidRange,
+    NothingStored,
     ObjectInfo,
     ObjectNotFound,
     SignedEndpoints,
@@ -18,6 +19,7 @@ from pockity.storage.backends.base import (
 __all__ = [
     "InvalidKey",
     "InvalidRange",
+    "NothingStored",
     "ObjectInfo",
     "ObjectNotFound",
     "SignedEndpoints",

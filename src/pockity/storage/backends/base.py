@@ -44,6 +44,12 @@ class StorageUnavailable(StorageError):
         super().__init__(message, **kwargs)
 
 
+class NothingStored(StorageUnavailable):
+    """A write that failed before any of it could take effect (the connection was refused, or a multipart
+    upload failed before its completion was sent): the key is as it was, so the caller may release at once.
+    A plain StorageUnavailable from a write means the outcome is unknown: the bytes may have landed."""
+
+
 class InvalidRange(StorageError):
     status, code, message = 416, "range_not_satisfiable", "The requested range is not satisfiable."
 
@@ -82,7 +88,8 @@ class StorageBackend(Protocol):
         content_type: str | None,
         size_hint: int | None = None,
     ) -> ObjectInfo:
-        """Store the chunks under key without buffering the whole body; on any error nothing is stored."""
+        """Store the chunks under key without buffering the whole body. An error from `chunks` or NothingStored
+        leaves the key as it was; any other StorageError may come after the bytes landed (outcome unknown)."""
         ...
 
     async def head(self, key: str) -> ObjectInfo:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import socket
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
@@ -17,13 +18,14 @@ import aiohttp
 import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
 from pockity.kit.sigv4 import Presigner
 from pockity.storage.backends.base import (
     DEFAULT_CONTENT_TYPE,
     InvalidParts,
     InvalidRange,
+    NothingStored,
     ObjectInfo,
     ObjectNotFound,
     StorageUnavailable,
@@ -58,6 +60,57 @@ def _translated(what: str, *, object_op: bool = True) -> Iterator[None]:
         raise StorageUnavailable(f"S3 {what} failed: {code or 'error'} (HTTP {status}).") from exc
     except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:
         raise StorageUnavailable(f"S3 {what} failed: {type(exc).__name__}.") from exc
+
+
+# The writes whose failure may still have stored the object (the others only touch an open multipart upload).
+_COMMITTING_WRITES = ("PutObject", "CompleteMultipartUpload")
+_SENT = "pockity_sent"  # set in a request's botocore context once one of its attempts may have reached S3
+
+
+def _never_sent(exc: BaseException | None) -> bool:
+    """Whether this attempt failed before the request could reach S3: the connection was never made.
+    (EndpointConnectionError also wraps a reset in the middle of a request; only a failed connect counts.)"""
+    if isinstance(exc, ConnectTimeoutError):
+        return True
+    return isinstance(exc, EndpointConnectionError) and isinstance(
+        exc.kwargs.get("error"), (aiohttp.ClientConnectorError, socket.gaierror)
+    )
+
+
+def _note_attempt(request_dict: dict[str, Any], caught_exception: BaseException | None = None, **_: Any) -> None:
+    """botocore's needs-retry hook, called after every attempt of a committing write: remember whether any
+    attempt may have reached S3, and mark the last failure if one did (a retry refused after a read timeout
+    does not mean nothing was stored)."""
+    context = request_dict["context"]
+    if not _never_sent(caught_exception):
+        context[_SENT] = True
+    elif context.get(_SENT) and caught_exception is not None:
+        caught_exception.pockity_sent = True  # type: ignore[attr-defined]
+
+
+@contextmanager
+def _committing(what: str) -> Iterator[None]:
+    """Translate a committing write's failure: NothingStored when no attempt of it could have reached S3."""
+    try:
+        with _translated(what):
+            yield
+    except StorageUnavailable as exc:
+        cause = exc.__cause__
+        if _never_sent(cause) and not getattr(cause, "pockity_sent", False):
+            raise NothingStored(exc.message) from cause
+        raise
+
+
+@contextmanager
+def _before_commit(what: str) -> Iterator[None]:
+    """Translate a failure of a step before CompleteMultipartUpload: no object exists until then."""
+    try:
+        with _translated(what):
+            yield
+    except StorageUnavailable as exc:
+        if isinstance(exc, NothingStored):
+            raise
+        raise NothingStored(exc.message) from exc.__cause__
 
 
 def _info(key: str, meta: dict[str, Any], size: int, content_type: str | None = None) -> ObjectInfo:
@@ -147,6 +200,8 @@ class S3Backend:
                     config=self._config,
                 )
             )
+            for operation in _COMMITTING_WRITES:
+                self._client.meta.events.register(f"needs-retry.s3.{operation}", _note_attempt)
             if self._check_bucket:
                 await self._ensure_bucket()
         except BaseException:
@@ -227,14 +282,14 @@ class S3Backend:
     async def _put_single(self, key: str, body: io.BytesIO, content_type: str) -> ObjectInfo:
         size = body.tell()
         body.seek(0)
-        with _translated("PutObject"):
+        with _committing("PutObject"):
             resp = await self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         return _info(key, resp, size, content_type)
 
     async def _put_multipart(
         self, key: str, part: io.BytesIO, rest: bytes, it: AsyncIterator[bytes], content_type: str
     ) -> ObjectInfo:
-        with _translated("CreateMultipartUpload"):
+        with _before_commit("CreateMultipartUpload"):
             created = await self.client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type)
         upload_id: str = created["UploadId"]
         in_flight: deque[asyncio.Task[dict[str, Any]]] = deque()
@@ -256,7 +311,7 @@ class S3Backend:
             while in_flight:
                 parts.append(await in_flight[0])
                 in_flight.popleft()
-            with _translated("CompleteMultipartUpload"):
+            with _committing("CompleteMultipartUpload"):
                 resp = await self.client.complete_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
                 )
@@ -269,7 +324,7 @@ class S3Backend:
         return _info(key, resp, size, content_type)
 
     async def _upload_part(self, key: str, upload_id: str, number: int, data: io.BytesIO) -> dict[str, Any]:
-        with _translated("UploadPart"):
+        with _before_commit("UploadPart"):
             resp = await self.client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
             )
