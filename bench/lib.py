@@ -238,6 +238,7 @@ class Server:
             "RATE_LIMIT_REQUESTS_PER_SECOND": "1000000",
             "RATE_LIMIT_BURST": "100000000",
             "RATE_LIMIT_CONCURRENT_UPLOADS": "100000",
+            "S3_API_PORT": "0",  # one listener per benchmark server (several may run at once)
             **self.extra_env,
         }
         for var in ("ADMIN_EMAIL", "ADMIN_PASSWORD", "PROMETHEUS_MULTIPROC_DIR"):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,6 +10,10 @@ from fastapi import FastAPI
 
 from tests.fixtures.app import client_for, make_settings, running_app
 from tests.fixtures.users import TestUser, make_admin, make_user
+
+# Servers the tests start serve no S3 listener unless a test asks for one: S3_API_PORT's default (9000) would
+# make every `pockity serve` of the suite compete for the same port.
+os.environ.setdefault("S3_API_PORT", "0")
 
 pytest_plugins = ["tests.fixtures.database", "tests.fixtures.s3", "tests.fixtures.tiers", "tests.fixtures.payments"]
 

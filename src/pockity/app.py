@@ -14,6 +14,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from pockity import __version__, openapi
 from pockity.admin.router import router as admin_router
@@ -38,6 +39,7 @@ from pockity.payments.router import webhooks as payment_webhooks_router
 from pockity.ratelimit import tasks as ratelimit_tasks
 from pockity.ratelimit.limiter import CounterStore, Rate, RequestLimiter
 from pockity.ratelimit.repository import DatabaseCounters
+from pockity.s3api.router import S3App
 from pockity.security_headers import SecurityHeadersMiddleware
 from pockity.storage import reconcile
 from pockity.storage import tasks as storage_tasks
@@ -243,3 +245,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     openapi.install(app, _streams_body)
     return app
+
+
+class ListenerRouter:
+    """One process, two listeners: requests that came in on the S3 API's port go to the S3 app, the rest (and
+    the lifespan, which builds the shared state) to the REST app."""
+
+    def __init__(self, main: FastAPI, s3: S3App, s3_port: int) -> None:
+        self.main, self.s3, self.s3_port = main, s3, s3_port
+        self.state = main.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] == "http" and server is not None and server[1] == self.s3_port:
+            await self.s3(scope, receive, send)
+        else:
+            await self.main(scope, receive, send)
+
+
+def create_served_app() -> FastAPI | ListenerRouter:
+    """What `pockity serve` runs: the REST app, and the S3 API beside it when S3_API_PORT is set."""
+    app = create_app()
+    port = app.state.settings.s3_api_port
+    return ListenerRouter(app, S3App(app), port) if port else app

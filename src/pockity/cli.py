@@ -122,11 +122,24 @@ def serve(
         proxy_headers=bool(settings.forwarded_allow_ips.strip()),
         forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
     )
+    config = uvicorn.Config("pockity.app:create_served_app", **options)
+    # The REST listener and, if S3_API_PORT is set, the S3 API's: one app serves both (app.ListenerRouter).
+    sockets = [config.bind_socket()]
+    s3_port = settings.s3_api_port
+    if s3_port:
+        if s3_port == port:
+            typer.secho(f"S3_API_PORT ({s3_port}) must differ from the API port", fg="red", err=True)
+            raise typer.Exit(2)
+        sockets.append(uvicorn.Config("pockity.app:create_served_app", **{**options, "port": s3_port}).bind_socket())
+        typer.echo(f"S3 API on http://{shown}:{s3_port}  (bucket '{settings.s3_api_bucket}', path-style)")
+        sys.stdout.flush()
     if workers > 1:  # uvicorn's own process manager: each worker drains its connections, but not the queue
-        uvicorn.run("pockity.app:create_app", **options)
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=sockets).run()
         return
-    server = DrainingServer(uvicorn.Config("pockity.app:create_app", **options))
-    server.run()
+    server = DrainingServer(config)
+    server.run(sockets=sockets)
     if not server.started:
         raise typer.Exit(3)  # uvicorn's STARTUP_FAILURE
 

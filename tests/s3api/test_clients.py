@@ -1,0 +1,130 @@
+"""Real S3 clients against `pockity serve`'s S3 listener (PostgreSQL, storage on Ceph RGW): boto3 sees its own
+files, the REST API sees the same ones, and another tenant sees none of them."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from fastapi import FastAPI
+
+from tests.fixtures.s3 import S3Server
+from tests.fixtures.server import free_port, running_server, server_env
+from tests.fixtures.storage import MIB, set_quota
+from tests.fixtures.users import TestUser, make_key, make_user
+
+
+@pytest.fixture(scope="module")
+def served(
+    pg_url: str, s3_server: S3Server, s3_bucket: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """(REST base URL, S3 endpoint) of one `pockity serve` with both listeners."""
+    s3_port = free_port()
+    env = server_env(
+        pg_url,
+        tmp_path_factory.mktemp("s3clients"),
+        STORAGE_BACKEND="s3",
+        S3_BUCKET=s3_bucket,
+        S3_ENDPOINT_URL=s3_server.endpoint_url,
+        AWS_ACCESS_KEY_ID=s3_server.access_key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+        S3_API_PORT=str(s3_port),
+    )
+    with running_server(env) as base:
+        yield base, f"http://127.0.0.1:{s3_port}"
+
+
+def boto3_client(endpoint: str, key: dict[str, str], **config: object) -> object:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key["accessKeyId"],
+        aws_secret_access_key=key["secretKey"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),  # type: ignore[arg-type]
+    )
+
+
+async def _tenant(base: str, tag: str) -> tuple[TestUser, dict[str, str], httpx.AsyncClient]:
+    http = httpx.AsyncClient(base_url=base, timeout=30)
+    user = await make_user(http, tag)
+    return user, await make_key(http, user), http
+
+
+async def test_boto3_put_list_get_delete_and_the_rest_api_agree(served: tuple[str, str], app: FastAPI) -> None:
+    base, endpoint = served
+    user, key, http = await _tenant(base, "boto")
+    s3 = boto3_client(endpoint, key)
+
+    def work() -> dict[str, object]:
+        s3.put_object(Bucket="pockity", Key="reports/q3 final.pdf", Body=b"%PDF-1.7 q3", ContentType="application/pdf")  # type: ignore[attr-defined]
+        s3.upload_fileobj(io.BytesIO(b"z" * (3 * MIB)), "pockity", "big/three.bin")  # type: ignore[attr-defined]
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket="pockity", PaginationConfig={"PageSize": 1})  # type: ignore[attr-defined]
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        head = s3.head_object(Bucket="pockity", Key="big/three.bin")  # type: ignore[attr-defined]
+        body = s3.get_object(Bucket="pockity", Key="reports/q3 final.pdf")["Body"].read()  # type: ignore[attr-defined]
+        ranged = s3.get_object(Bucket="pockity", Key="big/three.bin", Range="bytes=0-9")["Body"].read()  # type: ignore[attr-defined]
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": "pockity", "Key": "reports/q3 final.pdf"})  # type: ignore[attr-defined]
+        return {"keys": keys, "size": head["ContentLength"], "body": body, "ranged": ranged, "url": url}
+
+    out = await asyncio.to_thread(work)
+    assert out["keys"] == ["big/three.bin", "reports/q3 final.pdf"]
+    assert (out["size"], out["body"], out["ranged"]) == (3 * MIB, b"%PDF-1.7 q3", b"z" * 10)
+    presigned = await http.get(str(out["url"]))  # a V2 URL: boto3's default for us-east-1 on a custom endpoint
+    assert (presigned.status_code, presigned.content) == (200, b"%PDF-1.7 q3")
+    listing = await http.get("/api/storage/files", headers=user.headers)
+    assert sorted(i["key"] for i in listing.json()["items"]) == ["big/three.bin", "reports/q3 final.pdf"]
+    usage = (await http.get("/api/storage/usage", headers=user.headers)).json()
+    assert (usage["bytesUsed"], usage["objectCount"], usage["bytesReserved"]) == (3 * MIB + 11, 2, 0)
+
+    def delete() -> list[str]:
+        result = s3.delete_objects(  # type: ignore[attr-defined]
+            Bucket="pockity", Delete={"Objects": [{"Key": "big/three.bin"}, {"Key": "reports/q3 final.pdf"}]}
+        )
+        return sorted(d["Key"] for d in result["Deleted"])
+
+    assert await asyncio.to_thread(delete) == ["big/three.bin", "reports/q3 final.pdf"]
+    usage = (await http.get("/api/storage/usage", headers=user.headers)).json()
+    assert (usage["bytesUsed"], usage["objectCount"]) == (0, 0)
+    await http.aclose()
+
+
+async def test_another_tenant_sees_nothing_and_quotas_hold(served: tuple[str, str], app: FastAPI) -> None:
+    base, endpoint = served
+    owner, owner_key, http = await _tenant(base, "owner")
+    _, other_key, _ = await _tenant(base, "other")
+    await set_quota(app, owner.id, storage_bytes=100)
+    mine, theirs = boto3_client(endpoint, owner_key), boto3_client(endpoint, other_key)
+
+    def work() -> tuple[list[str], str, str]:
+        mine.put_object(Bucket="pockity", Key="private.txt", Body=b"x" * 60)  # type: ignore[attr-defined]
+        listed = theirs.list_objects_v2(Bucket="pockity").get("Contents", [])  # type: ignore[attr-defined]
+        try:
+            theirs.get_object(Bucket="pockity", Key="private.txt")  # type: ignore[attr-defined]
+            missing = "found"
+        except ClientError as exc:
+            missing = exc.response["Error"]["Code"]
+        try:
+            mine.put_object(Bucket="pockity", Key="more.txt", Body=b"y" * 41)  # type: ignore[attr-defined]
+            over = "stored"
+        except ClientError as exc:
+            over = exc.response["Error"]["Code"]
+        return [o["Key"] for o in listed], missing, over
+
+    listed, missing, over = await asyncio.to_thread(work)
+    assert (listed, missing, over) == ([], "NoSuchKey", "QuotaExceeded")
+    await http.aclose()
+
+
+def test_a_wrong_secret_is_refused(served: tuple[str, str]) -> None:
+    _, endpoint = served
+    s3 = boto3_client(endpoint, {"accessKeyId": "PK" + "Q" * 18, "secretKey": "w" * 40})
+    with pytest.raises(ClientError) as err:
+        s3.list_objects_v2(Bucket="pockity")  # type: ignore[attr-defined]
+    assert err.value.response["Error"]["Code"] == "InvalidAccessKeyId"
