@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from xml.etree.ElementTree import fromstring
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from tests.fixtures.storage import set_quota, stored_rows, usage
@@ -202,3 +203,24 @@ async def test_boto3s_https_upload_with_a_checksum_trailer_is_stored_once_verifi
     assert await stored_rows(app, user.id) == {"t.bin": len(data)}
     u = await usage(client, user)
     assert (u["bytesUsed"], u["objectCount"], u["bytesReserved"]) == (len(data), 1, 0)
+
+
+async def test_virtual_hosted_requests_name_the_bucket_in_the_host(
+    s3: S3Client, app: FastAPI, user: TestUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.state.settings, "s3_api_domain", "s3.pockity.test")
+    assert (await s3.send("PUT", "/pockity/v.txt", body=b"vh")).status_code == 200  # path-style still works
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    for host, status in (("pockity.s3.pockity.test", 200), ("other.s3.pockity.test", 404)):
+        request = AWSRequest(method="GET", url=f"http://{host}/v.txt")
+        S3SigV4Auth(Credentials(s3.access_key, s3.secret), "s3", "us-east-1").add_auth(request)
+        prepared = request.prepare()
+        r = await s3.http.get(prepared.url, headers=dict(prepared.headers.items()))
+        assert r.status_code == status, (host, r.text)
+        if status == 200:
+            assert r.content == b"vh"
+        else:
+            assert _error(r) == "NoSuchBucket"
