@@ -14,7 +14,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pockity import __version__, openapi
 from pockity.admin.router import router as admin_router
@@ -28,6 +28,7 @@ from pockity.config import ConfigError, Settings, load_settings
 from pockity.db import Database, create_database
 from pockity.errors import error_response, install_error_handlers
 from pockity.kit.crypto import Keyring
+from pockity.kit.expect_continue import ExpectContinueGuard
 from pockity.kit.jobs import Job, JobContext, JobRunner
 from pockity.notifications.router import router as notifications_router
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
@@ -226,6 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Resolved once, here: only a backend that serves its own presigned URLs gets their routes.
         app.state.signed_endpoints = app.state.storage
         app.include_router(signed_router)
+    app.add_middleware(ExpectContinueGuard)  # an early answer to `Expect: 100-continue` closes the connection
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: also on the guard's and CORS's own answers
     for router in (
         open_router,
@@ -251,7 +253,7 @@ class ListenerRouter:
     """One process, two listeners: requests that came in on the S3 API's port go to the S3 app, the rest (and
     the lifespan, which builds the shared state) to the REST app."""
 
-    def __init__(self, main: FastAPI, s3: S3App, s3_port: int) -> None:
+    def __init__(self, main: FastAPI, s3: ASGIApp, s3_port: int) -> None:
         self.main, self.s3, self.s3_port = main, s3, s3_port
         self.state = main.state
 
@@ -267,4 +269,4 @@ def create_served_app() -> FastAPI | ListenerRouter:
     """What `pockity serve` runs: the REST app, and the S3 API beside it when S3_API_PORT is set."""
     app = create_app()
     port = app.state.settings.s3_api_port
-    return ListenerRouter(app, S3App(app), port) if port else app
+    return ListenerRouter(app, ExpectContinueGuard(S3App(app)), port) if port else app

@@ -110,15 +110,17 @@ async def test_another_tenant_sees_nothing_and_quotas_hold(served: tuple[str, st
             missing = "found"
         except ClientError as exc:
             missing = exc.response["Error"]["Code"]
-        try:
-            mine.put_object(Bucket="pockity", Key="more.txt", Body=b"y" * 41)  # type: ignore[attr-defined]
-            over = "stored"
-        except ClientError as exc:
-            over = exc.response["Error"]["Code"]
+        over = []
+        for _ in range(3):  # one connection: boto3 sends Expect: 100-continue, the refusal must close it cleanly
+            try:
+                mine.put_object(Bucket="pockity", Key="more.txt", Body=b"y" * 41)  # type: ignore[attr-defined]
+                over.append("stored")
+            except ClientError as exc:
+                over.append(exc.response["Error"]["Code"])
         return [o["Key"] for o in listed], missing, over
 
     listed, missing, over = await asyncio.to_thread(work)
-    assert (listed, missing, over) == ([], "NoSuchKey", "QuotaExceeded")
+    assert (listed, missing, over) == ([], "NoSuchKey", ["QuotaExceeded"] * 3)
     await http.aclose()
 
 
@@ -128,3 +130,39 @@ def test_a_wrong_secret_is_refused(served: tuple[str, str]) -> None:
     with pytest.raises(ClientError) as err:
         s3.list_objects_v2(Bucket="pockity")  # type: ignore[attr-defined]
     assert err.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+async def test_parallel_put_objects_on_two_servers_never_pass_the_quota(
+    pg_url: str, s3_server: S3Server, s3_bucket: str, app: FastAPI, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    ports = [free_port(), free_port()]
+    envs = [
+        server_env(
+            pg_url,
+            tmp_path_factory.mktemp(f"race{i}"),
+            STORAGE_BACKEND="s3",
+            S3_BUCKET=s3_bucket,
+            S3_ENDPOINT_URL=s3_server.endpoint_url,
+            AWS_ACCESS_KEY_ID=s3_server.access_key,
+            AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+            S3_API_PORT=str(port),
+        )
+        for i, port in enumerate(ports)
+    ]
+    with running_server(envs[0]) as base, running_server(envs[1]):
+        user, key, http = await _tenant(base, "racer")
+        await set_quota(app, user.id, storage_bytes=5 * MIB)
+        clients = [boto3_client(f"http://127.0.0.1:{p}", key, max_pool_connections=20) for p in ports]
+
+        def put(i: int) -> str:
+            try:
+                clients[i % 2].put_object(Bucket="pockity", Key=f"part-{i}.bin", Body=b"m" * MIB)  # type: ignore[attr-defined]
+                return "stored"
+            except ClientError as exc:
+                return str(exc.response["Error"]["Code"])
+
+        outcomes = await asyncio.gather(*(asyncio.to_thread(put, i) for i in range(20)))
+        usage = (await http.get("/api/storage/usage", headers=user.headers)).json()
+        await http.aclose()
+    assert sorted(outcomes) == ["QuotaExceeded"] * 15 + ["stored"] * 5, outcomes
+    assert (usage["bytesUsed"], usage["objectCount"], usage["bytesReserved"]) == (5 * MIB, 5, 0)
