@@ -365,10 +365,16 @@ async def delete_object(session: AsyncSession, obj: StorageObject) -> None:
     await session.delete(obj)
 
 
-# What a listing shows of each object, as plain rows (no entities): name, size, content_type, etag, updated_at.
+# What a listing shows of each object, as plain rows (no entities): key (the name), size, content_type, etag,
+# last_modified (updated_at). Labelled as the response fields are named, so validating ObjectListItem from a row
+# finds each on the first try (a miss on a Row raises and catches an AttributeError).
 ListedRow = Row[str, int, str | None, str, datetime]
 _LISTED = select(
-    StorageObject.name, StorageObject.size, StorageObject.content_type, StorageObject.etag, StorageObject.updated_at
+    StorageObject.name.label("key"),
+    StorageObject.size,
+    StorageObject.content_type,
+    StorageObject.etag,
+    StorageObject.updated_at.label("last_modified"),
 )
 
 

@@ -137,7 +137,7 @@ async def list_objects(
             if len(items) + len(folders) == limit:
                 more = True
                 break
-            rest = row.name[len(prefix) :]
+            rest = row.key[len(prefix) :]
             cut = rest.find(DELIMITER) if delimiter else -1
             if cut >= 0:
                 folders.append(prefix + rest[: cut + 1])
@@ -145,13 +145,13 @@ async def list_objects(
                 skipped = True
                 break
             items.append(row)
-            start, inclusive = row.name, False
+            start, inclusive = row.key, False
         if more:
             break
         if not skipped and len(rows) < want:
             break
         probe = skipped
-    entries = [*(o.name for o in items), *folders]
+    entries = [*(o.key for o in items), *folders]
     next_cursor = _encode_cursor(max(entries)) if more and entries else None
     return Page(items=items, folders=folders, next_cursor=next_cursor)
 
