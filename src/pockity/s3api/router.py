@@ -306,7 +306,7 @@ async def list_objects(call: Call) -> Response:
         cursor=token,
         after=after if token is None else None,
     )
-    entries = [xml.Entry(r.name, r.updated_at, r.etag, r.size) for r in page.items] if max_keys else []
+    entries = [xml.Entry(r.key, r.last_modified, r.etag, r.size) for r in page.items] if max_keys else []
     listing = xml.Listing(
         bucket=call.bucket or "",
         prefix=prefix,
