@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from pockity.auth.schemas import Principal
 from pockity.kit.jobs import JobContext
@@ -79,7 +79,15 @@ async def _books(client: httpx.AsyncClient, user: TestUser) -> tuple[object, obj
     return u["bytesUsed"], u["objectCount"], u["bytesReserved"]
 
 
-async def test_new_file_whose_answer_was_lost_is_discarded_at_once(flaky: tuple[FastAPI, LandsThenFails]) -> None:
+async def _past_the_grace(app: FastAPI) -> None:
+    """Move every reservation's expiry to now, as if the unknown-outcome grace had passed."""
+    async with app.state.db.sessions() as s, s.begin():
+        await s.execute(update(Reservation).values(expires_at=utcnow()))
+
+
+async def test_new_file_whose_answer_was_lost_is_discarded_at_once_and_again_after_a_grace(
+    flaky: tuple[FastAPI, LandsThenFails],
+) -> None:
     app, backend = flaky
     async with client_for(app) as client:
         user = await make_user(client, "lost")
@@ -87,6 +95,16 @@ async def test_new_file_whose_answer_was_lost_is_discarded_at_once(flaky: tuple[
         r = await client.put("/api/storage/files/lost.bin", content=b"L" * 700, headers=user.headers)
         assert r.status_code == 503 and r.json()["error"]["code"] == "storage_unavailable", r.text
         # The bytes had landed; they were never acknowledged, so they are gone and nothing is counted.
+        assert local_files(app, user.id) == {} and await stored_rows(app, user.id) == {}
+        # The write might still land (S3 goes on with a request its client left): the name stays locked, its
+        # bytes reserved, until the expiry job has deleted once more after the grace.
+        assert await _books(client, user) == (0, 0, 700) and await reservation_count(app) == 1
+        assert await release_expired_reservations(_ctx(app)) == 0  # not due yet
+        await app.state.storage.inner.put_stream(
+            f"users/{user.id}/lost.bin", _one(b"L" * 700), content_type=None, size_hint=700
+        )  # the late write
+        await _past_the_grace(app)
+        assert await release_expired_reservations(_ctx(app)) == 1
         assert local_files(app, user.id) == {} and await stored_rows(app, user.id) == {}
         assert await _books(client, user) == (0, 0, 0) and await reservation_count(app) == 0
 
@@ -102,11 +120,13 @@ async def test_new_file_left_while_s3_is_away_is_deleted_by_the_expiry_job(
         assert r.status_code == 503, r.text
         assert local_files(app, user.id) == {"left.bin": 900}  # could not be deleted yet
         assert await reservation_count(app) == 1  # handed to the job, which fails while S3 is away
+        await _past_the_grace(app)
         with pytest.raises(StorageUnavailable):
             await release_expired_reservations(_ctx(app))
         assert await reservation_count(app) == 1
         backend.refuse_deletes = False
-        assert await release_expired_reservations(_ctx(app)) == 1  # due at once: no TTL to wait for
+        await _past_the_grace(app)
+        assert await release_expired_reservations(_ctx(app)) == 1
         assert local_files(app, user.id) == {} and await stored_rows(app, user.id) == {}
         assert await _books(client, user) == (0, 0, 0) and await reservation_count(app) == 0
         async with app.state.db.sessions() as s:

@@ -234,7 +234,7 @@ async def grow_reservation(
 
 
 async def expire_now(session: AsyncSession, reservation_id: str, now: datetime) -> None:
-    """Hand a reservation to the expiry job at its next run (its upload ended with the outcome unknown)."""
+    """Hand a reservation to the expiry job from `now` on (its upload ended with the outcome unknown)."""
     r = Reservation
     await session.execute(
         update(r).where(r.id == reservation_id).values(expires_at=now).execution_options(synchronize_session=False)

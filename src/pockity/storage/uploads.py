@@ -565,23 +565,29 @@ class _WatchedBody:
             raise
 
 
-async def abort_unknown(db: Database, backend: StorageBackend, ticket: Ticket) -> None:
+# How long a write whose outcome is unknown may still land in S3 after we gave up on it (S3 goes on with a
+# request whose client went away): the name stays locked that long, and the expiry job deletes once more.
+UNKNOWN_OUTCOME_GRACE = timedelta(seconds=60)
+
+
+async def abort_unknown(db: Database, backend: StorageBackend, ticket: Ticket, policy: UploadPolicy) -> None:
     """End an upload whose write failed with the outcome unknown, so that nothing unacknowledged is counted.
 
-    A new name: delete whatever landed under the key, then release. If S3 is unreachable, or for a replacement
-    (whose row must follow what S3 holds: `reconcile_name`), the reservation is handed to the expiry job now.
+    A new name: delete whatever landed under the key now, and hand the reservation to the expiry job after a
+    grace (`UNKNOWN_OUTCOME_GRACE`, at most the reservation TTL): the write may still complete in S3 after this
+    delete — seen with a gateway stopping mid-request — and the job deletes again before it releases the name.
+    A replacement (whose row must follow what S3 holds: `reconcile_name`) goes to the expiry job at once.
     """
     with anyio.CancelScope(shield=True):
+        grace = timedelta(0)
         if ticket.discard:
+            grace = min(UNKNOWN_OUTCOME_GRACE, policy.reservation_ttl)
             try:
                 await backend.delete(physical_key(ticket.user_id, ticket.name))
             except StorageError as exc:
                 log.warning("could not discard an unacknowledged upload yet: %s", exc)
-            else:
-                await abort(db, ticket)
-                return
         async with unit_of_work(db) as session:
-            await repo.expire_now(session, ticket.reservation_id, utcnow())
+            await repo.expire_now(session, ticket.reservation_id, utcnow() + grace)
 
 
 async def _drop_orphan(db: Database, backend: StorageBackend, ticket: Ticket) -> None:
@@ -632,7 +638,7 @@ async def upload(
             )
     except BaseException as exc:
         if outcome_unknown(exc) and not body.failed:
-            await abort_unknown(db, backend, ticket)
+            await abort_unknown(db, backend, ticket, policy)
         else:
             await abort(db, ticket)
         raise
