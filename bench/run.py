@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import core
 import fairness
 import lib
+import sigv4
 from lib import BenchError, Server, WrkRequest, WrkResult, log
 
 import payments
@@ -327,6 +328,11 @@ def bench_fairness(server: Server, opts: argparse.Namespace, wrk: str) -> Outcom
     return Outcome(entry, errors)
 
 
+def bench_sigv4(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
+    entry, errors = sigv4.bench_sigv4(server, opts, wrk)
+    return Outcome(entry, errors)
+
+
 def bench_payments(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
     entry, errors = payments.bench_payments(server, opts, wrk)
     return Outcome(entry, errors)
@@ -366,6 +372,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             bench_fairness,
             server_env=fairness.SERVER_ENV,
         ),
+        Benchmark("sigv4", "the S3 API's signature verification in-process vs one HMAC-SHA256", bench_sigv4),
     )
 }
 
@@ -414,6 +421,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--fairness-pace-ms", type=int, default=100, help="tenant B's pause between requests")
     g.add_argument("--fairness-flood-connections", type=int, default=64, help="tenant A's connections")
     g.add_argument("--fairness-drain", type=float, default=12.0, help="seconds A floods before B is measured")
+    g = p.add_argument_group("sigv4")
+    g.add_argument("--sigv4-iterations", type=int, default=5000, help="verifications per timing pass")
     g = p.add_argument_group("payments")
     g.add_argument("--payments-parts", default="webhooks,renewals", help="comma list of: webhooks, renewals")
     g.add_argument("--payments-events", type=int, default=6000, help="signed events (top-up invoices) prepared")
