@@ -65,6 +65,9 @@ async def test_boto3_put_list_get_delete_and_the_rest_api_agree(served: tuple[st
     def work() -> dict[str, object]:
         s3.put_object(Bucket="pockity", Key="reports/q3 final.pdf", Body=b"%PDF-1.7 q3", ContentType="application/pdf")  # type: ignore[attr-defined]
         s3.upload_fileobj(io.BytesIO(b"z" * (3 * MIB)), "pockity", "big/three.bin")  # type: ignore[attr-defined]
+        s3.copy_object(
+            Bucket="pockity", Key="copies/q3.pdf", CopySource={"Bucket": "pockity", "Key": "reports/q3 final.pdf"}
+        )  # type: ignore[attr-defined]
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket="pockity", PaginationConfig={"PageSize": 1})  # type: ignore[attr-defined]
         keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
         head = s3.head_object(Bucket="pockity", Key="big/three.bin")  # type: ignore[attr-defined]
@@ -74,22 +77,29 @@ async def test_boto3_put_list_get_delete_and_the_rest_api_agree(served: tuple[st
         return {"keys": keys, "size": head["ContentLength"], "body": body, "ranged": ranged, "url": url}
 
     out = await asyncio.to_thread(work)
-    assert out["keys"] == ["big/three.bin", "reports/q3 final.pdf"]
+    assert out["keys"] == ["big/three.bin", "copies/q3.pdf", "reports/q3 final.pdf"]
     assert (out["size"], out["body"], out["ranged"]) == (3 * MIB, b"%PDF-1.7 q3", b"z" * 10)
     presigned = await http.get(str(out["url"]))  # a V2 URL: boto3's default for us-east-1 on a custom endpoint
     assert (presigned.status_code, presigned.content) == (200, b"%PDF-1.7 q3")
     listing = await http.get("/api/storage/files", headers=user.headers)
-    assert sorted(i["key"] for i in listing.json()["items"]) == ["big/three.bin", "reports/q3 final.pdf"]
+    assert sorted(i["key"] for i in listing.json()["items"]) == [
+        "big/three.bin",
+        "copies/q3.pdf",
+        "reports/q3 final.pdf",
+    ]
     usage = (await http.get("/api/storage/usage", headers=user.headers)).json()
-    assert (usage["bytesUsed"], usage["objectCount"], usage["bytesReserved"]) == (3 * MIB + 11, 2, 0)
+    assert (usage["bytesUsed"], usage["objectCount"], usage["bytesReserved"]) == (3 * MIB + 22, 3, 0)
+    copied = await http.get("/api/storage/files/copies/q3.pdf/content", headers=user.headers)
+    assert copied.content == b"%PDF-1.7 q3"
 
     def delete() -> list[str]:
         result = s3.delete_objects(  # type: ignore[attr-defined]
-            Bucket="pockity", Delete={"Objects": [{"Key": "big/three.bin"}, {"Key": "reports/q3 final.pdf"}]}
+            Bucket="pockity",
+            Delete={"Objects": [{"Key": "big/three.bin"}, {"Key": "copies/q3.pdf"}, {"Key": "reports/q3 final.pdf"}]},
         )
         return sorted(d["Key"] for d in result["Deleted"])
 
-    assert await asyncio.to_thread(delete) == ["big/three.bin", "reports/q3 final.pdf"]
+    assert await asyncio.to_thread(delete) == ["big/three.bin", "copies/q3.pdf", "reports/q3 final.pdf"]
     usage = (await http.get("/api/storage/usage", headers=user.headers)).json()
     assert (usage["bytesUsed"], usage["objectCount"]) == (0, 0)
     await http.aclose()

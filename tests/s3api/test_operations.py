@@ -224,3 +224,43 @@ async def test_virtual_hosted_requests_name_the_bucket_in_the_host(
             assert r.content == b"vh"
         else:
             assert _error(r) == "NoSuchBucket"
+
+
+async def test_copy_object_is_reserved_like_an_upload_and_stays_inside_the_tenant(
+    s3: S3Client, app: FastAPI, user: TestUser, client: httpx.AsyncClient
+) -> None:
+    put = await s3.send("PUT", "/pockity/src/a.txt", body=b"copy me", headers={"Content-Type": "text/plain"})
+    assert put.status_code == 200
+    r = await s3.send("PUT", "/pockity/dst/b.txt", headers={"x-amz-copy-source": "/pockity/src/a.txt"})
+    assert r.status_code == 200, r.text
+    assert fromstring(r.content).findtext(f"{NS}ETag") == put.headers["etag"]
+    got = await s3.send("GET", "/pockity/dst/b.txt")
+    assert (got.content, got.headers["content-type"]) == (b"copy me", "text/plain")
+    replaced = await s3.send(
+        "PUT",
+        "/pockity/dst/c.txt",
+        headers={
+            "x-amz-copy-source": "pockity/src%2Fa.txt",
+            "x-amz-metadata-directive": "REPLACE",
+            "Content-Type": "application/json",
+        },
+    )
+    assert replaced.status_code == 200, replaced.text
+    assert (await s3.send("HEAD", "/pockity/dst/c.txt")).headers["content-type"] == "application/json"
+    assert await stored_rows(app, user.id) == {"src/a.txt": 7, "dst/b.txt": 7, "dst/c.txt": 7}
+    u = await usage(client, user)
+    assert (u["bytesUsed"], u["objectCount"], u["bytesReserved"]) == (21, 3, 0)
+    expected = [
+        ({"x-amz-copy-source": "/pockity/src/a.txt"}, "/pockity/src/a.txt", 400, "InvalidRequest"),  # onto itself
+        ({"x-amz-copy-source": "/pockity/missing.txt"}, "/pockity/d.txt", 404, "NoSuchKey"),
+        ({"x-amz-copy-source": "/otherbucket/src/a.txt"}, "/pockity/d.txt", 403, "AccessDenied"),
+        ({"x-amz-copy-source": "/pockity/../x"}, "/pockity/d.txt", 400, "InvalidArgument"),
+        ({"x-amz-copy-source": "/pockity/%ff"}, "/pockity/d.txt", 400, "InvalidArgument"),
+    ]
+    for headers, path, status, code in expected:
+        bad = await s3.send("PUT", path, headers=headers)
+        assert (bad.status_code, _error(bad)) == (status, code), headers
+    await set_quota(app, user.id, storage_bytes=25)
+    over = await s3.send("PUT", "/pockity/dst/d.txt", headers={"x-amz-copy-source": "/pockity/src/a.txt"})
+    assert over.status_code == 403 and _error(over) == "QuotaExceeded"
+    assert await stored_rows(app, user.id) == {"src/a.txt": 7, "dst/b.txt": 7, "dst/c.txt": 7}

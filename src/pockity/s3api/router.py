@@ -32,7 +32,7 @@ from pockity.s3api.auth import Authenticated, S3Request, authenticate
 from pockity.s3api.errors import S3Error
 from pockity.s3api.errors_map import translate
 from pockity.s3api.sigv4 import Payload, parse_query_pairs
-from pockity.storage import deletes, service, uploads
+from pockity.storage import copies, deletes, service, uploads
 from pockity.storage.backends import StorageUnavailable
 
 log = logging.getLogger("pockity.s3api")
@@ -229,8 +229,10 @@ def _route(call: Call) -> Handler:
     else:
         if "acl" in params and method == "GET":
             return get_acl
-        if "uploadId" in params or "uploads" in params or "x-amz-copy-source" in call.s3.headers:
-            raise S3Error("NotImplemented", "Multipart uploads and copies are not supported yet.", 501)
+        if "uploadId" in params or "uploads" in params:
+            raise S3Error("NotImplemented", "Multipart uploads are not supported yet.", 501)
+        if method == "PUT" and "x-amz-copy-source" in call.s3.headers:
+            return copy_object
         table = {"GET": get_object, "HEAD": head_object, "PUT": put_object, "DELETE": delete_object}
         if method in table:
             return table[method]
@@ -446,6 +448,47 @@ async def put_object(call: Call) -> Response:
             policy=call.state.upload_policy,
         )
     return Response(status_code=200, headers={"ETag": f'"{obj.etag}"'})
+
+
+def _copy_source(call: Call) -> str:
+    """The source key of `x-amz-copy-source` (`[/]bucket/key[?versionId=null]`, percent-encoded)."""
+    raw = call.s3.headers["x-amz-copy-source"]
+    path, _, version = raw.partition("?")
+    if version and version != "versionId=null":
+        raise S3Error("InvalidArgument", "Pockity keeps one version of each object (versionId=null).", 400)
+    bucket, slash, key = _decoded(path).lstrip("/").partition("/")
+    if not slash or not key:
+        raise S3Error("InvalidArgument", "x-amz-copy-source must be bucket/key.", 400)
+    if bucket != call.state.settings.s3_api_bucket:
+        raise S3Error("AccessDenied", "You can only copy from your own bucket.", 403)
+    return key
+
+
+async def copy_object(call: Call) -> Response:
+    assert call.key is not None
+    source = _copy_source(call)
+    directive = call.s3.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "x-amz-metadata-directive must be COPY or REPLACE.", 400)
+    if source == call.key and directive == "COPY":
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself without changing "
+            "the object's metadata.",
+            400,
+        )
+    async with call.state.upload_slots:
+        obj = await copies.copy_object(
+            call.state.db,
+            call.state.storage,
+            call.principal,
+            source,
+            call.key,
+            content_type=call.s3.headers.get("content-type"),
+            keep_content_type=directive == "COPY",
+            policy=call.state.upload_policy,
+        )
+    return _xml(xml.copy_result(obj.etag, obj.updated_at or datetime.now(UTC)))
 
 
 async def delete_object(call: Call) -> Response:

@@ -180,6 +180,14 @@ def list_objects_v1(listing: Listing, *, marker: str, next_marker: str | None, o
     return document(root)
 
 
+def copy_result(etag: str, last_modified: datetime) -> bytes:
+    """CopyObject's answer."""
+    root = _root("CopyObjectResult")
+    _add(root, "LastModified", timestamp(last_modified))
+    _add(root, "ETag", f'"{etag}"')
+    return document(root)
+
+
 @dataclass(frozen=True)
 class DeleteOutcome:
     key: str
