@@ -264,3 +264,44 @@ async def test_copy_object_is_reserved_like_an_upload_and_stays_inside_the_tenan
     over = await s3.send("PUT", "/pockity/dst/d.txt", headers={"x-amz-copy-source": "/pockity/src/a.txt"})
     assert over.status_code == 403 and _error(over) == "QuotaExceeded"
     assert await stored_rows(app, user.id) == {"src/a.txt": 7, "dst/b.txt": 7, "dst/c.txt": 7}
+
+
+async def test_conditional_gets_and_response_overrides(s3: S3Client) -> None:
+    put = await s3.send("PUT", "/pockity/c.html", body=b"<b>hi</b>", headers={"Content-Type": "text/html"})
+    etag = put.headers["etag"]
+    modified = (await s3.send("HEAD", "/pockity/c.html")).headers["last-modified"]
+    cases = [
+        ({"If-Match": etag}, 200),
+        ({"If-Match": '"other"'}, 412),
+        ({"If-None-Match": etag}, 304),
+        ({"If-None-Match": '"other", *'}, 304),
+        ({"If-None-Match": '"other"'}, 200),
+        ({"If-Modified-Since": modified}, 304),
+        ({"If-Modified-Since": "Thu, 01 Jan 2015 00:00:00 GMT"}, 200),
+        ({"If-Unmodified-Since": "Thu, 01 Jan 2015 00:00:00 GMT"}, 412),
+        ({"If-Unmodified-Since": modified}, 200),
+        ({"If-Match": etag, "If-Unmodified-Since": "Thu, 01 Jan 2015 00:00:00 GMT"}, 200),  # If-Match wins
+        ({"If-Modified-Since": "not a date"}, 200),  # ignored
+    ]
+    for headers, status in cases:
+        for method in ("GET", "HEAD"):
+            r = await s3.send(method, "/pockity/c.html", headers=headers)
+            assert r.status_code == status, (method, headers, r.status_code)
+            if status == 412 and method == "GET":
+                assert _error(r) == "PreconditionFailed"
+            if status == 304:
+                assert r.content == b"" and r.headers["etag"] == etag
+    got = await s3.send("GET", "/pockity/c.html")
+    assert got.headers["content-security-policy"] == "sandbox"  # an active type never runs as a page here
+    overridden = await s3.send(
+        "GET",
+        "/pockity/c.html?response-content-type=text%2Fplain&response-content-disposition=attachment%3B%20filename%3Dc.txt"
+        "&response-cache-control=no-cache",
+    )
+    assert overridden.status_code == 200, overridden.text
+    assert overridden.headers["content-type"] == "text/plain"
+    assert overridden.headers["content-disposition"] == "attachment; filename=c.txt"
+    assert overridden.headers["cache-control"] == "no-cache"
+    assert "content-security-policy" not in overridden.headers
+    bad = await s3.send("GET", "/pockity/c.html?response-content-type=text%2Fplain%0D%0ASet-Cookie%3A%20x%3D1")
+    assert bad.status_code == 400 and _error(bad) == "InvalidArgument"

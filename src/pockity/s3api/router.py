@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -113,6 +113,7 @@ class S3App:
                 request_id,
             )
         response.headers.setdefault("x-amz-request-id", request_id)
+        response.headers.setdefault("x-content-type-options", "nosniff")
         await response(scope, receive, send)
 
     @staticmethod
@@ -346,18 +347,76 @@ def _object_headers(etag: str, size: int, modified: datetime, content_type: str 
     }
 
 
+def _etag_listed(header: str, etag: str) -> bool:
+    tags = [t.strip().removeprefix("W/").strip('"') for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # an unparseable date is ignored, as RFC 9110 says
+    return at if at.tzinfo is not None else None
+
+
+def _not_modified(call: Call, etag: str, modified: datetime) -> bool:
+    """The conditional headers of a GET or HEAD (RFC 9110 §13.2.2 order): 412 PreconditionFailed, or whether
+    the answer is 304 Not Modified."""
+    headers, seconds = call.s3.headers, modified.astimezone(UTC).replace(microsecond=0)
+    if "if-match" in headers:
+        if not _etag_listed(headers["if-match"], etag):
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold.", 412)
+    elif (since := _http_date(headers.get("if-unmodified-since", ""))) is not None and seconds > since:
+        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold.", 412)
+    if "if-none-match" in headers:
+        return _etag_listed(headers["if-none-match"], etag)
+    since = _http_date(headers.get("if-modified-since", ""))
+    return since is not None and seconds <= since
+
+
+_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+def _overridden(call: Call, headers: dict[str, str]) -> dict[str, str]:
+    """GetObject's `response-*` query parameters (signed with the request, so the key holder chose them)."""
+    for param, header in _OVERRIDES.items():
+        value = call.params.get(param)
+        if value is None:
+            continue
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise S3Error("InvalidArgument", f"{param} may not contain control characters.", 400)
+        headers[header] = value
+    if not media_types.is_passive(media_types.safe(headers.get("Content-Type"))):
+        headers["Content-Security-Policy"] = "sandbox"  # an active type never runs as a page of this origin
+    return headers
+
+
 async def head_object(call: Call) -> Response:
     assert call.key is not None
     obj = await service.get_object_meta(call.state.db, call.principal, call.key)
-    return Response(status_code=200, headers=_object_headers(obj.etag, obj.size, obj.updated_at, obj.content_type))
+    headers = _object_headers(obj.etag, obj.size, obj.updated_at, obj.content_type)
+    if _not_modified(call, obj.etag, obj.updated_at):
+        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+    return Response(status_code=200, headers=headers)
 
 
 async def get_object(call: Call) -> Response:
     assert call.key is not None
     obj = await service.get_object_meta(call.state.db, call.principal, call.key)
+    if _not_modified(call, obj.etag, obj.updated_at):
+        headers = _object_headers(obj.etag, obj.size, obj.updated_at, obj.content_type)
+        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
     byte_range = service.parse_range(call.s3.headers.get("range"), obj.size)
     info, body = await service.open_content(call.state.storage, obj, byte_range)
-    headers = _object_headers(info.etag, info.size, obj.updated_at, obj.content_type)
+    headers = _overridden(call, _object_headers(info.etag, info.size, obj.updated_at, obj.content_type))
     status = 200
     if byte_range is not None:
         start, end = byte_range
