@@ -305,3 +305,18 @@ async def test_conditional_gets_and_response_overrides(s3: S3Client) -> None:
     assert "content-security-policy" not in overridden.headers
     bad = await s3.send("GET", "/pockity/c.html?response-content-type=text%2Fplain%0D%0ASet-Cookie%3A%20x%3D1")
     assert bad.status_code == 400 and _error(bad) == "InvalidArgument"
+
+
+async def test_conditional_writes_are_checked_under_the_names_lock(s3: S3Client, app: FastAPI, user: TestUser) -> None:
+    first = await s3.send("PUT", "/pockity/once.txt", body=b"v1", headers={"If-None-Match": "*"})
+    assert first.status_code == 200, first.text
+    again = await s3.send("PUT", "/pockity/once.txt", body=b"v2", headers={"If-None-Match": "*"})
+    assert again.status_code == 412 and _error(again) == "PreconditionFailed"
+    stale = await s3.send("PUT", "/pockity/once.txt", body=b"v2", headers={"If-Match": '"0123"'})
+    assert stale.status_code == 412 and _error(stale) == "PreconditionFailed"
+    missing = await s3.send("PUT", "/pockity/none.txt", body=b"x", headers={"If-Match": first.headers["etag"]})
+    assert missing.status_code == 412
+    fresh = await s3.send("PUT", "/pockity/once.txt", body=b"v3", headers={"If-Match": first.headers["etag"]})
+    assert fresh.status_code == 200, fresh.text
+    assert (await s3.send("GET", "/pockity/once.txt")).content == b"v3"
+    assert await stored_rows(app, user.id) == {"once.txt": 2}

@@ -25,6 +25,7 @@ _CODES: dict[str, tuple[str, int]] = {
     "file_not_found": ("NoSuchKey", 404),
     "range_not_satisfiable": ("InvalidRange", 416),
     "object_busy": ("OperationAborted", 409),
+    "precondition_failed": ("PreconditionFailed", 412),
     "rate_limited": ("SlowDown", 503),
     "storage_unavailable": ("ServiceUnavailable", 503),
     "service_unavailable": ("ServiceUnavailable", 503),

@@ -491,6 +491,23 @@ def _body(call: Call, declared: int | None) -> AsyncIterator[bytes]:
     return body
 
 
+def _write_condition(call: Call) -> uploads.Precondition | None:
+    """PutObject's conditional writes: `If-None-Match: *` (only if the key is free), `If-Match: <etag>`."""
+    none_match, match = call.s3.headers.get("if-none-match"), call.s3.headers.get("if-match")
+    if none_match is None and match is None:
+        return None
+    if none_match is not None and none_match.strip() != "*":
+        raise S3Error("NotImplemented", "If-None-Match on PutObject supports '*' only.", 501)
+
+    def check(existing: Any) -> None:
+        if none_match is not None and existing is not None:
+            raise uploads.PreconditionFailed("A file of this name exists (If-None-Match: *).")
+        if match is not None and (existing is None or not _etag_listed(match, existing.etag)):
+            raise uploads.PreconditionFailed("The file's ETag is not the one If-Match names.")
+
+    return check
+
+
 async def put_object(call: Call) -> Response:
     assert call.key is not None
     name = service.checked_name(call.principal, call.key, "write")
@@ -505,6 +522,7 @@ async def put_object(call: Call) -> Response:
             declared=declared,
             content_type=call.s3.headers.get("content-type"),
             policy=call.state.upload_policy,
+            precondition=_write_condition(call),
         )
     return Response(status_code=200, headers={"ETag": f'"{obj.etag}"'})
 

@@ -92,6 +92,13 @@ class TooManyUploads(TooManyRequests):
     code, message = "rate_limited", "Too many uploads open at once; retry when one of them has finished."
 
 
+Precondition = Callable[[StorageObject | None], None]
+
+
+class PreconditionFailed(PockityError):
+    status, code, message = 412, "precondition_failed", "The file is not in the state the request required."
+
+
 class NoStorageTier(Forbidden):
     code, message = "no_storage_tier", "You have no storage tier yet; request one with POST /api/tier-requests."
 
@@ -142,11 +149,14 @@ async def begin(
     content_type: str | None = None,
     ttl: timedelta | None = None,
     replaces_in_place: bool = True,
+    precondition: Precondition | None = None,
 ) -> Ticket:
     """Take the name's write lock and reserve quota for `declared` bytes (or for nothing yet).
 
     A replacement reserves only its growth, because the new bytes take the old ones' place — except with
     `replaces_in_place=False` (a staged direct upload: the new bytes sit beside the old file until completed).
+    `precondition` sees the file the name holds (or None) under the lock, so a conditional write (S3's
+    If-None-Match / If-Match) cannot race another upload of the name; raising refuses the upload.
     """
     async with unit_of_work(db) as session:
         limits = await limits_for(session, principal, policy.default_concurrent_uploads)
@@ -170,6 +180,8 @@ async def begin(
             raise ObjectBusy()
         # Read under the lock just taken: the size credited to a replacement cannot change until it is released.
         old = await repo.get_object(session, principal.user_id, name)
+        if precondition is not None:
+            precondition(old)
         user = QuotaScope(
             scope=user_scope(principal.user_id),
             limits=limits.user,
@@ -626,10 +638,11 @@ async def upload(
     declared: int | None,
     content_type: str | None,
     policy: UploadPolicy,
+    precondition: Precondition | None = None,
 ) -> StorageObject:
     """Reserve, stream, settle. On any failure nothing is stored and nothing stays reserved."""
     content_type = checked_content_type(content_type)
-    ticket = await begin(db, principal, name, declared, policy)
+    ticket = await begin(db, principal, name, declared, policy, precondition=precondition)
     body = _WatchedBody(metered(db, ticket, chunks, policy))
     try:
         async with Heartbeat(db, ticket, policy):
