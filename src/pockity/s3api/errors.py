@@ -10,3 +10,19 @@ class S3Error(Exception):
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
         self.extra = extra  # more elements of the error document (e.g. BucketName, Key)
+
+
+def signature_mismatch() -> S3Error:
+    """The signature a request carries is not the one its key's secret gives (any signing scheme)."""
+    return S3Error(
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+        403,
+    )
+
+
+def clock_skewed() -> S3Error:
+    return S3Error(
+        "RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.", 403
+    )

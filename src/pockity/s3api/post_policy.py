@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pockity.s3api import sigv4
-from pockity.s3api.errors import S3Error
+from pockity.s3api.errors import S3Error, signature_mismatch
 
 _UNCHECKED = {"policy", "file", "x-amz-signature", "signature", "awsaccesskeyid"}
 
@@ -90,9 +90,7 @@ def verify(form: Mapping[str, str], secret: str, bucket: str, now: datetime) -> 
     key_id, version = credentials(form)
     fields = _fields(form)
     if not _signature_ok(fields, secret, version):
-        raise S3Error(
-            "SignatureDoesNotMatch", "The request signature we calculated does not match the one you provided.", 403
-        )
+        raise signature_mismatch()
     doc = _document(fields)
     if now > _expiration(doc):
         raise _denied("Policy expired.")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from pockity.s3api.errors import S3Error
+from pockity.s3api.errors import S3Error, clock_skewed, signature_mismatch
 from pockity.s3api.sigv4 import MAX_PRESIGN_SECONDS, MAX_SKEW
 
 # Query parameters that are part of the signed resource (the same list S3 and botocore use).
@@ -102,9 +102,7 @@ def _check_time(signed: SignedV2, headers: Mapping[str, str], now: datetime) -> 
     if at is None or at.tzinfo is None:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header.", 403)
     if abs(now - at.astimezone(UTC)) > MAX_SKEW:
-        raise S3Error(
-            "RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.", 403
-        )
+        raise clock_skewed()
 
 
 def verify(
@@ -121,9 +119,4 @@ def verify(
     to_sign = string_to_sign(method, resource, query, headers, signed)
     expected = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
     if not hmac.compare_digest(expected, signed.signature):
-        raise S3Error(
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided. "
-            "Check your key and signing method.",
-            403,
-        )
+        raise signature_mismatch()

@@ -29,7 +29,7 @@ from enum import Enum
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
-from pockity.s3api.errors import S3Error
+from pockity.s3api.errors import S3Error, clock_skewed, signature_mismatch
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 ECDSA_ALGORITHM = "AWS4-ECDSA-P256-SHA256"
@@ -237,9 +237,7 @@ def _check_time(req: SignedRequest, now: datetime) -> None:
         if now > signed_at + timedelta(seconds=req.expires):
             raise S3Error("AccessDenied", "Request has expired.", 403)
     elif abs(now - signed_at) > MAX_SKEW:
-        raise S3Error(
-            "RequestTimeTooSkewed", "The difference between the request time and the server's time is too large.", 403
-        )
+        raise clock_skewed()
 
 
 def _uri_encode(value: str) -> str:
@@ -300,10 +298,5 @@ def verify(
     key = signing_key(secret, req.day, req.region, req.service)
     expected = hmac.new(key, string_to_sign(req, canonical).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, req.signature):
-        raise S3Error(
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided. "
-            "Check your key and signing method.",
-            403,
-        )
+        raise signature_mismatch()
     return Verified(req, key)
