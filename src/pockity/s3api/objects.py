@@ -1,0 +1,189 @@
+"""Object-level S3 operations: Head, Get, Put, Copy, Delete, DeleteObjects — each calling the storage services
+the REST API uses, so quotas, scopes and the name's lock are the same."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from pockity.kit import media_types
+from pockity.s3api import bodies, xml
+from pockity.s3api.call import Call, decoded, etag_listed, http_date, read_xml_body, xml_response
+from pockity.s3api.errors import S3Error
+from pockity.s3api.errors_map import translate
+from pockity.storage import copies, deletes, service, uploads
+
+
+def _object_headers(etag: str, size: int, modified: datetime, content_type: str | None) -> dict[str, str]:
+    return {
+        "ETag": f'"{etag}"',
+        "Last-Modified": format_datetime(modified.astimezone(UTC), usegmt=True),
+        "Content-Length": str(size),
+        "Content-Type": media_types.safe(content_type) or "binary/octet-stream",
+        "Accept-Ranges": "bytes",
+    }
+
+
+def _not_modified(call: Call, etag: str, modified: datetime) -> bool:
+    """The conditional headers of a GET or HEAD (RFC 9110 §13.2.2 order): 412 PreconditionFailed, or whether
+    the answer is 304 Not Modified."""
+    headers, seconds = call.s3.headers, modified.astimezone(UTC).replace(microsecond=0)
+    if "if-match" in headers:
+        if not etag_listed(headers["if-match"], etag):
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold.", 412)
+    elif (since := http_date(headers.get("if-unmodified-since", ""))) is not None and seconds > since:
+        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold.", 412)
+    if "if-none-match" in headers:
+        return etag_listed(headers["if-none-match"], etag)
+    since = http_date(headers.get("if-modified-since", ""))
+    return since is not None and seconds <= since
+
+
+_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+def _overridden(call: Call, headers: dict[str, str]) -> dict[str, str]:
+    """GetObject's `response-*` query parameters (signed with the request, so the key holder chose them)."""
+    for param, header in _OVERRIDES.items():
+        value = call.params.get(param)
+        if value is None:
+            continue
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise S3Error("InvalidArgument", f"{param} may not contain control characters.", 400)
+        headers[header] = value
+    if not media_types.is_passive(media_types.safe(headers.get("Content-Type"))):
+        headers["Content-Security-Policy"] = "sandbox"  # an active type never runs as a page of this origin
+    return headers
+
+
+async def head_object(call: Call) -> Response:
+    assert call.key is not None
+    obj = await service.get_object_meta(call.state.db, call.principal, call.key)
+    headers = _object_headers(obj.etag, obj.size, obj.updated_at, obj.content_type)
+    if _not_modified(call, obj.etag, obj.updated_at):
+        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+    return Response(status_code=200, headers=headers)
+
+
+async def get_object(call: Call) -> Response:
+    assert call.key is not None
+    obj = await service.get_object_meta(call.state.db, call.principal, call.key)
+    if _not_modified(call, obj.etag, obj.updated_at):
+        headers = _object_headers(obj.etag, obj.size, obj.updated_at, obj.content_type)
+        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+    byte_range = service.parse_range(call.s3.headers.get("range"), obj.size)
+    info, body = await service.open_content(call.state.storage, obj, byte_range)
+    headers = _overridden(call, _object_headers(info.etag, info.size, obj.updated_at, obj.content_type))
+    status = 200
+    if byte_range is not None:
+        start, end = byte_range
+        headers |= {"Content-Range": f"bytes {start}-{end}/{info.size}", "Content-Length": str(end - start + 1)}
+        status = 206
+    return StreamingResponse(body, status_code=status, headers=headers)
+
+
+def _write_condition(call: Call) -> uploads.Precondition | None:
+    """PutObject's conditional writes: `If-None-Match: *` (only if the key is free), `If-Match: <etag>`."""
+    none_match, match = call.s3.headers.get("if-none-match"), call.s3.headers.get("if-match")
+    if none_match is None and match is None:
+        return None
+    if none_match is not None and none_match.strip() != "*":
+        raise S3Error("NotImplemented", "If-None-Match on PutObject supports '*' only.", 501)
+
+    def check(existing: Any) -> None:
+        if none_match is not None and existing is not None:
+            raise uploads.PreconditionFailed("A file of this name exists (If-None-Match: *).")
+        if match is not None and (existing is None or not etag_listed(match, existing.etag)):
+            raise uploads.PreconditionFailed("The file's ETag is not the one If-Match names.")
+
+    return check
+
+
+async def put_object(call: Call) -> Response:
+    assert call.key is not None
+    name = service.checked_name(call.principal, call.key, "write")
+    declared = bodies.declared_length(call)
+    async with call.state.upload_slots:
+        obj = await uploads.upload(
+            call.state.db,
+            call.state.storage,
+            call.principal,
+            name,
+            bodies.verified_body(call, declared),
+            declared=declared,
+            content_type=call.s3.headers.get("content-type"),
+            policy=call.state.upload_policy,
+            precondition=_write_condition(call),
+        )
+    return Response(status_code=200, headers={"ETag": f'"{obj.etag}"'})
+
+
+def _copy_source(call: Call) -> str:
+    """The source key of `x-amz-copy-source` (`[/]bucket/key[?versionId=null]`, percent-encoded)."""
+    raw = call.s3.headers["x-amz-copy-source"]
+    path, _, version = raw.partition("?")
+    if version and version != "versionId=null":
+        raise S3Error("InvalidArgument", "Pockity keeps one version of each object (versionId=null).", 400)
+    bucket, slash, key = decoded(path).lstrip("/").partition("/")
+    if not slash or not key:
+        raise S3Error("InvalidArgument", "x-amz-copy-source must be bucket/key.", 400)
+    if bucket != call.state.settings.s3_api_bucket:
+        raise S3Error("AccessDenied", "You can only copy from your own bucket.", 403)
+    return key
+
+
+async def copy_object(call: Call) -> Response:
+    assert call.key is not None
+    source = _copy_source(call)
+    directive = call.s3.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "x-amz-metadata-directive must be COPY or REPLACE.", 400)
+    if source == call.key and directive == "COPY":
+        raise S3Error(
+            "InvalidRequest",
+            "This copy request is illegal because it is trying to copy an object to itself without changing "
+            "the object's metadata.",
+            400,
+        )
+    async with call.state.upload_slots:
+        obj = await copies.copy_object(
+            call.state.db,
+            call.state.storage,
+            call.principal,
+            source,
+            call.key,
+            content_type=call.s3.headers.get("content-type"),
+            keep_content_type=directive == "COPY",
+            policy=call.state.upload_policy,
+        )
+    return xml_response(xml.copy_result(obj.etag, obj.updated_at or datetime.now(UTC)))
+
+
+async def delete_object(call: Call) -> Response:
+    assert call.key is not None
+    results = await deletes.delete_objects(call.state.db, call.state.storage, call.principal, [call.key])
+    error = results[call.key]
+    if error is not None and error.code != "file_not_found":  # S3: deleting a missing key succeeds
+        raise error
+    return Response(status_code=204)
+
+
+async def delete_objects(call: Call) -> Response:
+    keys, quiet = xml.parse_delete(await read_xml_body(call))
+    results = await deletes.delete_objects(call.state.db, call.state.storage, call.principal, keys)
+    outcomes = []
+    for key in keys:
+        error = results.get(key)
+        gone = error is None or error.code == "file_not_found"
+        outcomes.append(xml.DeleteOutcome(key, None if gone else translate(error)))  # type: ignore[arg-type]
+    return xml_response(xml.delete_result(outcomes, quiet))
