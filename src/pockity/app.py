@@ -42,7 +42,7 @@ from pockity.ratelimit.limiter import CounterStore, Rate, RequestLimiter
 from pockity.ratelimit.repository import DatabaseCounters
 from pockity.s3api.router import S3App
 from pockity.security_headers import SecurityHeadersMiddleware
-from pockity.storage import reconcile
+from pockity.storage import parts, reconcile
 from pockity.storage import tasks as storage_tasks
 from pockity.storage.backends import SignedEndpoints, StorageBackend, StorageUnavailable
 from pockity.storage.backends.local import LocalBackend
@@ -202,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_activity = ActivityTracker()
     app.state.storage = build_backend(settings)
     app.state.upload_policy = _upload_policy(settings)
+    app.state.parts_policy = parts.Policy(app.state.upload_policy, timedelta(hours=settings.stale_upload_hours))
     app.state.upload_slots = anyio.Semaphore(settings.max_concurrent_uploads)
     app.state.limiter = None  # built with the database, in the lifespan (None: RATE_LIMIT_ENABLED=false)
     app.state.default_rate = Rate(settings.rate_limit_requests_per_second, settings.rate_limit_burst)

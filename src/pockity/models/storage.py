@@ -26,6 +26,10 @@ class StorageObject(Base):
     etag: Mapped[str] = mapped_column(String(128), nullable=False)
     content_type: Mapped[str | None] = mapped_column(String(255))
     api_key_id: Mapped[str | None] = mapped_column(String(26))  # the key that wrote it (None: JWT)
+    # Response headers stored with the object by an S3 client (x-amz-meta-*, Cache-Control, ...): s3api/metadata.py.
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    # A multipart object's parts as runs of [size, count] (S3's GetObject ?partNumber); None: one part.
+    part_sizes: Mapped[list[list[int]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
@@ -59,6 +63,7 @@ class Reservation(Base):
         UniqueConstraint("user_id", "name", name="uq_storage_reservations_user_id_name"),
         Index("ix_storage_reservations_expires_at", "expires_at"),
         Index("ix_storage_reservations_backend_upload_id", "backend_upload_id"),
+        Index("ix_storage_reservations_user_id_target", "user_id", "target"),
     )
 
     id: Mapped[str] = id_column()
@@ -73,11 +78,15 @@ class Reservation(Base):
     uploads: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     # "stream": bytes through Pockity; "direct": a presigned upload straight to storage, open; "closing": a
     # direct upload being completed (by its client, an event or the expiry job; only one of them claims it);
-    # "hold": see above; "lock": a delete or a repair.
+    # "hold": see above; "lock": a delete or a repair; "parts": an S3 multipart upload in progress, holding
+    # the bytes of its parts (storage/parts.py). It names no file (several uploads of one key may run at
+    # once, as in S3), so the file it will complete to is `target`.
     kind: Mapped[str] = mapped_column(String(8), nullable=False, default="stream")
     declared_size: Mapped[int | None] = mapped_column(BigInteger)
     content_type: Mapped[str | None] = mapped_column(String(255))
     backend_upload_id: Mapped[str | None] = mapped_column(String(1024))  # a direct multipart upload's id
+    target: Mapped[str | None] = mapped_column(NameType)  # kind "parts": the file it completes to
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSON)  # kind "parts": the file's stored headers
     # A stream upload of a name that had no file: if this reservation is left (its upload never got its 2xx),
     # whatever landed under the file's key was never acknowledged, so the expiry job deletes it, not adopts it.
     discard: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())

@@ -30,6 +30,15 @@ _CODES: dict[str, tuple[str, int]] = {
     "storage_unavailable": ("ServiceUnavailable", 503),
     "service_unavailable": ("ServiceUnavailable", 503),
     "upload_expired": ("ServiceUnavailable", 503),
+    "no_such_upload": ("NoSuchUpload", 404),
+    "invalid_part": ("InvalidPart", 400),
+    "invalid_parts": ("InvalidPart", 400),
+    "invalid_part_order": ("InvalidPartOrder", 400),
+    "entity_too_small": ("EntityTooSmall", 400),
+    "invalid_part_number": ("InvalidArgument", 400),
+    "upload_of_another_key": ("AccessDenied", 403),
+    "length_mismatch": ("IncompleteBody", 400),
+    "too_many_parts": ("InvalidArgument", 400),
 }
 
 

@@ -10,21 +10,56 @@ from typing import Any
 from starlette.responses import Response, StreamingResponse
 
 from pockity.kit import media_types
-from pockity.s3api import bodies, xml
+from pockity.s3api import bodies, metadata, xml
 from pockity.s3api.call import Call, decoded, etag_listed, http_date, read_xml_body, xml_response
 from pockity.s3api.errors import S3Error
 from pockity.s3api.errors_map import translate
-from pockity.storage import copies, deletes, service, uploads
+from pockity.storage import copies, deletes, parts, service, uploads
 
 
-def _object_headers(etag: str, size: int, modified: datetime, content_type: str | None) -> dict[str, str]:
-    return {
-        "ETag": f'"{etag}"',
-        "Last-Modified": format_datetime(modified.astimezone(UTC), usegmt=True),
-        "Content-Length": str(size),
-        "Content-Type": media_types.safe(content_type) or "binary/octet-stream",
+def _object_headers(obj: service.ObjectMeta, etag: str | None = None) -> dict[str, str]:
+    """What GET and HEAD answer about a file: its entity headers, then the headers stored with it."""
+    headers = {
+        "ETag": f'"{etag or obj.etag}"',
+        "Last-Modified": format_datetime(obj.updated_at.astimezone(UTC), usegmt=True),
+        "Content-Length": str(obj.size),
+        "Content-Type": media_types.safe(obj.content_type) or "binary/octet-stream",
         "Accept-Ranges": "bytes",
     }
+    if obj.headers:
+        headers |= obj.headers
+    return headers
+
+
+def _not_modified_answer(headers: dict[str, str]) -> Response:
+    return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+
+
+def _part_range(call: Call, obj: service.ObjectMeta, headers: dict[str, str]) -> tuple[int, int] | None:
+    """GET/HEAD `?partNumber=N`: that part's byte range (a multipart object's layout is stored with it; any
+    other object is one part), with `x-amz-mp-parts-count`; None when the whole object is the answer."""
+    raw = call.params.get("partNumber")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= parts.MAX_PART_NUMBER:
+        raise S3Error("InvalidArgument", f"partNumber must be between 1 and {parts.MAX_PART_NUMBER}.", 400)
+    if "range" in call.s3.headers:
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter.", 400)
+    number = int(raw)
+    if not obj.part_sizes:
+        if number != 1:
+            raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable.", 416)
+        return None
+    found = parts.part_range(obj.part_sizes, number)
+    if found is None:
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable.", 416)
+    headers["x-amz-mp-parts-count"] = str(parts.parts_count(obj.part_sizes))
+    return found
+
+
+def _ranged(headers: dict[str, str], byte_range: tuple[int, int], size: int) -> None:
+    start, end = byte_range
+    headers |= {"Content-Range": f"bytes {start}-{end}/{size}", "Content-Length": str(end - start + 1)}
 
 
 def _not_modified(call: Call, etag: str, modified: datetime) -> bool:
@@ -67,32 +102,32 @@ def _overridden(call: Call, headers: dict[str, str]) -> dict[str, str]:
 
 
 async def head_object(call: Call) -> Response:
-    assert call.key is not None
-    obj = await service.get_object_meta(call.state.db, call.principal, call.key)
-    headers = _object_headers(obj.etag, obj.size, obj.updated_at, obj.content_type)
+    obj = await service.get_object_meta(call.state.db, call.principal, call.object_key)
+    headers = _object_headers(obj)
     if _not_modified(call, obj.etag, obj.updated_at):
-        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+        return _not_modified_answer(headers)
+    part = _part_range(call, obj, headers)
+    if part is not None:
+        _ranged(headers, part, obj.size)
+        return Response(status_code=206, headers=headers)
     return Response(status_code=200, headers=headers)
 
 
 async def get_object(call: Call) -> Response:
-    assert call.key is not None
-    obj = await service.get_object_meta(call.state.db, call.principal, call.key)
+    obj = await service.get_object_meta(call.state.db, call.principal, call.object_key)
+    headers = _object_headers(obj)
     if _not_modified(call, obj.etag, obj.updated_at):
-        headers = _object_headers(obj.etag, obj.size, obj.updated_at, obj.content_type)
-        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
-    byte_range = service.parse_range(call.s3.headers.get("range"), obj.size)
+        return _not_modified_answer(headers)
+    byte_range = _part_range(call, obj, headers) or service.parse_range(call.s3.headers.get("range"), obj.size)
     info, body = await service.open_content(call.state.storage, obj, byte_range)
-    headers = _overridden(call, _object_headers(info.etag, info.size, obj.updated_at, obj.content_type))
-    status = 200
-    if byte_range is not None:
-        start, end = byte_range
-        headers |= {"Content-Range": f"bytes {start}-{end}/{info.size}", "Content-Length": str(end - start + 1)}
-        status = 206
-    return StreamingResponse(body, status_code=status, headers=headers)
+    headers = _overridden(call, headers | {"ETag": f'"{info.etag}"'})
+    if byte_range is None:
+        return StreamingResponse(body, status_code=200, headers=headers)
+    _ranged(headers, byte_range, info.size)
+    return StreamingResponse(body, status_code=206, headers=headers)
 
 
-def _write_condition(call: Call) -> uploads.Precondition | None:
+def write_condition(call: Call) -> uploads.Precondition | None:
     """PutObject's conditional writes: `If-None-Match: *` (only if the key is free), `If-Match: <etag>`."""
     none_match, match = call.s3.headers.get("if-none-match"), call.s3.headers.get("if-match")
     if none_match is None and match is None:
@@ -123,12 +158,13 @@ async def put_object(call: Call) -> Response:
             declared=declared,
             content_type=call.s3.headers.get("content-type"),
             policy=call.state.upload_policy,
-            precondition=_write_condition(call),
+            precondition=write_condition(call),
+            headers=metadata.from_request(call.s3.headers),
         )
     return Response(status_code=200, headers={"ETag": f'"{obj.etag}"'})
 
 
-def _copy_source(call: Call) -> str:
+def copy_source(call: Call) -> str:
     """The source key of `x-amz-copy-source` (`[/]bucket/key[?versionId=null]`, percent-encoded)."""
     raw = call.s3.headers["x-amz-copy-source"]
     path, _, version = raw.partition("?")
@@ -142,9 +178,44 @@ def _copy_source(call: Call) -> str:
     return key
 
 
+_SOURCE_CONDITIONS = (
+    "x-amz-copy-source-if-match",
+    "x-amz-copy-source-if-none-match",
+    "x-amz-copy-source-if-modified-since",
+    "x-amz-copy-source-if-unmodified-since",
+)
+
+
+def source_condition(call: Call) -> copies.SourceCheck | None:
+    """CopyObject's and UploadPartCopy's `x-amz-copy-source-if-*`, checked against the source: 412 when one
+    fails. As in S3, a matching If-Match wins over If-Unmodified-Since, and a failing If-None-Match over
+    If-Modified-Since."""
+    headers = call.s3.headers
+    if not any(name in headers for name in _SOURCE_CONDITIONS):
+        return None
+    match, none_match = headers.get(_SOURCE_CONDITIONS[0]), headers.get(_SOURCE_CONDITIONS[1])
+    modified_since = http_date(headers.get(_SOURCE_CONDITIONS[2], ""))
+    unmodified_since = http_date(headers.get(_SOURCE_CONDITIONS[3], ""))
+
+    def check(source: service.ObjectMeta) -> None:
+        seconds = source.updated_at.astimezone(UTC).replace(microsecond=0)
+        if match is not None:
+            if not etag_listed(match, source.etag):
+                raise uploads.PreconditionFailed("The copy source's ETag is not the one named.")
+        elif unmodified_since is not None and seconds > unmodified_since:
+            raise uploads.PreconditionFailed("The copy source was modified since the date named.")
+        if none_match is not None:
+            if etag_listed(none_match, source.etag):
+                raise uploads.PreconditionFailed("The copy source's ETag is one If-None-Match names.")
+        elif modified_since is not None and seconds <= modified_since:
+            raise uploads.PreconditionFailed("The copy source was not modified since the date named.")
+
+    return check
+
+
 async def copy_object(call: Call) -> Response:
     assert call.key is not None
-    source = _copy_source(call)
+    source = copy_source(call)
     directive = call.s3.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "x-amz-metadata-directive must be COPY or REPLACE.", 400)
@@ -163,8 +234,10 @@ async def copy_object(call: Call) -> Response:
             source,
             call.key,
             content_type=call.s3.headers.get("content-type"),
-            keep_content_type=directive == "COPY",
+            headers=metadata.from_request(call.s3.headers) if directive == "REPLACE" else None,
+            keep_metadata=directive == "COPY",
             policy=call.state.upload_policy,
+            source_check=source_condition(call),
         )
     return xml_response(xml.copy_result(obj.etag, obj.updated_at or datetime.now(UTC)))
 

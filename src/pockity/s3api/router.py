@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from pockity.errors import PockityError
 from pockity.ratelimit import checks
-from pockity.s3api import buckets, objects, xml
+from pockity.s3api import buckets, multipart, objects, xml
 from pockity.s3api.auth import S3Request, authenticate
 from pockity.s3api.call import Call, decoded
 from pockity.s3api.errors import S3Error
@@ -190,6 +190,8 @@ def _route(call: Call) -> Handler:
                 return buckets.get_location
             if "acl" in params:
                 return buckets.get_acl
+            if "uploads" in params:
+                return multipart.list_multipart_uploads
             return buckets.list_objects
         if method == "POST" and "delete" in params:
             return objects.delete_objects
@@ -198,8 +200,19 @@ def _route(call: Call) -> Handler:
     else:
         if "acl" in params and method == "GET":
             return buckets.get_acl
-        if "uploadId" in params or "uploads" in params:
-            raise S3Error("NotImplemented", "Multipart uploads are not supported yet.", 501)
+        if "uploads" in params and method == "POST":
+            return multipart.create_multipart_upload
+        if "uploadId" in params:
+            if method == "PUT" and "partNumber" in params:
+                copying = "x-amz-copy-source" in call.s3.headers
+                return multipart.upload_part_copy if copying else multipart.upload_part
+            uploads_table: dict[str, Handler] = {
+                "POST": multipart.complete_multipart_upload,
+                "DELETE": multipart.abort_multipart_upload,
+                "GET": multipart.list_parts,
+            }
+            if method in uploads_table:
+                return uploads_table[method]
         if method == "PUT" and "x-amz-copy-source" in call.s3.headers:
             return objects.copy_object
         table = {

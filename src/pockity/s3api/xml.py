@@ -209,6 +209,125 @@ def delete_result(outcomes: Iterable[DeleteOutcome], quiet: bool) -> bytes:
     return document(root)
 
 
+# --- multipart uploads -------------------------------------------------------------------------------------
+
+
+def initiate_multipart(bucket: str, key: str, upload_id: str) -> bytes:
+    root = _root("InitiateMultipartUploadResult")
+    _add(root, "Bucket", bucket)
+    _add(root, "Key", key)
+    _add(root, "UploadId", upload_id)
+    return document(root)
+
+
+def complete_multipart(location: str, bucket: str, key: str, etag: str) -> bytes:
+    root = _root("CompleteMultipartUploadResult")
+    _add(root, "Location", location)
+    _add(root, "Bucket", bucket)
+    _add(root, "Key", key)
+    _add(root, "ETag", f'"{etag}"')
+    return document(root)
+
+
+def copy_part_result(etag: str, last_modified: datetime) -> bytes:
+    root = _root("CopyPartResult")
+    _add(root, "LastModified", timestamp(last_modified))
+    _add(root, "ETag", f'"{etag}"')
+    return document(root)
+
+
+@dataclass(frozen=True)
+class PartEntry:
+    number: int
+    last_modified: datetime
+    etag: str
+    size: int
+
+
+def list_parts(
+    bucket: str,
+    key: str,
+    upload_id: str,
+    owner: Owner,
+    *,
+    marker: int,
+    next_marker: int | None,
+    max_parts: int,
+    parts: Iterable[PartEntry],
+) -> bytes:
+    root = _root("ListPartsResult")
+    _add(root, "Bucket", bucket)
+    _add(root, "Key", key)
+    _add(root, "UploadId", upload_id)
+    _owner(root, owner, "Initiator")
+    _owner(root, owner)
+    _add(root, "StorageClass", "STANDARD")
+    _add(root, "PartNumberMarker", marker)
+    if next_marker is not None:
+        _add(root, "NextPartNumberMarker", next_marker)
+    _add(root, "MaxParts", max_parts)
+    _add(root, "IsTruncated", next_marker is not None)
+    for part in parts:
+        item = SubElement(root, "Part")
+        _add(item, "PartNumber", part.number)
+        _add(item, "LastModified", timestamp(part.last_modified))
+        _add(item, "ETag", f'"{part.etag}"')
+        _add(item, "Size", part.size)
+    return document(root)
+
+
+@dataclass(frozen=True)
+class UploadEntry:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass(frozen=True)
+class UploadListing:
+    bucket: str
+    prefix: str
+    delimiter: str | None
+    key_marker: str
+    upload_id_marker: str
+    max_uploads: int
+    uploads: list[UploadEntry]
+    common_prefixes: list[str]
+    next_markers: tuple[str, str] | None  # (key, upload id) to go on from; None: the listing is complete
+    url_encoded: bool
+
+
+def list_multipart_uploads(listing: UploadListing, owner: Owner) -> bytes:
+    def encoded(value: str) -> str:
+        return quote_plus(value, safe="/") if listing.url_encoded else value
+
+    root = _root("ListMultipartUploadsResult")
+    _add(root, "Bucket", listing.bucket)
+    _add(root, "KeyMarker", encoded(listing.key_marker))
+    _add(root, "UploadIdMarker", listing.upload_id_marker)
+    if listing.next_markers is not None:
+        _add(root, "NextKeyMarker", encoded(listing.next_markers[0]))
+        _add(root, "NextUploadIdMarker", listing.next_markers[1])
+    _add(root, "Prefix", encoded(listing.prefix))
+    if listing.delimiter is not None:
+        _add(root, "Delimiter", encoded(listing.delimiter))
+    _add(root, "MaxUploads", listing.max_uploads)
+    if listing.url_encoded:
+        _add(root, "EncodingType", "url")
+    _add(root, "IsTruncated", listing.next_markers is not None)
+    for upload in listing.uploads:
+        item = SubElement(root, "Upload")
+        _add(item, "Key", encoded(upload.key))
+        _add(item, "UploadId", upload.upload_id)
+        _owner(item, owner, "Initiator")
+        _owner(item, owner)
+        _add(item, "StorageClass", "STANDARD")
+        _add(item, "Initiated", timestamp(upload.initiated))
+    for prefix in listing.common_prefixes:
+        _add(SubElement(root, "CommonPrefixes"), "Prefix", encoded(prefix))
+    return document(root)
+
+
 def _forbid_dtd(*_: object) -> None:
     raise S3Error("MalformedXML", "The XML you provided may not have a DOCTYPE.", 400)
 

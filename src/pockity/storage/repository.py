@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, func, literal, or_, select, update
+from sqlalchemy import Row, Select, and_, bindparam, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from pockity.db import dialect_insert
@@ -310,8 +310,8 @@ async def get_object(
     return (await session.scalars(stmt)).first()
 
 
-# user_id, name, size, etag, content_type, updated_at
-ObjectMetaRow = Row[str, str, int, str, str | None, datetime]
+# user_id, name, size, etag, content_type, updated_at, headers, part_sizes
+ObjectMetaRow = Row[str, str, int, str, str | None, datetime, dict[str, str] | None, list[list[int]] | None]
 _OBJECT_META = (
     select(
         StorageObject.user_id,
@@ -320,6 +320,8 @@ _OBJECT_META = (
         StorageObject.etag,
         StorageObject.content_type,
         StorageObject.updated_at,
+        StorageObject.headers,
+        StorageObject.part_sizes,
     )
     .where(StorageObject.user_id == bindparam("user_id"))
     .where(StorageObject.name == bindparam("name"))
@@ -346,6 +348,8 @@ async def insert_object(
     etag: str,
     content_type: str | None,
     api_key_id: str | None,
+    headers: dict[str, str] | None = None,
+    part_sizes: list[list[int]] | None = None,
 ) -> StorageObject | None:
     """Insert the name's row unless it has one (None then): `INSERT ... ON CONFLICT DO NOTHING RETURNING` the row.
 
@@ -354,7 +358,16 @@ async def insert_object(
     """
     stmt = (
         dialect_insert(session)(StorageObject)
-        .values(user_id=user_id, name=name, size=size, etag=etag, content_type=content_type, api_key_id=api_key_id)
+        .values(
+            user_id=user_id,
+            name=name,
+            size=size,
+            etag=etag,
+            content_type=content_type,
+            api_key_id=api_key_id,
+            headers=headers,
+            part_sizes=part_sizes,
+        )
         .on_conflict_do_nothing(index_elements=["user_id", "name"])
         .returning(StorageObject)
     )
@@ -588,3 +601,82 @@ async def set_event_outcome(session: AsyncSession, event_id: str, outcome: str) 
         .values(outcome=outcome)
         .execution_options(synchronize_session=False)
     )
+
+
+# --- S3 multipart uploads (reservations of kind "parts") -------------------------------------------------
+
+
+async def insert_parts_upload(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    target: str,
+    api_key_id: str | None,
+    backend_upload_id: str,
+    content_type: str | None,
+    headers: dict[str, str] | None,
+    expires_at: datetime,
+) -> str:
+    """A multipart upload in progress: a reservation holding nothing yet, naming no file (it locks nothing)."""
+    row = Reservation(
+        user_id=user_id,
+        name=None,
+        target=target,
+        api_key_id=api_key_id,
+        kind="parts",
+        backend_upload_id=backend_upload_id,
+        content_type=content_type,
+        headers=headers,
+        expires_at=expires_at,
+    )
+    session.add(row)
+    await session.flush()
+    return row.id
+
+
+async def get_parts_upload(session: AsyncSession, user_id: str, upload_id: str) -> Reservation | None:
+    """One of the user's multipart uploads (another user's id is indistinguishable from a missing one)."""
+    r = Reservation
+    stmt = select(r).where(r.id == upload_id, r.user_id == user_id, r.kind == "parts")
+    return (await session.scalars(stmt)).first()
+
+
+async def add_part_bytes(
+    session: AsyncSession, upload_id: str, *, nbytes: int, key_bytes: int, expires_at: datetime | None = None
+) -> bool:
+    """Add (or, negative, give back) bytes held for a part, if the upload is still open (one UPDATE; False:
+    it was completed or aborted meanwhile, and whoever took it released what it held)."""
+    r = Reservation
+    values: dict[str, Any] = {"bytes": r.bytes + nbytes, "key_bytes": r.key_bytes + key_bytes}
+    if expires_at is not None:
+        values["expires_at"] = expires_at
+    stmt = (
+        update(r)
+        .where(r.id == upload_id, r.kind == "parts")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def list_parts_uploads(
+    session: AsyncSession, user_id: str, *, prefix: str, after: tuple[str, str] | None, limit: int
+) -> Sequence[Reservation]:
+    """The user's multipart uploads under `prefix`, by (target, id) — key order, then initiation (ids are ULIDs)
+    — starting after `after`."""
+    r = Reservation
+    stmt = select(r).where(r.user_id == user_id, r.kind == "parts")
+    if prefix:
+        stmt = stmt.where(r.target >= prefix)
+        end = prefix_end(prefix)
+        if end is not None:
+            stmt = stmt.where(r.target < end)
+    if after is not None:
+        stmt = stmt.where(or_(r.target > after[0], and_(r.target == after[0], r.id > after[1])))
+    return (await session.scalars(stmt.order_by(r.target, r.id).limit(limit))).all()
+
+
+async def tracked_backend_uploads(session: AsyncSession) -> set[str]:
+    """The backend upload ids of every multipart upload Pockity still tracks (the stale-upload job keeps them)."""
+    stmt = select(Reservation.backend_upload_id).where(Reservation.backend_upload_id.is_not(None))
+    return {row for row in (await session.scalars(stmt)).all() if row is not None}

@@ -57,7 +57,7 @@ def checked_name(principal: Principal, name: str, scope: str) -> str:
 # --- listing ------------------------------------------------------------------------------------------
 
 
-def _listing_prefix(principal: Principal, prefix: str) -> str:
+def listing_prefix(principal: Principal, prefix: str) -> str:
     """An API key limited to a folder lists inside it: a broader prefix is narrowed, another is refused."""
     key = principal.key
     authorize(principal, "list", key.prefix if key and key.prefix else prefix)
@@ -108,7 +108,7 @@ async def list_objects(
         raise ValidationFailed("Only '/' is supported as a delimiter.", code="invalid_delimiter")
     if prefix and (prefix.startswith("/") or "\\" in prefix or len(prefix.encode()) > 1024):
         raise InvalidKey("The prefix is not valid.")
-    prefix = _listing_prefix(principal, prefix)
+    prefix = listing_prefix(principal, prefix)
     last = _decode_cursor(cursor)
     if last is None and after:  # S3's start-after / marker: any name, not necessarily under the prefix
         if after < prefix:

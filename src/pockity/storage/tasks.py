@@ -10,7 +10,7 @@ from pockity.db import unit_of_work
 from pockity.kit.jobs import Job, JobContext
 from pockity.kit.time import utcnow
 from pockity.models import ReconciliationReport
-from pockity.storage import direct, reconcile
+from pockity.storage import direct, parts, reconcile
 from pockity.storage import repository as repo
 from pockity.storage.keys import physical_key
 from pockity.storage.service import reconcile_name
@@ -27,6 +27,9 @@ async def release_expired_reservations(ctx: JobContext) -> int:
     async with ctx.db.sessions() as session:
         expired = await repo.expired_reservations(session, utcnow(), _BATCH)
     for candidate in expired:
+        if candidate.kind == "parts":
+            released += await parts.expire(ctx.db, ctx.storage, candidate)
+            continue
         if candidate.kind in ("direct", "closing", "hold"):
             outcome = await direct.expire(ctx.db, ctx.storage, candidate)
             released += outcome is not None
@@ -59,7 +62,9 @@ async def release_expired_reservations(ctx: JobContext) -> int:
 async def abort_stale_uploads(ctx: JobContext) -> int:
     """Drop multipart uploads (or temp files) that a crash or an unreachable S3 left unfinished."""
     hours = ctx.settings.stale_upload_hours
-    aborted = await ctx.storage.abort_stale_uploads(timedelta(hours=hours), prefix="users/")
+    async with ctx.db.sessions() as session:
+        tracked = await repo.tracked_backend_uploads(session)  # S3 API uploads in progress, direct uploads
+    aborted = await ctx.storage.abort_stale_uploads(timedelta(hours=hours), prefix="users/", keep=tracked)
     if aborted:
         log.info("aborted %d unfinished upload(s) older than %s h", aborted, hours)
     return aborted

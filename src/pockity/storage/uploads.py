@@ -164,7 +164,7 @@ async def begin(
             raise NoStorageTier()
         max_size = min(policy.server_max_bytes, limits.max_object_size)
         if declared is not None and declared > max_size:
-            raise _too_large(max_size)
+            raise too_large(max_size)
         key_id = principal.key.id if principal.key else None
         reservation_id = await repo.insert_reservation(
             session,
@@ -201,7 +201,7 @@ async def begin(
             if scope is None:
                 continue
             # Every upload takes an upload slot, in the same statement as its bytes and its object.
-            await _reserve(session, scope, scope.needed(declared or 0), objects=int(scope.new_object), uploads=1)
+            await reserve(session, scope, scope.needed(declared or 0), objects=int(scope.new_object), uploads=1)
         discard = kind == "stream" and old is None
         await repo.hold(
             session,
@@ -215,9 +215,9 @@ async def begin(
     return Ticket(reservation_id, principal.user_id, name, key_id, user, key, max_size, declared, discard)
 
 
-async def _reserve(
-    session: AsyncSession, scope: QuotaScope, nbytes: int, *, objects: int = 0, uploads: int = 0
-) -> None:
+async def reserve(session: AsyncSession, scope: QuotaScope, nbytes: int, *, objects: int = 0, uploads: int = 0) -> None:
+    """Hold `nbytes`, `objects` and `uploads` of the scope in one conditional UPDATE, or raise the error naming
+    the limit that would be passed and what remains of it."""
     ok = await repo.try_reserve(
         session,
         scope.scope,
@@ -271,7 +271,7 @@ async def _reserve(
     )
 
 
-def _too_large(max_size: int) -> FileTooLarge:
+def too_large(max_size: int) -> FileTooLarge:
     return FileTooLarge(f"Files may be at most {max_size} bytes.", details={"maxObjectSizeBytes": max_size})
 
 
@@ -287,11 +287,11 @@ async def grow(db: Database, ticket: Ticket, total: int, policy: UploadPolicy) -
             if missing > 0:
                 ahead = min(max(missing, policy.reserve_step), max(missing, ticket.max_size - total))
                 try:
-                    await _reserve(session, scope, ahead)
+                    await reserve(session, scope, ahead)
                 except (StorageQuotaExceeded, ObjectQuotaExceeded):
                     if ahead == missing:
                         raise
-                    await _reserve(session, scope, missing)  # near the limit: exactly what this chunk needs
+                    await reserve(session, scope, missing)  # near the limit: exactly what this chunk needs
             added[scope.scope] = scope.reserved - before
         await repo.grow_reservation(
             session,
@@ -310,7 +310,7 @@ async def metered(
     async for chunk in chunks:
         seen += len(chunk)
         if seen > ticket.max_size:
-            raise _too_large(ticket.max_size)
+            raise too_large(ticket.max_size)
         if ticket.declared is not None and seen > ticket.declared:
             raise BadRequest("The body is longer than its Content-Length.", code="length_mismatch")
         covered = min(s.reserved + s.credit for s in (ticket.user, ticket.key) if s is not None)
@@ -365,9 +365,18 @@ class Heartbeat:
 
 
 async def finish(
-    db: Database, backend: StorageBackend, ticket: Ticket, info: ObjectInfo, content_type: str | None
+    db: Database,
+    backend: StorageBackend,
+    ticket: Ticket,
+    info: ObjectInfo,
+    content_type: str | None,
+    *,
+    headers: dict[str, str] | None = None,
+    part_sizes: list[list[int]] | None = None,
+    release_also: str | None = None,
 ) -> StorageObject:
-    """Record the stored object and turn the reservation into usage (one unit of work)."""
+    """Record the stored object and turn the reservation into usage (one unit of work); `release_also` names
+    another reservation given back in the same unit of work (a multipart upload's parts)."""
     async with unit_of_work(db) as session:
         held = await repo.take_reservation(session, ticket.reservation_id)
         if held is None:
@@ -376,6 +385,8 @@ async def finish(
             # before these bytes landed. Recording them now could count a file S3 no longer has.
             await _drop_orphan(db, backend, ticket)
             raise UploadExpired()
+        if release_also is not None and (other := await repo.take_reservation(session, release_also)) is not None:
+            await repo.release(session, other)
         return await settle(
             session,
             held,
@@ -385,6 +396,8 @@ async def finish(
             info,
             content_type,
             expect_new=ticket.user.new_object,
+            headers=headers,
+            part_sizes=part_sizes,
         )
 
 
@@ -398,6 +411,8 @@ async def settle(
     content_type: str | None,
     *,
     expect_new: bool = False,
+    headers: dict[str, str] | None = None,
+    part_sizes: list[list[int]] | None = None,
 ) -> StorageObject:
     """Record the object as stored and give back what its reservation held (None: already released)."""
     return await record_object(
@@ -410,6 +425,8 @@ async def settle(
         writer_key_id=key_id,
         release=held,
         expect_new=expect_new,
+        headers=headers,
+        part_sizes=part_sizes,
     )
 
 
@@ -424,9 +441,12 @@ async def record_object(
     writer_key_id: str | None,
     release: Reservation | None = None,
     expect_new: bool = False,
+    headers: dict[str, str] | None = None,
+    part_sizes: list[list[int]] | None = None,
 ) -> StorageObject:
     """Create or replace the object row and move usage between scopes by the size difference; with `release`,
-    also give back what that (already taken) reservation held, in the same counter UPDATEs.
+    also give back what that (already taken) reservation held, in the same counter UPDATEs. A replacement
+    takes the new `headers` and `part_sizes` (None: none), as an S3 PUT replaces an object's metadata.
 
     `expect_new` (the name had no row when its upload began) tries the INSERT first: it succeeds only if there
     is still no row, which is what the locking read would have found, so the read is saved; on a conflict
@@ -443,6 +463,8 @@ async def record_object(
             etag=etag,
             content_type=content_type,
             api_key_id=writer_key_id,
+            headers=headers,
+            part_sizes=part_sizes,
         )
         if obj is not None:
             await _move_usage(session, user_id, None, size, writer_key_id, release)
@@ -451,12 +473,20 @@ async def record_object(
     await _move_usage(session, user_id, old, size, writer_key_id, release)
     if old is None:
         obj = StorageObject(
-            user_id=user_id, name=name, size=size, etag=etag, content_type=content_type, api_key_id=writer_key_id
+            user_id=user_id,
+            name=name,
+            size=size,
+            etag=etag,
+            content_type=content_type,
+            api_key_id=writer_key_id,
+            headers=headers,
+            part_sizes=part_sizes,
         )
         repo.add_object(session, obj)
         await session.flush()
         return obj
     old.size, old.etag, old.content_type, old.api_key_id = size, etag, content_type, writer_key_id
+    old.headers, old.part_sizes = headers, part_sizes
     old.updated_at = utcnow()
     return old
 
@@ -557,7 +587,7 @@ def outcome_unknown(exc: BaseException) -> bool:
     return isinstance(exc, StorageError) or not isinstance(exc, PockityError)
 
 
-class _WatchedBody:
+class WatchedBody:
     """The body as the backend reads it, remembering whether reading it failed (the client went away, the
     request was cancelled): a backend sees that before it sends PutObject or CompleteMultipartUpload, so nothing
     was stored, whatever the exception — the name is released at once instead of waiting for the expiry job."""
@@ -639,11 +669,13 @@ async def upload(
     content_type: str | None,
     policy: UploadPolicy,
     precondition: Precondition | None = None,
+    headers: dict[str, str] | None = None,
 ) -> StorageObject:
-    """Reserve, stream, settle. On any failure nothing is stored and nothing stays reserved."""
+    """Reserve, stream, settle. On any failure nothing is stored and nothing stays reserved. `headers`: the
+    response headers to store with the file (an S3 client's metadata)."""
     content_type = checked_content_type(content_type)
     ticket = await begin(db, principal, name, declared, policy, precondition=precondition)
-    body = _WatchedBody(metered(db, ticket, chunks, policy))
+    body = WatchedBody(metered(db, ticket, chunks, policy))
     try:
         async with Heartbeat(db, ticket, policy):
             info = await backend.put_stream(
@@ -657,7 +689,7 @@ async def upload(
         raise
     # If this fails the bytes are stored but not acknowledged: the reservation stays until it expires, and
     # the expiry job then discards a new name's bytes or reconciles a replacement (see module docstring).
-    return await finish(db, backend, ticket, info, content_type)
+    return await finish(db, backend, ticket, info, content_type, headers=headers)
 
 
 _MAX_FIELD_BYTES = 4096

@@ -7,9 +7,11 @@ importing this package does not load the AWS SDK.
 from pockity.storage.backends.base import (
     InvalidKey,
     InvalidRange,
+    NoSuchUpload,
     NothingStored,
     ObjectInfo,
     ObjectNotFound,
+    PartInfo,
     SignedEndpoints,
     StorageBackend,
     StorageError,
@@ -19,9 +21,11 @@ from pockity.storage.backends.base import (
 __all__ = [
     "InvalidKey",
     "InvalidRange",
+    "NoSuchUpload",
     "NothingStored",
     "ObjectInfo",
     "ObjectNotFound",
+    "PartInfo",
     "SignedEndpoints",
     "StorageBackend",
     "StorageError",

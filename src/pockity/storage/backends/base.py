@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -26,6 +26,16 @@ class ObjectInfo:
     etag: str  # without the quotes S3 puts around it
     content_type: str | None
     last_modified: datetime  # timezone-aware UTC
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One uploaded part of an unfinished multipart upload."""
+
+    number: int
+    size: int
+    etag: str  # without quotes
+    last_modified: datetime
 
 
 class StorageError(PockityError):
@@ -56,6 +66,14 @@ class InvalidRange(StorageError):
 
 class InvalidParts(StorageError):
     status, code, message = 422, "invalid_parts", "The part list does not match the parts that were uploaded."
+
+
+class NoSuchUpload(StorageError):
+    status, code, message = (
+        404,
+        "no_such_upload",
+        "The multipart upload does not exist; it may have been completed or aborted.",
+    )
 
 
 class InvalidKey(StorageError):
@@ -140,8 +158,26 @@ class StorageBackend(Protocol):
         """Drop a multipart upload and its parts (idempotent)."""
         ...
 
-    async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "") -> int:
-        """Drop unfinished uploads (multipart parts, temp files) older than `older_than`; returns how many."""
+    async def upload_part(
+        self, key: str, upload_id: str, part_number: int, size: int, chunks: AsyncIterator[bytes]
+    ) -> str:
+        """Stream exactly `size` bytes as part `part_number` (replacing an earlier one); returns its ETag.
+
+        The part is stored only if `chunks` ends without raising: the last bytes are held back until then, so a
+        check that fails at the end of the body (a signature, a checksum) leaves no part. NoSuchUpload."""
+        ...
+
+    async def copy_part(self, source: str, key: str, upload_id: str, part_number: int, first: int, last: int) -> str:
+        """Part `part_number` from bytes first..last (inclusive) of the object `source`; returns its ETag."""
+        ...
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        """Every uploaded part, in part-number order; NoSuchUpload."""
+        ...
+
+    async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "", keep: Collection[str] = ()) -> int:
+        """Drop unfinished uploads (multipart parts, temp files) older than `older_than`, except the upload ids
+        in `keep` (uploads Pockity still tracks); returns how many."""
         ...
 
     def iter_objects(self, prefix: str, start_after: str | None = None) -> AsyncIterator[ObjectInfo]:
@@ -171,6 +207,19 @@ class SignedEndpoints(Protocol):
     async def receive_part(self, upload_id: str, part_number: int, size: int, chunks: AsyncIterator[bytes]) -> str:
         """Store one part of exactly `size` bytes of a multipart upload; returns its ETag."""
         ...
+
+
+async def held_back(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The same bytes, each piece passed on only once the next one has arrived — so the last piece goes out only
+    after `chunks` ended cleanly. A check that raises at the end of a body (a signature, a checksum) thus stops
+    the request before its last byte is sent, and a store that commits on the last byte never commits it."""
+    held: bytes | None = None
+    async for piece in chunks:
+        if held is not None:
+            yield held
+        held = piece
+    if held is not None:
+        yield held
 
 
 def range_header(start: int | None, end: int | None) -> str | None:

@@ -17,7 +17,7 @@ import stat
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -81,9 +81,11 @@ class LocalBackend(LocalMultipart):
         self._data, self._meta, self._tmp = self._data.resolve(), self._meta.resolve(), self._tmp.resolve()
         self._remove_stale(STALE_UPLOAD_SECONDS)  # other workers may be uploading right now
 
-    def _remove_stale(self, older_than_seconds: float) -> int:
+    def _remove_stale(self, older_than_seconds: float, keep: Collection[str] = ()) -> int:
         cutoff, removed = time.time() - older_than_seconds, 0
         for entry in os.scandir(self._tmp):
+            if entry.name.removeprefix("mp-") in keep:  # an upload Pockity still tracks
+                continue
             with contextlib.suppress(OSError):
                 if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                     if entry.is_dir(follow_symlinks=False):  # an abandoned multipart upload's parts
@@ -93,9 +95,9 @@ class LocalBackend(LocalMultipart):
                     removed += 1
         return removed
 
-    async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "") -> int:
-        """Remove temporary upload files older than `older_than` (left by a crash)."""
-        return await run_sync(self._remove_stale, older_than.total_seconds())
+    async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "", keep: Collection[str] = ()) -> int:
+        """Remove temporary upload files older than `older_than` (left by a crash), except the uploads in `keep`."""
+        return await run_sync(self._remove_stale, older_than.total_seconds(), keep)
 
     async def close(self) -> None:
         """Nothing to release."""

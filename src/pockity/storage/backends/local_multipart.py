@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlencode
@@ -23,7 +24,7 @@ from urllib.parse import urlencode
 import anyio
 from anyio.to_thread import run_sync
 
-from pockity.storage.backends.base import InvalidParts, ObjectInfo
+from pockity.storage.backends.base import InvalidParts, NoSuchUpload, ObjectInfo, PartInfo
 
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 _COPY_BLOCK = 1024 * 1024
@@ -144,6 +145,42 @@ class LocalMultipart:
             return info
 
         return await run_sync(_assemble)
+
+    def _upload_of(self, key: str, upload_id: str) -> Path:
+        """The directory of an upload of `key`, or NoSuchUpload (an unknown id, or one for another key)."""
+        directory = self._tmp / f"mp-{upload_id}"
+        try:
+            meta: dict[str, Any] = json.loads((directory / "upload.json").read_text())
+        except (OSError, ValueError):
+            raise NoSuchUpload() from None
+        if not _UPLOAD_ID.match(upload_id) or meta.get("key") != key:
+            raise NoSuchUpload()
+        return directory
+
+    async def upload_part(
+        self, key: str, upload_id: str, part_number: int, size: int, chunks: AsyncIterator[bytes]
+    ) -> str:
+        """Stream one part into place (renamed in only after `chunks` ended without an error)."""
+        await run_sync(self._upload_of, key, upload_id)
+        return await self.receive_part(upload_id, part_number, size, chunks)
+
+    async def copy_part(self, source: str, key: str, upload_id: str, part_number: int, first: int, last: int) -> str:
+        """A part from a byte range of a stored object, read from disk like a download."""
+        await run_sync(self._upload_of, key, upload_id)
+        _, body = await self.open_range(source, first, last)  # type: ignore[attr-defined]
+        return await self.receive_part(upload_id, part_number, last - first + 1, body)
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        def _list() -> list[PartInfo]:
+            directory = self._upload_of(key, upload_id)
+            found = []
+            for path in directory.glob("part-*.*"):
+                number, _, etag = path.name.removeprefix("part-").partition(".")
+                stat = path.stat()
+                found.append(PartInfo(int(number), stat.st_size, etag, datetime.fromtimestamp(stat.st_mtime, UTC)))
+            return sorted(found, key=lambda p: p.number)
+
+        return await run_sync(_list)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Remove the upload's parts (idempotent)."""

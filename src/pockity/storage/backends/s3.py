@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import socket
+import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -25,11 +27,14 @@ from pockity.storage.backends.base import (
     DEFAULT_CONTENT_TYPE,
     InvalidParts,
     InvalidRange,
+    NoSuchUpload,
     NothingStored,
     ObjectInfo,
     ObjectNotFound,
+    PartInfo,
     StorageUnavailable,
     content_disposition,
+    held_back,
     range_header,
 )
 
@@ -113,6 +118,16 @@ def _before_commit(what: str) -> Iterator[None]:
         raise NothingStored(exc.message) from exc.__cause__
 
 
+def _code_of(exc: StorageUnavailable) -> str:
+    """S3's error code behind a translated failure ("" for a network failure)."""
+    return str(getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The TLS trust botocore uses for the same endpoint (AWS_CA_BUNDLE when set), for our own connections."""
+    return ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+
+
 def _info(key: str, meta: dict[str, Any], size: int, content_type: str | None = None) -> ObjectInfo:
     last_modified = meta.get("LastModified")
     if not isinstance(last_modified, datetime):
@@ -174,8 +189,11 @@ class S3Backend:
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
         )
+        self._timeouts = (connect_timeout, read_timeout)
+        self._pool_size = max_pool_connections
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        self._http: aiohttp.ClientSession | None = None  # streams UploadPart bodies (see upload_part)
 
     @property
     def client(self) -> Any:
@@ -202,6 +220,15 @@ class S3Backend:
             )
             for operation in _COMMITTING_WRITES:
                 self._client.meta.events.register(f"needs-retry.s3.{operation}", _note_attempt)
+            self._http = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(
+                        limit=self._pool_size, ssl=_ssl_context() if self._endpoint_url.startswith("https:") else False
+                    ),
+                    timeout=aiohttp.ClientTimeout(sock_connect=self._timeouts[0], sock_read=self._timeouts[1]),
+                    auto_decompress=False,
+                )
+            )
             if self._check_bucket:
                 await self._ensure_bucket()
         except BaseException:
@@ -231,7 +258,7 @@ class S3Backend:
 
     async def close(self) -> None:
         """Close the client and its connection pool."""
-        stack, self._stack, self._client = self._stack, None, None
+        stack, self._stack, self._client, self._http = self._stack, None, None, None
         if stack is not None:
             await stack.aclose()
 
@@ -341,9 +368,9 @@ class S3Backend:
             except Exception:
                 log.warning("could not abort multipart upload %s of %r", upload_id, key, exc_info=True)
 
-    async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "") -> int:
+    async def abort_stale_uploads(self, older_than: timedelta, prefix: str = "", keep: Collection[str] = ()) -> int:
         """Abort multipart uploads started before now - older_than (left behind when S3 was unreachable
-        at the time of the abort, or by a crash); returns how many were aborted. For a periodic job."""
+        at the time of the abort, or by a crash), except those in `keep`; returns how many were aborted."""
         cutoff = datetime.now(UTC) - older_than
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         aborted = 0
@@ -351,7 +378,7 @@ class S3Backend:
             with _translated("ListMultipartUploads", object_op=False):
                 page = await self.client.list_multipart_uploads(**kwargs)
             for up in page.get("Uploads", []):
-                if up["Initiated"] <= cutoff:
+                if up["Initiated"] <= cutoff and up["UploadId"] not in keep:
                     with _translated("AbortMultipartUpload", object_op=False):
                         await self.client.abort_multipart_upload(
                             Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
@@ -463,6 +490,90 @@ class S3Backend:
         except StorageUnavailable as exc:
             if str(getattr(exc.__cause__, "response", {}).get("Error", {}).get("Code", "")) != "NoSuchUpload":
                 raise
+
+    async def upload_part(
+        self, key: str, upload_id: str, part_number: int, size: int, chunks: AsyncIterator[bytes]
+    ) -> str:
+        """UploadPart with the body streamed as it arrives (never buffered: a part may be 5 GiB).
+
+        botocore signs the payload's SHA-256 over plain HTTP, which needs the whole body first, so the request
+        goes out presigned (UNSIGNED-PAYLOAD) on our own connection pool, with its exact Content-Length. The last
+        piece is held back until `chunks` ends cleanly (`held_back`), so a body that fails a check stores no part.
+        """
+        if self._http is None:
+            raise RuntimeError("S3Backend.start() has not been called")
+        url = self._presigner.presign(
+            "PUT",
+            f"/{self._bucket_path}/{quote(key, safe='/~')}",
+            3600,
+            {"partNumber": str(part_number), "uploadId": upload_id},
+        )
+        failed: list[BaseException] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for piece in held_back(chunks):
+                    yield piece
+            except BaseException as exc:
+                failed.append(exc)
+                raise
+
+        try:
+            async with self._http.put(url, data=body(), headers={"Content-Length": str(size)}) as resp:
+                answer = await resp.read()
+                if resp.status == 200:
+                    return resp.headers.get("ETag", "").strip('"')
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if failed:  # our own body stopped the request: its error, not the connection's
+                raise failed[0] from None
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                raise NothingStored(f"S3 UploadPart failed: {type(exc).__name__}.") from exc
+            raise StorageUnavailable(f"S3 UploadPart failed: {type(exc).__name__}.") from exc
+        if failed:
+            raise failed[0]
+        if b"<Code>NoSuchUpload</Code>" in answer:
+            raise NoSuchUpload()
+        raise StorageUnavailable(f"S3 UploadPart failed (HTTP {resp.status}).")
+
+    async def copy_part(self, source: str, key: str, upload_id: str, part_number: int, first: int, last: int) -> str:
+        """UploadPartCopy of bytes first..last of `source` (inside S3: the bytes never pass through Pockity)."""
+        try:
+            with _translated("UploadPartCopy"):
+                resp = await self.client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=part_number,
+                    CopySource={"Bucket": self.bucket, "Key": source},
+                    CopySourceRange=f"bytes={first}-{last}",
+                )
+        except StorageUnavailable as exc:
+            if _code_of(exc) == "NoSuchUpload":
+                raise NoSuchUpload() from None
+            raise
+        return str(resp["CopyPartResult"]["ETag"]).strip('"')
+
+    async def list_parts(self, key: str, upload_id: str) -> list[PartInfo]:
+        """ListParts, every page."""
+        parts: list[PartInfo] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id}
+        while True:
+            try:
+                with _translated("ListParts", object_op=False):
+                    page = await self.client.list_parts(**kwargs)
+            except StorageUnavailable as exc:
+                if _code_of(exc) == "NoSuchUpload":
+                    raise NoSuchUpload() from None
+                raise
+            for part in page.get("Parts", []):
+                parts.append(
+                    PartInfo(
+                        int(part["PartNumber"]), int(part["Size"]), str(part["ETag"]).strip('"'), part["LastModified"]
+                    )
+                )
+            if not page.get("IsTruncated"):
+                return parts
+            kwargs["PartNumberMarker"] = page["NextPartNumberMarker"]
 
     async def presign_post(
         self, key: str, *, max_size: int, content_type: str, expires_in: int, upload_id: str
