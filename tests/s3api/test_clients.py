@@ -176,3 +176,105 @@ async def test_parallel_put_objects_on_two_servers_never_pass_the_quota(
         await http.aclose()
     assert sorted(outcomes) == ["QuotaExceeded"] * 15 + ["stored"] * 5, outcomes
     assert (usage["bytesUsed"], usage["objectCount"], usage["bytesReserved"]) == (5 * MIB, 5, 0)
+
+
+async def test_boto3_multipart_upload_copy_and_download_on_rgw(served: tuple[str, str], app: FastAPI) -> None:
+    """boto3's managed transfers: a 20 MiB upload goes up in parallel 8 MiB parts, a managed copy uses
+    UploadPartCopy with ranges, and both come back byte for byte with their metadata."""
+    base, endpoint = served
+    user, key, http = await _tenant(base, "multipart")
+    s3 = boto3_client(endpoint, key)
+    data = bytes(range(251)) * (20 * MIB // 251)
+
+    def work() -> dict[str, object]:
+        s3.upload_fileobj(  # type: ignore[attr-defined]
+            io.BytesIO(data),
+            "pockity",
+            "videos/big.bin",
+            ExtraArgs={"Metadata": {"camera": "x100"}, "ContentType": "video/mp4"},
+        )
+        head = s3.head_object(Bucket="pockity", Key="videos/big.bin")  # type: ignore[attr-defined]
+        part2 = s3.get_object(Bucket="pockity", Key="videos/big.bin", PartNumber=2)  # type: ignore[attr-defined]
+        s3.copy({"Bucket": "pockity", "Key": "videos/big.bin"}, "pockity", "videos/copy.bin")  # type: ignore[attr-defined]
+        down = io.BytesIO()
+        s3.download_fileobj("pockity", "videos/copy.bin", down)  # type: ignore[attr-defined]
+        created = s3.create_multipart_upload(Bucket="pockity", Key="videos/abandoned.bin")  # type: ignore[attr-defined]
+        s3.upload_part(  # type: ignore[attr-defined]
+            Bucket="pockity", Key="videos/abandoned.bin", UploadId=created["UploadId"], PartNumber=1, Body=b"p" * 100
+        )
+        listed = s3.list_multipart_uploads(Bucket="pockity")  # type: ignore[attr-defined]
+        s3.abort_multipart_upload(Bucket="pockity", Key="videos/abandoned.bin", UploadId=created["UploadId"])  # type: ignore[attr-defined]
+        after = s3.list_multipart_uploads(Bucket="pockity")  # type: ignore[attr-defined]
+        return {
+            "head": head,
+            "part2": (part2["ContentLength"], part2["PartsCount"], part2["Body"].read()),
+            "copy": down.getvalue(),
+            "listed": [u["Key"] for u in listed.get("Uploads", [])],
+            "after": after.get("Uploads", []),
+        }
+
+    out = await asyncio.to_thread(work)
+    head = out["head"]
+    assert isinstance(head, dict)
+    assert head["ContentLength"] == len(data) and head["ETag"].endswith('-3"')
+    assert (head["Metadata"], head["ContentType"]) == ({"camera": "x100"}, "video/mp4")
+    assert out["part2"] == (8 * MIB, 3, data[8 * MIB : 16 * MIB])
+    assert out["copy"] == data
+    assert (out["listed"], out["after"]) == (["videos/abandoned.bin"], [])
+    rest = await http.get("/api/storage/files/videos/big.bin/content", headers=user.headers, follow_redirects=True)
+    assert rest.status_code == 200 and rest.content == data
+    usage = (await http.get("/api/storage/usage", headers=user.headers)).json()
+    assert (usage["bytesUsed"], usage["objectCount"], usage["bytesReserved"]) == (2 * len(data), 2, 0)
+    await http.aclose()
+
+
+async def test_parallel_upload_parts_on_two_servers_never_pass_the_quota(
+    pg_url: str, s3_server: S3Server, s3_bucket: str, app: FastAPI, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    ports = [free_port(), free_port()]
+    envs = [
+        server_env(
+            pg_url,
+            tmp_path_factory.mktemp(f"partrace{i}"),
+            STORAGE_BACKEND="s3",
+            S3_BUCKET=s3_bucket,
+            S3_ENDPOINT_URL=s3_server.endpoint_url,
+            AWS_ACCESS_KEY_ID=s3_server.access_key,
+            AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+            S3_API_PORT=str(port),
+        )
+        for i, port in enumerate(ports)
+    ]
+    with running_server(envs[0]) as base, running_server(envs[1]):
+        user, key, http = await _tenant(base, "partracer")
+        await set_quota(app, user.id, storage_bytes=5 * MIB)
+        clients = [boto3_client(f"http://127.0.0.1:{p}", key, max_pool_connections=20) for p in ports]
+        created = await asyncio.to_thread(
+            clients[0].create_multipart_upload,  # type: ignore[attr-defined]
+            Bucket="pockity",
+            Key="raced.bin",
+        )
+        upload_id = created["UploadId"]
+
+        def part(i: int) -> str:
+            try:
+                clients[i % 2].upload_part(  # type: ignore[attr-defined]
+                    Bucket="pockity", Key="raced.bin", UploadId=upload_id, PartNumber=i + 1, Body=b"m" * MIB
+                )
+                return "stored"
+            except ClientError as exc:
+                return str(exc.response["Error"]["Code"])
+
+        outcomes = await asyncio.gather(*(asyncio.to_thread(part, i) for i in range(20)))
+        during = (await http.get("/api/storage/usage", headers=user.headers)).json()
+        await asyncio.to_thread(
+            clients[1].abort_multipart_upload,  # type: ignore[attr-defined]
+            Bucket="pockity",
+            Key="raced.bin",
+            UploadId=upload_id,
+        )
+        after = (await http.get("/api/storage/usage", headers=user.headers)).json()
+        await http.aclose()
+    assert sorted(outcomes) == ["QuotaExceeded"] * 15 + ["stored"] * 5, outcomes
+    assert (during["bytesUsed"], during["bytesReserved"]) == (0, 5 * MIB)
+    assert (after["bytesUsed"], after["bytesReserved"], after["objectCount"]) == (0, 0, 0)
