@@ -176,6 +176,8 @@ async def test_a_part_failing_its_checksum_is_given_back_and_not_stored(
         physical_key(user.id, "c.bin"), (await _open_uploads(app, user.id))[0].backend_upload_id
     )
     assert parts == []
+    assert (await s3.send("DELETE", f"/pockity/c.bin?uploadId={upload_id}")).status_code == 204
+    assert await _open_uploads(app, user.id) == []
 
 
 async def test_another_users_or_keys_upload_is_out_of_reach(
