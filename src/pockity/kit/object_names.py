@@ -13,12 +13,17 @@ class InvalidName(ValueError):
     """The name breaks one of the rules; the message says which."""
 
 
+def has_control_characters(text: str) -> bool:
+    """Control characters or lone surrogates: never in a name (and PostgreSQL cannot even compare a NUL)."""
+    return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
+
+
 def _check_segments(name: str, *, allow_trailing_slash: bool) -> None:
     if name.startswith("/"):
         raise InvalidName("must not start with '/'")
     if "\\" in name:
         raise InvalidName("must not contain a backslash")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+    if has_control_characters(name):
         raise InvalidName("must not contain control characters")
     if any(ch in _DISGUISING for ch in name):
         raise InvalidName("must not contain invisible direction or byte-order marks")

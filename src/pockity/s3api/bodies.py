@@ -21,7 +21,7 @@ def declared_length(call: Call) -> int | None:
         if is_chunked(call):
             raise S3Error("MissingContentLength", "aws-chunked uploads need X-Amz-Decoded-Content-Length.", 411)
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # str.isdigit() also says yes to '²', which int() refuses
         raise S3Error("InvalidArgument", "The content length is not a number.", 400)
     return int(raw)
 

@@ -33,6 +33,8 @@ async def get_location(call: Call) -> Response:
 
 
 async def get_acl(call: Call) -> Response:
+    if call.key is not None:  # an object's ACL: only of an object that exists and that the key may read
+        await service.get_object_meta(call.state.db, call.principal, call.key)
     return xml_response(xml.private_acl(owner(call)))
 
 
@@ -41,7 +43,7 @@ async def get_acl(call: Call) -> Response:
 
 def _max_keys(call: Call) -> int:
     raw = call.params.get("max-keys", str(MAX_KEYS))
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):  # str.isdigit() also says yes to '²', which int() refuses
         raise S3Error("InvalidArgument", "max-keys must be a non-negative integer.", 400)
     return min(int(raw), MAX_KEYS)
 

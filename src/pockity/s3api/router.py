@@ -98,7 +98,7 @@ class S3App:
         hostname = host.rsplit(":", 1)[0].lower() if not host.startswith("[") else host
         if domain and hostname.endswith("." + domain.lower()):
             bucket: str | None = hostname[: -len(domain) - 1]
-            raw_key = raw_path.lstrip("/")
+            raw_key = raw_path[1:] if raw_path.startswith("/") else raw_path  # `//x` is the key "/x", not "x"
         else:
             first, _, raw_key = raw_path.lstrip("/").partition("/")
             bucket = first or None

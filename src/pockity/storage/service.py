@@ -18,7 +18,7 @@ from pockity.auth.service import ScopeDenied, authorize
 from pockity.db import Database
 from pockity.errors import NotFound, ValidationFailed
 from pockity.kit import media_types
-from pockity.kit.object_names import InvalidName, validate_object_name
+from pockity.kit.object_names import InvalidName, has_control_characters, validate_object_name
 from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
 from pockity.models import ReconciliationReport, Reservation, StorageObject, Tier
@@ -106,8 +106,12 @@ async def list_objects(
     PostgreSQL (on SQLite a page's statements no longer share one snapshot)."""
     if delimiter not in (None, "", DELIMITER):
         raise ValidationFailed("Only '/' is supported as a delimiter.", code="invalid_delimiter")
-    if prefix and (prefix.startswith("/") or "\\" in prefix or len(prefix.encode()) > 1024):
+    if prefix and (
+        prefix.startswith("/") or "\\" in prefix or len(prefix.encode()) > 1024 or has_control_characters(prefix)
+    ):
         raise InvalidKey("The prefix is not valid.")
+    if after and has_control_characters(after):  # no name has one, and the database could not compare a NUL
+        raise ValidationFailed("The listing's start is not valid.", code="invalid_cursor")
     prefix = listing_prefix(principal, prefix)
     last = _decode_cursor(cursor)
     if last is None and after:  # S3's start-after / marker: any name, not necessarily under the prefix
