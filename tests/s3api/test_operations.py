@@ -83,7 +83,7 @@ async def test_listing_v2_v1_with_prefix_delimiter_and_pages(s3: S3Client) -> No
         ).status_code == 200
     r = await s3.send("GET", "/pockity?list-type=2&delimiter=%2F&encoding-type=url")
     root = fromstring(r.content)
-    assert [e.text for e in root.iter(f"{NS}Key")] == ["b.txt", "c+d%2Be.txt"]
+    assert [e.text for e in root.iter(f"{NS}Key")] == ["b.txt", "c%20d%2Be.txt"]
     assert [e.text for e in root.iter(f"{NS}Prefix")][1:] == ["a/"]
     page = fromstring((await s3.send("GET", "/pockity?list-type=2&max-keys=2")).content)
     assert [e.text for e in page.iter(f"{NS}Key")] == ["a/1.txt", "a/2.txt"]

@@ -52,8 +52,6 @@ async def list_objects(call: Call) -> Response:
     params = call.params
     v2 = params.get("list-type") == "2"
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter") or None
-    if delimiter is not None and delimiter != "/":
-        raise S3Error("InvalidArgument", "Pockity supports '/' as the only delimiter.", 400)
     encoding = params.get("encoding-type")
     if encoding not in (None, "url"):
         raise S3Error("InvalidArgument", "encoding-type must be url.", 400)

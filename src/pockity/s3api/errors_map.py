@@ -16,7 +16,6 @@ _CODES: dict[str, tuple[str, int]] = {
     "invalid_key": ("InvalidArgument", 400),
     "invalid_content_type": ("InvalidArgument", 400),
     "invalid_cursor": ("InvalidArgument", 400),
-    "invalid_delimiter": ("InvalidArgument", 400),
     "invalid_value": ("InvalidArgument", 400),
     "scope_denied": ("AccessDenied", 403),
     "no_storage_tier": ("AccessDenied", 403),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import quote_plus
+from urllib.parse import quote
 from xml.etree.ElementTree import Element, SubElement, TreeBuilder, tostring
 from xml.parsers import expat
 
@@ -120,8 +120,13 @@ class Listing:
     url_encoded: bool  # EncodingType=url: keys and prefixes percent-encoded, the type echoed
 
 
+def url_encoded(value: str) -> str:
+    """EncodingType=url: percent-encoding with '/' kept and a space as %20 (what S3 sends and clients undo)."""
+    return quote(value, safe="/")
+
+
 def _encode(value: str, listing: Listing) -> str:
-    return quote_plus(value, safe="/") if listing.url_encoded else value
+    return url_encoded(value) if listing.url_encoded else value
 
 
 def _listing_common(root: Element, listing: Listing) -> None:
@@ -299,7 +304,7 @@ class UploadListing:
 
 def list_multipart_uploads(listing: UploadListing, owner: Owner) -> bytes:
     def encoded(value: str) -> str:
-        return quote_plus(value, safe="/") if listing.url_encoded else value
+        return url_encoded(value) if listing.url_encoded else value
 
     root = _root("ListMultipartUploadsResult")
     _add(root, "Bucket", listing.bucket)

@@ -100,19 +100,18 @@ async def list_objects(
     cursor: str | None,
     after: str | None = None,
 ) -> Page:
-    """One page in name order, after the `cursor` (or a plain name, `after`); with delimiter "/" deeper names
-    fold into their folder, S3-style. Each read is one
+    """One page in name order, after the `cursor` (or a plain name, `after`); with a delimiter (S3 allows any
+    string, "/" is the usual one) the names that contain it after the prefix fold into their folder (the name up
+    to and including the delimiter's first occurrence), S3-style. Each read is one
     AUTOCOMMIT statement of plain rows: each sees the latest commit, as in a READ COMMITTED transaction on
     PostgreSQL (on SQLite a page's statements no longer share one snapshot)."""
-    if delimiter not in (None, "", DELIMITER):
-        raise ValidationFailed("Only '/' is supported as a delimiter.", code="invalid_delimiter")
-    if prefix and (
-        prefix.startswith("/") or "\\" in prefix or len(prefix.encode()) > 1024 or has_control_characters(prefix)
-    ):
+    if len(prefix.encode()) > 1024:
         raise InvalidKey("The prefix is not valid.")
     if after and has_control_characters(after):  # no name has one, and the database could not compare a NUL
         raise ValidationFailed("The listing's start is not valid.", code="invalid_cursor")
     prefix = listing_prefix(principal, prefix)
+    if prefix.startswith("/") or "\\" in prefix or has_control_characters(prefix):
+        return Page(items=[], folders=[], next_cursor=None)  # no valid name starts so: nothing to list
     last = _decode_cursor(cursor)
     if last is None and after:  # S3's start-after / marker: any name, not necessarily under the prefix
         if after < prefix:
@@ -127,7 +126,7 @@ async def list_objects(
     folders: list[str] = []
     # Position: after the last entry; after a folder means past every name inside it.
     start, inclusive = (last, False) if last is not None else (prefix, True)
-    if last is not None and delimiter and last.endswith(DELIMITER):
+    if last is not None and delimiter and last.endswith(delimiter):
         start, inclusive = repo.prefix_end(last) or "\U0010ffff", True
     more = False
     probe = False  # right after a folder, look one name ahead: most probes just find the next folder
@@ -142,9 +141,9 @@ async def list_objects(
                 more = True
                 break
             rest = row.key[len(prefix) :]
-            cut = rest.find(DELIMITER) if delimiter else -1
-            if cut >= 0:
-                folders.append(prefix + rest[: cut + 1])
+            cut = rest.find(delimiter) if delimiter else -1
+            if delimiter and cut >= 0:
+                folders.append(prefix + rest[: cut + len(delimiter)])
                 start, inclusive = repo.prefix_end(folders[-1]) or "\U0010ffff", True
                 skipped = True
                 break
