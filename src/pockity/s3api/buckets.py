@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.responses import Response
 
 from pockity.s3api import xml
 from pockity.s3api.call import MAX_KEYS, Call, owner, xml_response
 from pockity.s3api.errors import S3Error
 from pockity.storage import service
+from pockity.storage.backends import InvalidKey
+
+_XML_CANNOT_CARRY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 # --- buckets -----------------------------------------------------------------------------------------------
 
@@ -58,15 +63,20 @@ async def list_objects(call: Call) -> Response:
     max_keys = _max_keys(call)
     token = params.get("continuation-token") if v2 else None
     after = (params.get("start-after") if v2 else params.get("marker")) or None
-    page = await service.list_objects(
-        call.state.db,
-        call.principal,
-        prefix=prefix,
-        delimiter=delimiter,
-        limit=max(1, max_keys),
-        cursor=token,
-        after=after if token is None else None,
-    )
+    if any(_XML_CANNOT_CARRY.search(v) for v in (prefix, delimiter or "", after or "")):  # echoed in the answer
+        raise S3Error("InvalidArgument", "Listing parameters may not contain control characters.", 400)
+    try:
+        page = await service.list_objects(
+            call.state.db,
+            call.principal,
+            prefix=prefix,
+            delimiter=delimiter,
+            limit=max(1, max_keys),
+            cursor=token,
+            after=after if token is None else None,
+        )
+    except InvalidKey:  # a prefix no name can have (S3 lists nothing; the REST API says why)
+        page = service.Page(items=[], folders=[], next_cursor=None)
     entries = [xml.Entry(r.key, r.last_modified, r.etag, r.size) for r in page.items] if max_keys else []
     listing = xml.Listing(
         bucket=call.bucket or "",

@@ -105,13 +105,13 @@ async def list_objects(
     to and including the delimiter's first occurrence), S3-style. Each read is one
     AUTOCOMMIT statement of plain rows: each sees the latest commit, as in a READ COMMITTED transaction on
     PostgreSQL (on SQLite a page's statements no longer share one snapshot)."""
-    if len(prefix.encode()) > 1024:
-        raise InvalidKey("The prefix is not valid.")
-    if after and has_control_characters(after):  # no name has one, and the database could not compare a NUL
+    if prefix and (
+        prefix.startswith("/") or "\\" in prefix or len(prefix.encode()) > 1024 or has_control_characters(prefix)
+    ):
+        raise InvalidKey("The prefix is not valid.")  # the S3 API lists nothing instead (s3api/buckets.py)
+    if after and "\x00" in after:  # PostgreSQL cannot compare text with a NUL (any other position is fine)
         raise ValidationFailed("The listing's start is not valid.", code="invalid_cursor")
     prefix = listing_prefix(principal, prefix)
-    if prefix.startswith("/") or "\\" in prefix or has_control_characters(prefix):
-        return Page(items=[], folders=[], next_cursor=None)  # no valid name starts so: nothing to list
     last = _decode_cursor(cursor)
     if last is None and after:  # S3's start-after / marker: any name, not necessarily under the prefix
         if after < prefix:
