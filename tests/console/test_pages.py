@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import date, timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from pockity.console import files
-from pockity.console.charts import meter
+from pockity.console.charts import CHART_HEIGHT, daily_chart, meter
+from pockity.console.templating import STATIC_DIR
+from pockity.usage.service import DayUsage
 from tests.console.helpers import console_login, csrf, post
 from tests.fixtures.users import TestUser, make_user
 
@@ -191,3 +194,28 @@ async def test_error_pages_are_html_for_the_console_and_json_for_the_api(client:
     await console_login(client, user.email, user.password)
     missing = await client.get("/files/download", params={"name": "nothing.txt"})
     assert missing.status_code == 404 and "<html" in missing.text and "Traceback" not in missing.text
+
+
+def test_the_chart_has_a_bar_per_day_scaled_to_the_peak() -> None:
+    start = date(2026, 1, 1)
+    items = [DayUsage(start, 100, 1, 0), DayUsage(start + timedelta(days=2), 50, 1, 0)]
+    chart = daily_chart(items, start, start + timedelta(days=29))
+    assert len(chart.bars) == 30 and chart.peak == 100
+    first, empty, half = chart.bars[0], chart.bars[1], chart.bars[2]
+    assert first.height == CHART_HEIGHT - 4 and first.y == 4
+    assert empty.height == 0 and half.height == first.height / 2
+    assert all(b.x < c.x for b, c in zip(chart.bars, chart.bars[1:], strict=False))
+
+
+def test_static_files_are_small_pinned_and_licensed() -> None:
+    shipped = [p for p in STATIC_DIR.rglob("*") if p.suffix in {".js", ".css"}]
+    assert sum(p.stat().st_size for p in shipped) <= 150 * 1024
+    vendor = {p.name for p in (STATIC_DIR / "vendor").iterdir()}
+    assert {
+        "htmx-2.0.4.min.js",
+        "htmx-2.0.4.LICENSE",
+        "alpinejs-csp-3.14.9.min.js",
+        "alpinejs-csp-3.14.9.LICENSE",
+    } <= vendor
+    pyproject = (STATIC_DIR.parents[3] / "pyproject.toml").read_text()
+    assert '"console/static/**/*"' in pyproject and '"console/templates/**/*.html"' in pyproject  # package data
