@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from pockity.console import files
+from pockity.console import files, routes
 from pockity.console.charts import CHART_HEIGHT, daily_chart, meter
 from pockity.console.templating import STATIC_DIR
 from pockity.usage.service import DayUsage
@@ -219,3 +219,20 @@ def test_static_files_are_small_pinned_and_licensed() -> None:
     } <= vendor
     pyproject = (STATIC_DIR.parents[3] / "pyproject.toml").read_text()
     assert '"console/static/**/*"' in pyproject and '"console/templates/**/*.html"' in pyproject  # package data
+
+
+async def test_an_unexpected_error_is_a_friendly_500_page(
+    app: FastAPI, user: TestUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail in a trace")
+
+    monkeypatch.setattr(routes.billing, "subscription_state", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://pockity.test") as client:
+        await console_login(client, user.email, user.password)
+        page = await client.get("/")
+    assert page.status_code == 500 and "Something went wrong" in page.text
+    assert "secret detail" not in page.text and "Traceback" not in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
