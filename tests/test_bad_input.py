@@ -371,13 +371,15 @@ async def test_only_one_api_key_header_is_invalid_api_key(api: httpx.AsyncClient
 
 async def test_unknown_route_is_404_not_found(api: httpx.AsyncClient, subtests: pytest.Subtests) -> None:
     for method, path in [
-        ("GET", "/nope"),
+        ("GET", "/api/nope"),
         ("GET", "/api/auth/nope"),
         ("POST", "/api/x/y"),
         ("GET", "/api/open/health/x"),
     ]:
         with subtests.test(route=f"{method} {path}"):
             assert_error(await api.request(method, path), 404, "not_found")
+    page = await api.get("/nope")  # outside /api: the console's own 404 page
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
 
 
 async def test_wrong_method_is_405_method_not_allowed(api: httpx.AsyncClient, subtests: pytest.Subtests) -> None:

@@ -18,6 +18,8 @@ import jwt as pyjwt
 import pytest
 from fastapi import FastAPI
 
+from pockity.console.errors import is_console
+from tests.console.helpers import console_login, csrf
 from tests.fixtures.app import TEST_JWT_SECRET, client_for, make_settings, running_app
 from tests.fixtures.users import TestUser, make_key
 
@@ -45,6 +47,8 @@ WEBHOOKS = {
     ("POST", "/api/billing/webhooks/coinbase"),
     ("POST", "/api/billing/webhooks/btcpay"),
 }
+# The console's pages that need no session (everything else redirects to /login; see the console section).
+CONSOLE_PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/signup"), ("POST", "/signup"), ("POST", "/logout")}
 # Open unless METRICS_TOKEN is set; tested separately below.
 METRICS = ("GET", "/metrics")
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -82,13 +86,25 @@ def all_operations(app: FastAPI) -> list[tuple[str, str]]:
     return sorted(schema_operations(app) | served_operations(app))
 
 
+def api_operations(app: FastAPI) -> list[tuple[str, str]]:
+    return [op for op in all_operations(app) if not is_console(op[1])]
+
+
+def console_operations(app: FastAPI) -> list[tuple[str, str]]:
+    return [op for op in all_operations(app) if is_console(op[1])]
+
+
 def protected_operations(app: FastAPI) -> list[tuple[str, str]]:
-    return [op for op in all_operations(app) if op not in PUBLIC | SIGNED | WEBHOOKS and op != METRICS]
+    return [op for op in api_operations(app) if op not in PUBLIC | SIGNED | WEBHOOKS and op != METRICS]
 
 
 def admin_operations(app: FastAPI) -> list[tuple[str, str]]:
     # Every route with an `admin` path segment: /api/admin/..., /api/tiers/admin/..., /api/tier-requests/admin/...
-    return [op for op in all_operations(app) if "admin" in op[1].split("/")]
+    return [op for op in api_operations(app) if "admin" in op[1].split("/")]
+
+
+def console_admin_operations(app: FastAPI) -> list[tuple[str, str]]:
+    return [op for op in console_operations(app) if op[1].split("/")[1] == "admin"]
 
 
 async def call(c: httpx.AsyncClient, method: str, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -113,10 +129,11 @@ async def test_route_walk_sees_the_real_api(app: FastAPI) -> None:
     for expected in [("GET", "/api/auth/me"), ("POST", "/api/apikeys"), ("GET", "/api/admin/users"), METRICS]:
         assert expected in served
     assert len(admin_operations(app)) >= 6
+    assert ("GET", "/files") in served and len(console_admin_operations(app)) >= 3
 
 
 async def test_public_allowlist_has_no_stale_entries(app: FastAPI) -> None:
-    assert PUBLIC | SIGNED | WEBHOOKS <= served_operations(app)
+    assert PUBLIC | SIGNED | WEBHOOKS | CONSOLE_PUBLIC <= served_operations(app)
 
 
 # --- no credentials ----------------------------------------------------------------------------------------
@@ -228,6 +245,41 @@ async def test_api_key_routes_need_a_jwt_not_an_api_key(client: httpx.AsyncClien
     assert_error(r, 403, {"jwt_required"}, "POST /api/apikeys")
     r = await client.delete(f"/api/apikeys/{key['id']}", headers=key["headers"])
     assert_error(r, 403, {"jwt_required"}, "DELETE /api/apikeys/{id}")
+
+
+# --- console pages (a session cookie instead of credentials) ---------------------------------------------
+
+
+async def test_every_console_page_needs_a_session(client: httpx.AsyncClient, app: FastAPI) -> None:
+    token = await csrf(client)  # an anonymous visitor's token: the CSRF check passes, the session check must not
+    failures = []
+    for method, path in console_operations(app):
+        if (method, path) in CONSOLE_PUBLIC:
+            continue
+        data = {"csrf_token": token} if method in BODY_METHODS else None
+        r = await client.request(method, _fill(path), data=data)
+        if r.status_code != 303 or not r.headers["location"].startswith("/login?next="):
+            failures.append(f"{method} {path} -> {r.status_code} {r.text[:120]}")
+    assert not failures, "console pages without a session:\n" + "\n".join(failures)
+
+
+async def test_console_admin_pages_refuse_a_user(client: httpx.AsyncClient, app: FastAPI, user: TestUser) -> None:
+    await console_login(client, user.email, user.password)
+    token = await csrf(client, "/")
+    for method, path in console_admin_operations(app):
+        data = {"csrf_token": token, "decision": "approve"} if method in BODY_METHODS else None
+        r = await client.request(method, _fill(path), data=data)
+        assert r.status_code == 403, f"{method} {path}: {r.status_code}"
+        assert "This page is for administrators." in r.text and "text/html" in r.headers["content-type"]
+
+
+async def test_console_admin_pages_let_an_admin_in(client: httpx.AsyncClient, app: FastAPI, admin: TestUser) -> None:
+    await console_login(client, admin.email, admin.password)
+    token = await csrf(client, "/")
+    for method, path in console_admin_operations(app):
+        data = {"csrf_token": token, "decision": "approve"} if method in BODY_METHODS else None
+        r = await client.request(method, _fill(path), data=data)
+        assert r.status_code not in (401, 403) and r.status_code < 500, f"{method} {path}: {r.status_code}"
 
 
 # --- /metrics with METRICS_TOKEN ---------------------------------------------------------------------------

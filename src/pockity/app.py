@@ -25,6 +25,7 @@ from pockity.auth.service import LoginPolicy
 from pockity.billing import tasks as billing_tasks
 from pockity.billing.router import router as billing_router
 from pockity.config import ConfigError, Settings, load_settings
+from pockity.console import routes as console
 from pockity.db import Database, create_database
 from pockity.errors import error_response, install_error_handlers
 from pockity.kit.crypto import Keyring
@@ -62,7 +63,9 @@ def _streams_body(method: str, path: str) -> bool:
     """Routes whose request bodies are streamed to storage instead of read into memory."""
     if method == "PUT":
         return path.startswith(("/api/storage/files/", "/api/storage/parts/"))
-    return method == "POST" and (path == "/api/storage/upload" or path.startswith("/api/storage/direct/"))
+    return method == "POST" and (
+        path in ("/api/storage/upload", "/files/upload") or path.startswith("/api/storage/direct/")
+    )
 
 
 async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -246,6 +249,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_router,
     ):
         app.include_router(router)
+    console.install(app)  # the web console at / (after every exception handler: it wraps them for its pages)
     openapi.install(app, _streams_body)
     return app
 

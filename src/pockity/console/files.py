@@ -1,0 +1,143 @@
+"""Files: the folder listing (the storage service's keyset pages), download, share links, delete, upload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+
+from pockity.console import sessions
+from pockity.console.sessions import ConsoleUser
+from pockity.console.templating import render
+from pockity.db import DatabaseDep
+from pockity.storage import deletes, service, uploads
+from pockity.storage.backends import StorageBackend
+
+router = APIRouter(prefix="/files", include_in_schema=False, dependencies=[Depends(sessions.check_csrf)])
+PAGE_SIZE = 50
+SHARE_CHOICES = ((3600, "1 hour"), (86400, "1 day"), (604800, "7 days"))
+Name = Annotated[str, Query(min_length=1, max_length=1024)]
+FormName = Annotated[str, Form(min_length=1, max_length=1024)]
+
+
+def _backend(request: Request) -> StorageBackend:
+    backend: StorageBackend = request.app.state.storage
+    return backend
+
+
+@dataclass(frozen=True)
+class Crumb:
+    label: str
+    prefix: str
+
+
+def breadcrumbs(folder: str) -> list[Crumb]:
+    crumbs, walked = [Crumb("All files", "")], ""
+    for part in folder.split("/")[:-1]:
+        walked += part + "/"
+        crumbs.append(Crumb(part, walked))
+    return crumbs
+
+
+def folder_of(name: str) -> str:
+    return name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+
+
+def _listing_url(folder: str, **extra: str) -> str:
+    query = {"prefix": folder, **extra} if folder else extra
+    return "/files" + (f"?{urlencode(query)}" if query else "")
+
+
+async def _page(db: DatabaseDep, principal: ConsoleUser, folder: str, filter_: str, cursor: str | None) -> service.Page:
+    return await service.list_objects(
+        db, principal, prefix=folder + filter_, delimiter="/", limit=PAGE_SIZE, cursor=cursor or None
+    )
+
+
+@router.get("")
+async def listing(
+    request: Request,
+    principal: ConsoleUser,
+    db: DatabaseDep,
+    prefix: Annotated[str, Query(max_length=1024)] = "",
+    filter: Annotated[str, Query(max_length=200)] = "",
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> Response:
+    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    page = await _page(db, principal, folder, filter, cursor)
+    context: dict[str, Any] = {
+        "folder": folder,
+        "filter": filter,
+        "page": page,
+        "crumbs": breadcrumbs(folder),
+        "more_url": _listing_url(folder, filter=filter, cursor=page.next_cursor) if page.next_cursor else None,
+        "listing_url": _listing_url,
+        "share_choices": _share_choices(request),
+    }
+    if request.headers.get("hx-request") and cursor:  # "More": the next rows only
+        return render(request, "files/_rows.html", **context)
+    return render(request, "files/list.html", **context)
+
+
+@router.get("/download")
+async def download(request: Request, name: Name, principal: ConsoleUser, db: DatabaseDep) -> Response:
+    obj = await service.get_object_meta(db, principal, name)
+    return RedirectResponse(service.download(_backend(request), obj, 300).url, status_code=303)
+
+
+def _share_choices(request: Request) -> list[tuple[int, str]]:
+    maximum: int = request.app.state.settings.download_url_max_seconds
+    return [(s, label) for s, label in SHARE_CHOICES if s <= maximum]
+
+
+@router.post("/share")
+async def share(
+    request: Request,
+    principal: ConsoleUser,
+    db: DatabaseDep,
+    name: FormName,
+    expires_in: Annotated[int, Form()] = 3600,
+) -> Response:
+    choices = dict(_share_choices(request))
+    if expires_in not in choices:
+        expires_in = min(choices)
+    obj = await service.get_object_meta(db, principal, name)
+    link = service.download(_backend(request), obj, expires_in)
+    template = "files/_share.html" if request.headers.get("hx-request") else "files/share.html"
+    return render(request, template, link=link, label=choices[expires_in], folder=folder_of(name))
+
+
+@router.get("/delete")
+async def confirm_delete(request: Request, name: Name, principal: ConsoleUser, db: DatabaseDep) -> Response:
+    obj = await service.get_object_meta(db, principal, name)
+    return render(request, "files/delete.html", obj=obj, folder=folder_of(name), listing_url=_listing_url)
+
+
+@router.post("/delete")
+async def delete(request: Request, name: FormName, principal: ConsoleUser, db: DatabaseDep) -> Response:
+    error = (await deletes.delete_objects(db, _backend(request), principal, [name]))[name]
+    if error is not None:
+        raise error
+    return RedirectResponse(_listing_url(folder_of(name), deleted=name), status_code=303)
+
+
+@router.post("/upload", status_code=201)
+async def upload(
+    request: Request, principal: ConsoleUser, db: DatabaseDep, name: Annotated[str, Query(max_length=1024)]
+) -> Response:
+    """One file as multipart/form-data, streamed to storage as it arrives (our upload module's XHR)."""
+    async with request.app.state.upload_slots:
+        stored = await uploads.upload_form(
+            db,
+            _backend(request),
+            principal,
+            request.stream(),
+            request.headers.get("content-type", ""),
+            name=name,
+            policy=request.app.state.upload_policy,
+            check_name=lambda n: service.checked_name(principal, n, "write"),
+        )
+    return PlainTextResponse(stored.name, status_code=201, headers={"Cache-Control": "no-store"})
