@@ -38,7 +38,9 @@ from uvloop.loop import SSLProtocol as UvloopSSLProtocol  # type: ignore[attr-de
 DRAIN_GRACE_SECONDS = 1.0
 TLS_HANDSHAKE_TIMEOUT_SECONDS = 30.0
 # Closing a TLS connection waits for the peer's close_notify; a pooled client that is not reading its idle
-# connection never sends one, and would otherwise hold a graceful shutdown for the loop's default 30 s.
+# connection never sends one, and would otherwise hold a graceful shutdown for the loop's default 30 s. The same
+# time bounds flushing what is still buffered at close: at most the transport's high-water mark (uvicorn pauses
+# the app above it), which a live client takes in far less.
 TLS_SHUTDOWN_TIMEOUT_SECONDS = 5.0
 
 
