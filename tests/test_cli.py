@@ -126,3 +126,21 @@ def test_production_without_jwt_secret_fails_cleanly(tmp_path: Path) -> None:
     assert "JWT_SECRET" in result.stderr
     assert "Traceback" not in output(result)
     assert not (tmp_path / "pockity.db").exists()
+
+
+def test_serve_refuses_s3_tls_files_it_cannot_use(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    (tmp_path / "key.pem").write_text("not a key\n")
+    result = run(tmp_path, "serve", "--port", "1", S3_API_TLS_CERT="cert.pem", S3_API_TLS_KEY="key.pem")
+    assert result.returncode == 2, output(result)  # before binding a socket (port 1 would fail otherwise)
+    assert "S3_API_TLS_CERT/S3_API_TLS_KEY cannot be used" in result.stderr
+    assert "Traceback" not in output(result)
+    assert not (tmp_path / "pockity.db").exists()  # refused before migrating
+
+
+def test_serve_refuses_half_a_tls_configuration(tmp_path: Path) -> None:
+    result = run(tmp_path, "serve", S3_API_TLS_CERT="cert.pem")
+    assert result.returncode == 2, output(result)
+    assert "S3_API_TLS_CERT and S3_API_TLS_KEY go together" in result.stderr
+    assert "Traceback" not in output(result)
+    assert not (tmp_path / "pockity.db").exists()  # refused before migrating

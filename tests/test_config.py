@@ -173,3 +173,21 @@ def test_relative_data_dir_becomes_absolute(monkeypatch: pytest.MonkeyPatch, cle
     settings = load(monkeypatch, DATA_DIR="./rel")
     assert settings.data_dir == (clean_env / "rel").resolve()
     assert (clean_env / "rel" / "secrets" / "jwt_secret").exists()
+
+
+# --- The S3 listener's TLS files ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["S3_API_TLS_CERT", "S3_API_TLS_KEY"])
+def test_s3_tls_needs_both_files(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    with pytest.raises(ConfigError, match="S3_API_TLS_CERT and S3_API_TLS_KEY go together"):
+        load(monkeypatch, **{given: "/etc/pockity/s3.pem"})
+
+
+def test_s3_tls_files_become_absolute_and_empty_means_unset(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> None:
+    monkeypatch.chdir(clean_env)
+    settings = load(monkeypatch, S3_API_TLS_CERT="tls/cert.pem", S3_API_TLS_KEY="tls/key.pem")
+    tls = clean_env.resolve() / "tls"
+    assert (settings.s3_api_tls_cert, settings.s3_api_tls_key) == (tls / "cert.pem", tls / "key.pem")
+    unset = load(monkeypatch, S3_API_TLS_CERT="", S3_API_TLS_KEY=" ")
+    assert (unset.s3_api_tls_cert, unset.s3_api_tls_key) == (None, None)

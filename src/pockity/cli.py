@@ -9,11 +9,14 @@ import secrets
 import signal
 import subprocess
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pockity.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from pockity.serving import ListenerTls
 
 app = typer.Typer(help="Pockity: multi-tenant, quota-controlled S3 storage.", no_args_is_help=True)
 
@@ -77,6 +80,21 @@ def create_admin(
         raise typer.Exit(1) from None
 
 
+def _s3_listener_tls(settings: Settings) -> ListenerTls | None:
+    """The S3 listener's TLS files, checked here once (each worker process loads its own context)."""
+    from pockity.serving import ListenerTls
+
+    if not (settings.s3_api_port and settings.s3_api_tls_cert and settings.s3_api_tls_key):
+        return None
+    tls = ListenerTls(settings.s3_api_port, settings.s3_api_tls_cert, settings.s3_api_tls_key)
+    try:
+        tls.context()
+    except OSError as exc:  # ssl.SSLError included: not PEM, or a key that is not the certificate's
+        typer.secho(f"configuration error: S3_API_TLS_CERT/S3_API_TLS_KEY cannot be used: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    return tls
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "0.0.0.0",  # noqa: S104
@@ -87,9 +105,10 @@ def serve(
     """Migrate, create the admin from ADMIN_EMAIL/ADMIN_PASSWORD if set, and serve the API."""
     import uvicorn
 
-    from pockity.serving import DrainingServer
+    from pockity.serving import DrainingServer, ServingConfig
 
     settings = _settings()
+    tls = _s3_listener_tls(settings)
     if migrate_first:
         # In a child process: Alembic and the migration scripts would otherwise stay in the server's memory.
         if subprocess.run([sys.executable, "-m", "pockity.cli", "migrate"], check=False).returncode != 0:
@@ -122,16 +141,17 @@ def serve(
         proxy_headers=bool(settings.forwarded_allow_ips.strip()),
         forwarded_allow_ips=settings.forwarded_allow_ips.strip() or None,
     )
-    config = uvicorn.Config("pockity.app:create_served_app", **options)
+    s3_port = settings.s3_api_port
+    config = ServingConfig("pockity.app:create_served_app", listener_tls=tls, **options)
     # The REST listener and, if S3_API_PORT is set, the S3 API's: one app serves both (app.ListenerRouter).
     sockets = [config.bind_socket()]
-    s3_port = settings.s3_api_port
     if s3_port:
         if s3_port == port:
             typer.secho(f"S3_API_PORT ({s3_port}) must differ from the API port", fg="red", err=True)
             raise typer.Exit(2)
         sockets.append(uvicorn.Config("pockity.app:create_served_app", **{**options, "port": s3_port}).bind_socket())
-        typer.echo(f"S3 API on http://{shown}:{s3_port}  (bucket '{settings.s3_api_bucket}', path-style)")
+        scheme = "https" if tls else "http"
+        typer.echo(f"S3 API on {scheme}://{shown}:{s3_port}  (bucket '{settings.s3_api_bucket}', path-style)")
         sys.stdout.flush()
     if workers > 1:  # uvicorn's own process manager: each worker drains its connections, but not the queue
         from uvicorn.supervisors import Multiprocess

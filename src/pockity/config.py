@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     s3_api_port: int = Field(9000, ge=0, le=65535)  # 0: no S3 listener
     s3_api_bucket: str = Field("pockity", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     s3_api_domain: str | None = None  # set: virtual-hosted requests to {bucket}.{domain} too
+    # Both or neither: the S3 listener serves HTTPS with this certificate chain and its private key (PEM files).
+    s3_api_tls_cert: Path | None = None
+    s3_api_tls_key: Path | None = None
     # Storage
     storage_backend: Literal["local", "s3"] = "local"
     local_storage_dir: Path | None = None
@@ -143,7 +146,12 @@ class Settings(BaseSettings):
     checkout_cancel_url: str | None = None
     provider_timeout_seconds: float = Field(20.0, gt=0)
 
-    @field_validator("data_dir", "local_storage_dir", mode="after")
+    @field_validator("s3_api_tls_cert", "s3_api_tls_key", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("data_dir", "local_storage_dir", "s3_api_tls_cert", "s3_api_tls_key", mode="after")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
         return v.expanduser().resolve() if v is not None else None
@@ -237,6 +245,16 @@ def _check_kek(value: str) -> None:
         raise ConfigError("KEY_ENCRYPTION_KEY must be base64 of exactly 32 bytes.")
 
 
+def _check_s3_tls(settings: Settings) -> None:
+    if (settings.s3_api_tls_cert is None) != (settings.s3_api_tls_key is None):
+        raise ConfigError(
+            "S3_API_TLS_CERT and S3_API_TLS_KEY go together: set both (the certificate chain and its private key, "
+            "PEM files) for an HTTPS S3 listener, or neither for plain HTTP."
+        )
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment and resolve generated secrets."""
-    return resolve_secrets(Settings(**overrides))  # type: ignore[arg-type]
+    settings = resolve_secrets(Settings(**overrides))  # type: ignore[arg-type]
+    _check_s3_tls(settings)
+    return settings

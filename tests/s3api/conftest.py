@@ -13,6 +13,7 @@ from botocore.credentials import Credentials
 from fastapi import FastAPI
 
 from pockity.s3api.router import S3App
+from tests.fixtures.s3api import served, served_tls, tls_ca  # noqa: F401  (real servers, once per session)
 from tests.fixtures.users import TestUser, make_key
 
 BASE = "http://s3.pockity.test"

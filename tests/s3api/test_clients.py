@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
 
 import boto3
 import httpx
@@ -20,33 +19,15 @@ from tests.fixtures.storage import MIB, set_quota
 from tests.fixtures.users import TestUser, make_key, make_user
 
 
-@pytest.fixture(scope="module")
-def served(
-    pg_url: str, s3_server: S3Server, s3_bucket: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
-    """(REST base URL, S3 endpoint) of one `pockity serve` with both listeners."""
-    s3_port = free_port()
-    env = server_env(
-        pg_url,
-        tmp_path_factory.mktemp("s3clients"),
-        STORAGE_BACKEND="s3",
-        S3_BUCKET=s3_bucket,
-        S3_ENDPOINT_URL=s3_server.endpoint_url,
-        AWS_ACCESS_KEY_ID=s3_server.access_key,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
-        S3_API_PORT=str(s3_port),
-    )
-    with running_server(env) as base:
-        yield base, f"http://127.0.0.1:{s3_port}"
-
-
-def boto3_client(endpoint: str, key: dict[str, str], **config: object) -> object:
+def boto3_client(endpoint: str, key: dict[str, str], *, verify: str | None = None, **config: object) -> object:
+    """A client of the S3 listener at `endpoint` (`verify`: the CA file that signed an HTTPS listener's cert)."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=key["accessKeyId"],
         aws_secret_access_key=key["secretKey"],
         region_name="us-east-1",
+        verify=verify,
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),  # type: ignore[arg-type]
     )
 
