@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from pockity.s3api import xml
-from pockity.s3api.call import MAX_KEYS, Call, owner, xml_response
+from pockity.s3api.call import MAX_KEYS, Call, owner, read_xml_body, xml_response
 from pockity.s3api.errors import S3Error
 from pockity.storage import service
 
@@ -33,7 +33,26 @@ async def get_location(call: Call) -> Response:
 
 
 async def get_acl(call: Call) -> Response:
+    """GetBucketAcl / GetObjectAcl: always the private canned ACL (of an object that exists)."""
+    if call.key is not None:
+        await service.get_object_meta(call.state.db, call.principal, call.key)
     return xml_response(xml.private_acl(owner(call)))
+
+
+async def put_acl(call: Call) -> Response:
+    """PutBucketAcl / PutObjectAcl: what is already true (private: the owner has FULL_CONTROL) is accepted and
+    changes nothing; any other grant is 501, never silently dropped."""
+    if call.key is not None:
+        service.checked_name(call.principal, call.key, "write")
+        await service.get_object_meta(call.state.db, call.principal, call.key)
+    headers = call.s3.headers
+    granted = [name for name in headers if name.startswith("x-amz-grant-")]
+    canned = headers.get("x-amz-acl", "private").strip()
+    body = await read_xml_body(call)
+    grants = xml.parse_acl_grants(body) if body.strip() else []
+    if canned != "private" or granted or any(g != (call.principal.user_id, "FULL_CONTROL") for g in grants):
+        raise S3Error("NotImplemented", "Pockity's objects are private: only the private ACL can be set.", 501)
+    return Response(status_code=200)
 
 
 # --- listing --------------------------------------------------------------------------------------------------

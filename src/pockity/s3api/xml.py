@@ -386,6 +386,19 @@ def parse_delete(body: bytes) -> tuple[list[str], bool]:
     return keys, (_text(root, "Quiet") or "").strip().lower() == "true"
 
 
+def parse_acl_grants(body: bytes) -> list[tuple[str, str]]:
+    """PutObjectAcl's / PutBucketAcl's `<AccessControlPolicy>`: each grant as (grantee ID or URI, permission)."""
+    root = _parse(body, "AccessControlPolicy")
+    grants = []
+    for grant in root.iter():
+        if _local(grant.tag) != "Grant":
+            continue
+        grantee = _children(grant, "Grantee")
+        who = "" if not grantee else (_text(grantee[0], "ID") or _text(grantee[0], "URI") or "*")
+        grants.append((who.strip(), (_text(grant, "Permission") or "").strip()))
+    return grants
+
+
 def parse_complete(body: bytes) -> list[tuple[int, str]]:
     """CompleteMultipartUpload's parts: (part number, ETag without quotes), in the order sent."""
     root = _parse(body, "CompleteMultipartUpload")

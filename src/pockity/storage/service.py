@@ -239,16 +239,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     try:
         if first == "":
             length = int(last)
-            if length <= 0:
+            if length <= 0 or size == 0:
                 raise InvalidRange(details={"size": size})
             return max(0, size - length), size - 1
         start = int(first)
-        end = int(last) if last else size - 1
+        end = int(last) if last else None
     except ValueError:
         return None
-    if start >= size or end < start:
+    if end is not None and end < start:
+        return None  # not a valid byte-range-spec: the header is ignored (RFC 9110 §14.1.1)
+    if start >= size:
         raise InvalidRange(details={"size": size})
-    return start, min(end, size - 1)
+    return start, size - 1 if end is None else min(end, size - 1)
 
 
 async def open_content(
