@@ -190,8 +190,8 @@ def copy_source(call: Call) -> str:
     bucket, slash, key = decoded(path).lstrip("/").partition("/")
     if not slash or not key:
         raise S3Error("InvalidArgument", "x-amz-copy-source must be bucket/key.", 400)
-    if bucket != call.state.settings.s3_api_bucket:
-        raise S3Error("AccessDenied", "You can only copy from your own bucket.", 403)
+    if bucket != call.state.settings.s3_api_bucket:  # a tenant has one bucket: no other exists for them
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist.", 404, BucketName=bucket)
     return key
 
 
