@@ -529,6 +529,7 @@ async def test_multipart_errors(s3: S3Client) -> None:
         (_complete_body([(9999, tags[0])]), 400, "InvalidPart"),
         (_complete_body([(1, '"ffffffffffffffffffffffffffffffff"')]), 400, "InvalidPart"),
         (_complete_body([(2, tags[1]), (1, tags[0])]), 400, "InvalidPartOrder"),
+        (_complete_body([(1, tags[0]), (1, tags[0])]), 400, "InvalidPartOrder"),  # the same part twice
         (_complete_body([(1, tags[0]), (2, tags[1])]), 400, "EntityTooSmall"),
     ]
     for body, status, code in cases:
