@@ -608,3 +608,18 @@ async def test_presigned_urls(s3: S3Client) -> None:
     put = await s3.http.put(presign("PUT", 300), content=b"new")
     assert put.status_code == 200
     assert (await s3.send("GET", _path("p.txt"))).content == b"new"
+
+
+async def test_object_versions_list_each_key_once_as_the_null_version(s3: S3Client) -> None:
+    for key in ("a", "b/1", "b/2", "c"):
+        await _put(s3, key)
+    root = await _list(s3, versions="")
+    versions = root.findall(f"{NS}Version")
+    assert [v.findtext(f"{NS}Key") for v in versions] == ["a", "b/1", "b/2", "c"]
+    assert {(v.findtext(f"{NS}VersionId"), v.findtext(f"{NS}IsLatest")) for v in versions} == {("null", "true")}
+    page = await _list(s3, versions="", max_keys=2, delimiter="/")
+    assert [v.findtext(f"{NS}Key") for v in page.findall(f"{NS}Version")] == ["a"]
+    assert (_prefixes(page), _text(page, "IsTruncated"), _text(page, "NextKeyMarker")) == (["b/"], "true", "b/")
+    rest = await _list(s3, versions="", key_marker="b/", delimiter="/")
+    assert [v.findtext(f"{NS}Key") for v in rest.findall(f"{NS}Version")] == ["c"]
+    assert _text(rest, "IsTruncated") == "false"

@@ -67,14 +67,16 @@ def _max_keys(call: Call) -> int:
 
 async def list_objects(call: Call) -> Response:
     params = call.params
-    v2 = params.get("list-type") == "2"
+    versions = "versions" in params
+    v2 = params.get("list-type") == "2" and not versions
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter") or None
     encoding = params.get("encoding-type")
     if encoding not in (None, "url"):
         raise S3Error("InvalidArgument", "encoding-type must be url.", 400)
     max_keys = _max_keys(call)
     token = params.get("continuation-token") if v2 else None
-    after = (params.get("start-after") if v2 else params.get("marker")) or None
+    marker_param = "start-after" if v2 else "key-marker" if versions else "marker"
+    after = params.get(marker_param) or None
     page = await service.list_objects(
         call.state.db,
         call.principal,
@@ -103,6 +105,16 @@ async def list_objects(call: Call) -> Response:
             )
         )
     names = [e.key for e in entries] + listing.common_prefixes
+    if versions:  # one version per key, `null`: the version listing is the key listing
+        return xml_response(
+            xml.list_object_versions(
+                listing,
+                key_marker=params.get("key-marker", ""),
+                version_id_marker=params.get("version-id-marker", ""),
+                next_key_marker=max(names) if listing.is_truncated and names else None,
+                owner=owner(call),
+            )
+        )
     next_marker = max(names) if listing.is_truncated and delimiter and names else None
     return xml_response(
         xml.list_objects_v1(listing, marker=params.get("marker", ""), next_marker=next_marker, owner=owner(call))
