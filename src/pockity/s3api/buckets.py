@@ -77,15 +77,19 @@ async def list_objects(call: Call) -> Response:
     token = params.get("continuation-token") if v2 else None
     marker_param = "start-after" if v2 else "key-marker" if versions else "marker"
     after = params.get(marker_param) or None
-    page = await service.list_objects(
-        call.state.db,
-        call.principal,
-        prefix=prefix,
-        delimiter=delimiter,
-        limit=max(1, max_keys),
-        cursor=token,
-        after=after if token is None else None,
-    )
+    if service.not_a_name_prefix(prefix):  # S3 lists nothing for it (the REST API refuses it: invalid_key)
+        service.listing_prefix(call.principal, prefix)  # the key's scope and prefix still apply
+        page = service.Page(items=[], folders=[], next_cursor=None)
+    else:
+        page = await service.list_objects(
+            call.state.db,
+            call.principal,
+            prefix=prefix,
+            delimiter=delimiter,
+            limit=max(1, max_keys),
+            cursor=token,
+            after=after if token is None else None,
+        )
     entries = [xml.Entry(r.key, r.last_modified, r.etag, r.size) for r in page.items] if max_keys else []
     listing = xml.Listing(
         bucket=call.bucket or "",

@@ -57,6 +57,11 @@ def checked_name(principal: Principal, name: str, scope: str) -> str:
 # --- listing ------------------------------------------------------------------------------------------
 
 
+def not_a_name_prefix(prefix: str) -> bool:
+    """Whether no valid name can start with `prefix` (a leading '/' or a backslash)."""
+    return prefix.startswith("/") or "\\" in prefix
+
+
 def listing_prefix(principal: Principal, prefix: str) -> str:
     """An API key limited to a folder lists inside it: a broader prefix is narrowed, another is refused."""
     key = principal.key
@@ -105,11 +110,9 @@ async def list_objects(
     to and including the delimiter's first occurrence), S3-style. Each read is one
     AUTOCOMMIT statement of plain rows: each sees the latest commit, as in a READ COMMITTED transaction on
     PostgreSQL (on SQLite a page's statements no longer share one snapshot)."""
-    if len(prefix.encode()) > 1024:
+    if prefix and (not_a_name_prefix(prefix) or len(prefix.encode()) > 1024):
         raise InvalidKey("The prefix is not valid.")
     prefix = listing_prefix(principal, prefix)
-    if prefix.startswith("/") or "\\" in prefix:
-        return Page(items=[], folders=[], next_cursor=None)  # no valid name starts so: nothing to list
     last = _decode_cursor(cursor)
     if last is None and after:  # S3's start-after / marker: any name, not necessarily under the prefix
         if after < prefix:
