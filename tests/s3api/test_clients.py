@@ -259,3 +259,41 @@ async def test_parallel_upload_parts_on_two_servers_never_pass_the_quota(
     assert sorted(outcomes) == ["QuotaExceeded"] * 15 + ["stored"] * 5, outcomes
     assert (during["bytesUsed"], during["bytesReserved"]) == (0, 5 * MIB)
     assert (after["bytesUsed"], after["bytesReserved"], after["objectCount"]) == (0, 0, 0)
+
+
+async def test_boto3_as_a_conformance_suite_drives_it(served: tuple[str, str], app: FastAPI) -> None:
+    """The calls a public S3 test suite makes around its cases: ACL set-up, awkward keys listed with botocore's
+    automatic url encoding, an s3v4 presigned GET, and clean-up through ListObjectVersions + DeleteObjects."""
+    base, endpoint = served
+    _, key, http = await _tenant(base, "suite")
+    s3 = boto3_client(endpoint, key, signature_version="s3v4")
+    names = ["foo+1/bar", "quux ab/thud", "asdf+b", "%", "_ _"]
+
+    def work() -> dict[str, object]:
+        for name in names:
+            s3.put_object(Bucket="pockity", Key=name, Body=name.encode(), ACL="private")  # type: ignore[attr-defined]
+        s3.put_object_acl(Bucket="pockity", Key="%", ACL="private")  # type: ignore[attr-defined]
+        owner = s3.get_object_acl(Bucket="pockity", Key="%")["Owner"]  # type: ignore[attr-defined]
+        listed = s3.list_objects(Bucket="pockity", Delimiter="/")  # type: ignore[attr-defined]
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": "pockity", "Key": "_ _"}, ExpiresIn=100)  # type: ignore[attr-defined]
+        versions = s3.list_object_versions(Bucket="pockity")["Versions"]  # type: ignore[attr-defined]
+        objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions]
+        deleted = s3.delete_objects(Bucket="pockity", Delete={"Objects": objects})["Deleted"]  # type: ignore[attr-defined]
+        left = s3.list_objects_v2(Bucket="pockity")["KeyCount"]  # type: ignore[attr-defined]
+        return {
+            "keys": [o["Key"] for o in listed.get("Contents", [])],
+            "prefixes": [p["Prefix"] for p in listed.get("CommonPrefixes", [])],
+            "owner": listed["Contents"][0]["Owner"] == owner,
+            "url": url,
+            "deleted": sorted(d["Key"] for d in deleted),
+            "left": left,
+        }
+
+    out = await asyncio.to_thread(work)
+    assert out["keys"] == ["%", "_ _", "asdf+b"]
+    assert out["prefixes"] == ["foo+1/", "quux ab/"]
+    assert out["owner"] is True
+    assert out["deleted"] == sorted(names) and out["left"] == 0
+    presigned = await http.get(str(out["url"]))  # the object is gone by now: an answer, not a signature error
+    assert presigned.status_code == 404 and b"NoSuchKey" in presigned.content
+    await http.aclose()

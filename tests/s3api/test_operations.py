@@ -253,7 +253,7 @@ async def test_copy_object_is_reserved_like_an_upload_and_stays_inside_the_tenan
     expected = [
         ({"x-amz-copy-source": "/pockity/src/a.txt"}, "/pockity/src/a.txt", 400, "InvalidRequest"),  # onto itself
         ({"x-amz-copy-source": "/pockity/missing.txt"}, "/pockity/d.txt", 404, "NoSuchKey"),
-        ({"x-amz-copy-source": "/otherbucket/src/a.txt"}, "/pockity/d.txt", 403, "AccessDenied"),
+        ({"x-amz-copy-source": "/otherbucket/src/a.txt"}, "/pockity/d.txt", 404, "NoSuchBucket"),
         ({"x-amz-copy-source": "/pockity/../x"}, "/pockity/d.txt", 400, "InvalidArgument"),
         ({"x-amz-copy-source": "/pockity/%ff"}, "/pockity/d.txt", 400, "InvalidArgument"),
     ]

@@ -182,7 +182,7 @@ def test_clock_skew_over_fifteen_minutes_is_refused() -> None:
             "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20261203%2Fus-east-1%2Fs3%2Faws4_request"
             "&X-Amz-Date=20261203T000000Z&X-Amz-Expires=604801&X-Amz-SignedHeaders=host&X-Amz-Signature=00",
             "AuthorizationQueryParametersError",
-            400,
+            403,
         ),
     ],
 )

@@ -61,6 +61,16 @@ async def _md5_checked(body: AsyncIterator[bytes], sent: str) -> AsyncIterator[b
         raise S3Error("BadDigest", "The Content-MD5 you specified did not match what we received.", 400)
 
 
+def _content_md5(sent: str) -> str:
+    """A Content-MD5 that cannot be an MD5 (not base64 of 16 bytes) is refused before the body is read."""
+    try:
+        if len(base64.b64decode(sent.strip(), validate=True)) == 16:
+            return sent.strip()
+    except ValueError:
+        pass
+    raise S3Error("InvalidDigest", "The Content-MD5 you specified is not valid.", 400)
+
+
 def verified_body(call: Call, declared: int | None) -> AsyncIterator[bytes]:
     """The decoded, verifying body: each check raises at the latest at the end, so nothing wrong is stored."""
     auth, headers = call.auth, call.s3.headers
@@ -76,5 +86,5 @@ def verified_body(call: Call, declared: int | None) -> AsyncIterator[bytes]:
         if name.startswith(checksums.HEADER_PREFIX) and name != "x-amz-checksum-type":
             body = _checked(body, checksums.algorithm_of(name), value)
     if "content-md5" in headers:
-        body = _md5_checked(body, headers["content-md5"])
+        body = _md5_checked(body, _content_md5(headers["content-md5"]))
     return body

@@ -7,10 +7,9 @@ import re
 from starlette.responses import Response
 
 from pockity.s3api import xml
-from pockity.s3api.call import MAX_KEYS, Call, owner, xml_response
+from pockity.s3api.call import MAX_KEYS, Call, owner, read_xml_body, xml_response
 from pockity.s3api.errors import S3Error
 from pockity.storage import service
-from pockity.storage.backends import InvalidKey
 
 _XML_CANNOT_CARRY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -38,9 +37,27 @@ async def get_location(call: Call) -> Response:
 
 
 async def get_acl(call: Call) -> Response:
-    if call.key is not None:  # an object's ACL: only of an object that exists and that the key may read
+    """GetBucketAcl / GetObjectAcl: always the private canned ACL (of an object that exists and that the key
+    may read)."""
+    if call.key is not None:
         await service.get_object_meta(call.state.db, call.principal, call.key)
     return xml_response(xml.private_acl(owner(call)))
+
+
+async def put_acl(call: Call) -> Response:
+    """PutBucketAcl / PutObjectAcl: what is already true (private: the owner has FULL_CONTROL) is accepted and
+    changes nothing; any other grant is 501, never silently dropped."""
+    if call.key is not None:
+        service.checked_name(call.principal, call.key, "write")
+        await service.get_object_meta(call.state.db, call.principal, call.key)
+    headers = call.s3.headers
+    granted = [name for name in headers if name.startswith("x-amz-grant-")]
+    canned = headers.get("x-amz-acl", "private").strip()
+    body = await read_xml_body(call)
+    grants = xml.parse_acl_grants(body) if body.strip() else []
+    if canned != "private" or granted or any(g != (call.principal.user_id, "FULL_CONTROL") for g in grants):
+        raise S3Error("NotImplemented", "Pockity's objects are private: only the private ACL can be set.", 501)
+    return Response(status_code=200)
 
 
 # --- listing --------------------------------------------------------------------------------------------------
@@ -55,17 +72,22 @@ def _max_keys(call: Call) -> int:
 
 async def list_objects(call: Call) -> Response:
     params = call.params
-    v2 = params.get("list-type") == "2"
+    versions = "versions" in params
+    v2 = params.get("list-type") == "2" and not versions
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter") or None
     encoding = params.get("encoding-type")
     if encoding not in (None, "url"):
         raise S3Error("InvalidArgument", "encoding-type must be url.", 400)
     max_keys = _max_keys(call)
     token = params.get("continuation-token") if v2 else None
-    after = (params.get("start-after") if v2 else params.get("marker")) or None
+    marker_param = "start-after" if v2 else "key-marker" if versions else "marker"
+    after = params.get(marker_param) or None
     if any(_XML_CANNOT_CARRY.search(v) for v in (prefix, delimiter or "", after or "")):  # echoed in the answer
         raise S3Error("InvalidArgument", "Listing parameters may not contain control characters.", 400)
-    try:
+    if service.not_a_name_prefix(prefix) or len(prefix.encode()) > 1024:  # S3 lists nothing for it (the REST
+        service.listing_prefix(call.principal, prefix)  # API refuses it: invalid_key); the key's scope applies
+        page = service.Page(items=[], folders=[], next_cursor=None)
+    else:
         page = await service.list_objects(
             call.state.db,
             call.principal,
@@ -75,8 +97,6 @@ async def list_objects(call: Call) -> Response:
             cursor=token,
             after=after if token is None else None,
         )
-    except InvalidKey:  # a prefix no name can have (S3 lists nothing; the REST API says why)
-        page = service.Page(items=[], folders=[], next_cursor=None)
     entries = [xml.Entry(r.key, r.last_modified, r.etag, r.size) for r in page.items] if max_keys else []
     listing = xml.Listing(
         bucket=call.bucket or "",
@@ -96,6 +116,16 @@ async def list_objects(call: Call) -> Response:
             )
         )
     names = [e.key for e in entries] + listing.common_prefixes
+    if versions:  # one version per key, `null`: the version listing is the key listing
+        return xml_response(
+            xml.list_object_versions(
+                listing,
+                key_marker=params.get("key-marker", ""),
+                version_id_marker=params.get("version-id-marker", ""),
+                next_key_marker=max(names) if listing.is_truncated and names else None,
+                owner=owner(call),
+            )
+        )
     next_marker = max(names) if listing.is_truncated and delimiter and names else None
     return xml_response(
         xml.list_objects_v1(listing, marker=params.get("marker", ""), next_marker=next_marker, owner=owner(call))

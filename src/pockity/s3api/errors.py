@@ -10,6 +10,7 @@ class S3Error(Exception):
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
         self.extra = extra  # more elements of the error document (e.g. BucketName, Key)
+        self.headers: dict[str, str] = {}  # more headers of the answer (e.g. a 416's Content-Range)
 
 
 def signature_mismatch() -> S3Error:

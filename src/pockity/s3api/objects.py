@@ -15,6 +15,7 @@ from pockity.s3api.call import Call, decoded, etag_listed, http_date, read_xml_b
 from pockity.s3api.errors import S3Error
 from pockity.s3api.errors_map import translate
 from pockity.storage import copies, deletes, parts, service, uploads
+from pockity.storage.backends import InvalidRange
 
 
 def _object_headers(obj: service.ObjectMeta, etag: str | None = None) -> dict[str, str]:
@@ -55,6 +56,23 @@ def _part_range(call: Call, obj: service.ObjectMeta, headers: dict[str, str]) ->
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable.", 416)
     headers["x-amz-mp-parts-count"] = str(parts.parts_count(obj.part_sizes))
     return found
+
+
+def _byte_range(call: Call, size: int) -> tuple[int, int] | None:
+    """GetObject's Range; one that addresses no byte is 416 InvalidRange with `Content-Range: bytes */size`."""
+    header = call.s3.headers.get("range")
+    try:
+        return service.parse_range(header, size)
+    except InvalidRange:
+        err = S3Error(
+            "InvalidRange",
+            "The requested range is not satisfiable",
+            416,
+            RangeRequested=header or "",
+            ActualObjectSize=str(size),
+        )
+        err.headers["Content-Range"] = f"bytes */{size}"
+        raise err from None
 
 
 def _ranged(headers: dict[str, str], byte_range: tuple[int, int], size: int) -> None:
@@ -118,7 +136,7 @@ async def get_object(call: Call) -> Response:
     headers = _object_headers(obj)
     if _not_modified(call, obj.etag, obj.updated_at):
         return _not_modified_answer(headers)
-    byte_range = _part_range(call, obj, headers) or service.parse_range(call.s3.headers.get("range"), obj.size)
+    byte_range = _part_range(call, obj, headers) or _byte_range(call, obj.size)
     info, body = await service.open_content(call.state.storage, obj, byte_range)
     headers = _overridden(call, headers | {"ETag": f'"{info.etag}"'})
     if byte_range is None:
@@ -128,16 +146,15 @@ async def get_object(call: Call) -> Response:
 
 
 def write_condition(call: Call) -> uploads.Precondition | None:
-    """PutObject's conditional writes: `If-None-Match: *` (only if the key is free), `If-Match: <etag>`."""
+    """PutObject's conditional writes: `If-None-Match: *` (only if the key is free) or an ETag list (only if the
+    current file is none of them), `If-Match: <etag>` (only over that file)."""
     none_match, match = call.s3.headers.get("if-none-match"), call.s3.headers.get("if-match")
     if none_match is None and match is None:
         return None
-    if none_match is not None and none_match.strip() != "*":
-        raise S3Error("NotImplemented", "If-None-Match on PutObject supports '*' only.", 501)
 
     def check(existing: Any) -> None:
-        if none_match is not None and existing is not None:
-            raise uploads.PreconditionFailed("A file of this name exists (If-None-Match: *).")
+        if none_match is not None and existing is not None and etag_listed(none_match, existing.etag):
+            raise uploads.PreconditionFailed("A file of this name exists (If-None-Match).")
         if match is not None and (existing is None or not etag_listed(match, existing.etag)):
             raise uploads.PreconditionFailed("The file's ETag is not the one If-Match names.")
 
@@ -173,8 +190,8 @@ def copy_source(call: Call) -> str:
     bucket, slash, key = decoded(path).lstrip("/").partition("/")
     if not slash or not key:
         raise S3Error("InvalidArgument", "x-amz-copy-source must be bucket/key.", 400)
-    if bucket != call.state.settings.s3_api_bucket:
-        raise S3Error("AccessDenied", "You can only copy from your own bucket.", 403)
+    if bucket != call.state.settings.s3_api_bucket:  # a tenant has one bucket: no other exists for them
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist.", 404, BucketName=bucket)
     return key
 
 

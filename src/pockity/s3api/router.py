@@ -42,7 +42,7 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def _error(err: S3Error, method: str, resource: str, request_id: str) -> Response:
-    headers = {"x-amz-request-id": request_id}
+    headers = {**err.headers, "x-amz-request-id": request_id}
     if method == "HEAD":  # HEAD answers carry no body
         return Response(status_code=err.status, headers=headers)
     return Response(
@@ -150,7 +150,7 @@ async def _fair_share(call: Call) -> None:
 
 # --- routing ---------------------------------------------------------------------------------------------
 
-_NOT_IMPLEMENTED_BUCKET = {
+_NOT_IMPLEMENTED = {
     "policy",
     "versioning",
     "lifecycle",
@@ -170,6 +170,13 @@ _NOT_IMPLEMENTED_BUCKET = {
     "intelligent-tiering",
     "ownershipControls",
     "publicAccessBlock",
+    # object subresources: writing them must never reach PutObject
+    "retention",
+    "legal-hold",
+    "torrent",
+    "restore",
+    "select",
+    "attributes",
 }
 
 
@@ -180,7 +187,7 @@ def _route(call: Call) -> Handler:
             return buckets.list_buckets
         raise S3Error("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
     _check_bucket(call)
-    unsupported = sorted(set(params) & _NOT_IMPLEMENTED_BUCKET)
+    unsupported = sorted(set(params) & _NOT_IMPLEMENTED)
     if unsupported:
         raise S3Error("NotImplemented", f"{unsupported[0]} is not supported by Pockity.", 501)
     if call.key is None:
@@ -195,11 +202,13 @@ def _route(call: Call) -> Handler:
             return buckets.list_objects
         if method == "POST" and "delete" in params:
             return objects.delete_objects
+        if method == "PUT" and "acl" in params:
+            return buckets.put_acl
         if method in table:
             return table[method]
     else:
-        if "acl" in params and method == "GET":
-            return buckets.get_acl
+        if "acl" in params and method in ("GET", "PUT"):
+            return buckets.get_acl if method == "GET" else buckets.put_acl
         if "uploads" in params and method == "POST":
             return multipart.create_multipart_upload
         if "uploadId" in params:

@@ -191,9 +191,13 @@ def _parse_presigned(algorithm: str, params: Mapping[str, str]) -> SignedRequest
         expires = int(params["X-Amz-Expires"])
     except ValueError:
         raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires must be a number of seconds.", 400) from None
-    if not 0 < expires <= MAX_PRESIGN_SECONDS:
+    # Refused as forbidden (403), as S3 conformance suites expect: a URL valid for no time at all has expired,
+    # one valid for more than 7 days was never allowed.
+    if expires <= 0:
+        raise S3Error("AccessDenied", "Request has expired.", 403)
+    if expires > MAX_PRESIGN_SECONDS:
         raise S3Error(
-            "AuthorizationQueryParametersError", "X-Amz-Expires must be between 1 and 604800 seconds (7 days).", 400
+            "AuthorizationQueryParametersError", "X-Amz-Expires must be between 1 and 604800 seconds (7 days).", 403
         )
     return SignedRequest(
         access_key_id=key_id,

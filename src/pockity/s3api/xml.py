@@ -185,6 +185,39 @@ def list_objects_v1(listing: Listing, *, marker: str, next_marker: str | None, o
     return document(root)
 
 
+def list_object_versions(
+    listing: Listing, *, key_marker: str, version_id_marker: str, next_key_marker: str | None, owner: Owner
+) -> bytes:
+    """ListObjectVersions of a bucket that keeps one version per key: each object once, `null`, the latest."""
+    root = _root("ListVersionsResult")
+    _add(root, "Name", listing.bucket)
+    _add(root, "Prefix", _encode(listing.prefix, listing))
+    _add(root, "KeyMarker", _encode(key_marker, listing))
+    _add(root, "VersionIdMarker", version_id_marker)
+    if next_key_marker is not None:
+        _add(root, "NextKeyMarker", _encode(next_key_marker, listing))
+        _add(root, "NextVersionIdMarker", "null")
+    if listing.delimiter is not None:
+        _add(root, "Delimiter", _encode(listing.delimiter, listing))
+    _add(root, "MaxKeys", listing.max_keys)
+    if listing.url_encoded:
+        _add(root, "EncodingType", "url")
+    _add(root, "IsTruncated", listing.is_truncated)
+    for entry in listing.entries:
+        item = SubElement(root, "Version")
+        _add(item, "Key", _encode(entry.key, listing))
+        _add(item, "VersionId", "null")
+        _add(item, "IsLatest", True)
+        _add(item, "LastModified", timestamp(entry.last_modified))
+        _add(item, "ETag", f'"{entry.etag}"')
+        _add(item, "Size", entry.size)
+        _add(item, "StorageClass", "STANDARD")
+        _owner(item, owner)
+    for prefix in listing.common_prefixes:
+        _add(SubElement(root, "CommonPrefixes"), "Prefix", _encode(prefix, listing))
+    return document(root)
+
+
 def copy_result(etag: str, last_modified: datetime) -> bytes:
     """CopyObject's answer."""
     root = _root("CopyObjectResult")
@@ -384,6 +417,19 @@ def parse_delete(body: bytes) -> tuple[list[str], bool]:
     if not keys or len(keys) > MAX_DELETE_KEYS:
         raise S3Error("MalformedXML", f"Delete between 1 and {MAX_DELETE_KEYS} keys at a time.", 400)
     return keys, (_text(root, "Quiet") or "").strip().lower() == "true"
+
+
+def parse_acl_grants(body: bytes) -> list[tuple[str, str]]:
+    """PutObjectAcl's / PutBucketAcl's `<AccessControlPolicy>`: each grant as (grantee ID or URI, permission)."""
+    root = _parse(body, "AccessControlPolicy")
+    grants = []
+    for grant in root.iter():
+        if _local(grant.tag) != "Grant":
+            continue
+        grantee = _children(grant, "Grantee")
+        who = "" if not grantee else (_text(grantee[0], "ID") or _text(grantee[0], "URI") or "*")
+        grants.append((who.strip(), (_text(grant, "Permission") or "").strip()))
+    return grants
 
 
 def parse_complete(body: bytes) -> list[tuple[int, str]]:

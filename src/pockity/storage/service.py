@@ -57,6 +57,11 @@ def checked_name(principal: Principal, name: str, scope: str) -> str:
 # --- listing ------------------------------------------------------------------------------------------
 
 
+def not_a_name_prefix(prefix: str) -> bool:
+    """Whether no valid name can start with `prefix` (a leading '/', a backslash, a control character)."""
+    return prefix.startswith("/") or "\\" in prefix or has_control_characters(prefix)
+
+
 def listing_prefix(principal: Principal, prefix: str) -> str:
     """An API key limited to a folder lists inside it: a broader prefix is narrowed, another is refused."""
     key = principal.key
@@ -105,9 +110,7 @@ async def list_objects(
     to and including the delimiter's first occurrence), S3-style. Each read is one
     AUTOCOMMIT statement of plain rows: each sees the latest commit, as in a READ COMMITTED transaction on
     PostgreSQL (on SQLite a page's statements no longer share one snapshot)."""
-    if prefix and (
-        prefix.startswith("/") or "\\" in prefix or len(prefix.encode()) > 1024 or has_control_characters(prefix)
-    ):
+    if prefix and (not_a_name_prefix(prefix) or len(prefix.encode()) > 1024):
         raise InvalidKey("The prefix is not valid.")  # the S3 API lists nothing instead (s3api/buckets.py)
     if after and "\x00" in after:  # PostgreSQL cannot compare text with a NUL (any other position is fine)
         raise ValidationFailed("The listing's start is not valid.", code="invalid_cursor")
@@ -241,16 +244,18 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     try:
         if first == "":
             length = int(last)
-            if length <= 0:
+            if length <= 0 or size == 0:
                 raise InvalidRange(details={"size": size})
             return max(0, size - length), size - 1
         start = int(first)
-        end = int(last) if last else size - 1
+        end = int(last) if last else None
     except ValueError:
         return None
-    if start >= size or end < start:
+    if end is not None and end < start:
+        return None  # not a valid byte-range-spec: the header is ignored (RFC 9110 §14.1.1)
+    if start >= size:
         raise InvalidRange(details={"size": size})
-    return start, min(end, size - 1)
+    return start, size - 1 if end is None else min(end, size - 1)
 
 
 async def open_content(
