@@ -192,6 +192,8 @@ def _route(call: Call) -> Handler:
                 return buckets.get_acl
             if "uploads" in params:
                 return multipart.list_multipart_uploads
+            if "versions" in params:
+                return buckets.list_object_versions
             return buckets.list_objects
         if method == "POST" and "delete" in params:
             return objects.delete_objects

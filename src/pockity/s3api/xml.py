@@ -185,6 +185,39 @@ def list_objects_v1(listing: Listing, *, marker: str, next_marker: str | None, o
     return document(root)
 
 
+def list_versions(
+    listing: Listing, *, key_marker: str, version_id_marker: str, next_key_marker: str | None, owner: Owner
+) -> bytes:
+    """ListObjectVersions: Pockity keeps one version of each object, so each is its `null`, latest version."""
+    root = _root("ListVersionsResult")
+    _add(root, "Name", listing.bucket)
+    _add(root, "Prefix", _encode(listing.prefix, listing))
+    _add(root, "KeyMarker", _encode(key_marker, listing))
+    _add(root, "VersionIdMarker", version_id_marker)
+    if next_key_marker is not None:
+        _add(root, "NextKeyMarker", _encode(next_key_marker, listing))
+        _add(root, "NextVersionIdMarker", "null")
+    _add(root, "MaxKeys", listing.max_keys)
+    if listing.delimiter is not None:
+        _add(root, "Delimiter", _encode(listing.delimiter, listing))
+    if listing.url_encoded:
+        _add(root, "EncodingType", "url")
+    _add(root, "IsTruncated", listing.is_truncated)
+    for entry in listing.entries:
+        version = SubElement(root, "Version")
+        _add(version, "Key", _encode(entry.key, listing))
+        _add(version, "VersionId", "null")
+        _add(version, "IsLatest", True)
+        _add(version, "LastModified", timestamp(entry.last_modified))
+        _add(version, "ETag", f'"{entry.etag}"')
+        _add(version, "Size", entry.size)
+        _owner(version, owner)
+        _add(version, "StorageClass", "STANDARD")
+    for prefix in listing.common_prefixes:
+        _add(SubElement(root, "CommonPrefixes"), "Prefix", _encode(prefix, listing))
+    return document(root)
+
+
 def copy_result(etag: str, last_modified: datetime) -> bytes:
     """CopyObject's answer."""
     root = _root("CopyObjectResult")
