@@ -226,6 +226,14 @@ def copy_result(etag: str, last_modified: datetime) -> bytes:
     return document(root)
 
 
+def post_response(location: str, bucket: str, key: str, etag: str) -> bytes:
+    """A browser POST upload's answer with `success_action_status=201` (S3 puts no namespace on it)."""
+    root = Element("PostResponse")
+    for name, value in (("Location", location), ("Bucket", bucket), ("Key", key), ("ETag", f'"{etag}"')):
+        _add(root, name, value)
+    return document(root)
+
+
 @dataclass(frozen=True)
 class DeleteOutcome:
     key: str
