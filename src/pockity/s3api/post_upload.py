@@ -7,11 +7,12 @@ far below. The signature is in the form, not in a header: the policy (auth.authe
 is checked against every field, with `${filename}` in the key already replaced by the file's name, before a
 byte of the file is read; the key's scopes and prefix then apply to the key as for PutObject.
 `content-length-range` is enforced while the file streams, so a file outside it is never stored and its
-reservation released. Fields after the file are read and ignored, as S3 does.
+reservation released. What follows the file is read and ignored, as S3 does.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -148,13 +149,22 @@ async def store(call: Call, form: Form) -> Response:
                 content_type=content_type,
                 policy=call.state.upload_policy,
             )
-        used = 0
-        async for event in form.events:  # fields after the file are read (bounded) and ignored
-            if isinstance(event, multipart.PartStart):
-                used += len((await _field(form.events, MAX_FIELDS_BYTES - used)).encode())
     except multipart.MultipartError as exc:
         raise _malformed(str(exc)) from None
+    await _drain(form.events)
     return _answer(call, form, obj.etag)
+
+
+async def _drain(events: AsyncIterator[multipart.Event]) -> None:
+    """Read what follows the file and drop it, as S3 does: the file is stored, so nothing here may turn the
+    answer into an error; past MAX_FIELDS_BYTES reading stops (the server then closes the connection)."""
+    seen = 0
+    with contextlib.suppress(multipart.MultipartError):
+        async for event in events:
+            if isinstance(event, multipart.PartData):
+                seen += len(event.data)
+                if seen > MAX_FIELDS_BYTES:
+                    return
 
 
 def _location(call: Call, key: str) -> str:
