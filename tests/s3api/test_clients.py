@@ -115,6 +115,59 @@ async def test_another_tenant_sees_nothing_and_quotas_hold(served: tuple[str, st
     await http.aclose()
 
 
+async def test_boto3_lists_object_versions_as_null_latest_versions(served: tuple[str, str]) -> None:
+    base, endpoint = served
+    _, key, http = await _tenant(base, "versions")
+    s3 = boto3_client(endpoint, key)
+
+    def work() -> tuple[list[tuple[str, str, bool, int]], list[str]]:
+        for name in ("v/a.txt", "v/b c.txt", "w.txt"):
+            s3.put_object(Bucket="pockity", Key=name, Body=name.encode())  # type: ignore[attr-defined]
+        pages = s3.get_paginator("list_object_versions").paginate(  # type: ignore[attr-defined]
+            Bucket="pockity", PaginationConfig={"PageSize": 1}
+        )
+        versions = [
+            (v["Key"], v["VersionId"], v["IsLatest"], v["Size"]) for page in pages for v in page.get("Versions", [])
+        ]
+        folded = s3.list_object_versions(Bucket="pockity", Delimiter="/")  # type: ignore[attr-defined]
+        return versions, [p["Prefix"] for p in folded["CommonPrefixes"]] + [v["Key"] for v in folded["Versions"]]
+
+    versions, folded = await asyncio.to_thread(work)
+    assert versions == [("v/a.txt", "null", True, 7), ("v/b c.txt", "null", True, 9), ("w.txt", "null", True, 5)]
+    assert folded == ["v/", "w.txt"]
+    await http.aclose()
+
+
+@pytest.mark.parametrize("version", ["s3v4", "s3"])
+async def test_a_browser_post_form_from_boto3_uploads_through_the_listener(
+    served: tuple[str, str], version: str
+) -> None:
+    base, endpoint = served
+    user, key, http = await _tenant(base, "form")
+    s3 = boto3_client(endpoint, key, signature_version=version)
+    form = s3.generate_presigned_post(  # type: ignore[attr-defined]
+        "pockity",
+        "forms/${filename}",
+        Fields={"success_action_status": "201", "Content-Type": "text/csv"},
+        Conditions=[{"success_action_status": "201"}, {"Content-Type": "text/csv"}, ["content-length-range", 1, MIB]],
+        ExpiresIn=600,
+    )
+    data = b"a,b\n" * 50_000
+    r = await http.post(form["url"], data=form["fields"], files={"file": ("table.csv", data, "text/csv")})
+    assert r.status_code == 201, r.text
+    big = await http.post(form["url"], data=form["fields"], files={"file": ("big.csv", b"x" * (MIB + 1), "text/csv")})
+    assert big.status_code == 400 and b"EntityTooLarge" in big.content
+
+    def read() -> tuple[bytes, str]:
+        got = s3.get_object(Bucket="pockity", Key="forms/table.csv")  # type: ignore[attr-defined]
+        return got["Body"].read(), got["ContentType"]
+
+    assert await asyncio.to_thread(read) == (data, "text/csv")
+    usage = (await http.get("/api/storage/usage", headers=user.headers)).json()
+    assert (usage["bytesUsed"], usage["objectCount"], usage["bytesReserved"]) == (len(data), 1, 0)
+    await http.aclose()
+
+
 def test_a_wrong_secret_is_refused(served: tuple[str, str]) -> None:
     _, endpoint = served
     s3 = boto3_client(endpoint, {"accessKeyId": "PK" + "Q" * 18, "secretKey": "w" * 40})

@@ -346,7 +346,7 @@ async def test_copy_sources_never_name_another_space(
 # --- listings -----------------------------------------------------------------------------------------------------
 
 # (the listing's query, the parameter naming where it starts)
-LISTINGS = [("list-type=2", "start-after"), ("list-type=1", "marker")]
+LISTINGS = [("list-type=2", "start-after"), ("list-type=1", "marker"), ("versions", "key-marker")]
 
 
 async def test_listing_parameters_never_reveal_another_space(
@@ -546,6 +546,7 @@ async def test_scopes_map_to_s3_actions(
             ("DELETE", "/pockity/other.txt", {}),
             ("GET", "/pockity?list-type=2", {}),
             ("GET", "/pockity", {}),
+            ("GET", "/pockity?versions", {}),
             ("PUT", "/pockity/copy.txt", {"x-amz-copy-source": "pockity/other.txt"}),
         ],
         lister: [
@@ -575,6 +576,7 @@ async def test_scopes_map_to_s3_actions(
     assert (got.status_code, got.content) == (200, b"other.txt")
     assert (await reader.send("HEAD", "/pockity/other.txt")).status_code == 200
     assert sorted(keys_of(await lister.send("GET", "/pockity?list-type=2"))) == sorted(files)
+    assert sorted(keys_of(await lister.send("GET", "/pockity?versions"))) == sorted(files)
     assert (await writer.send("PUT", "/pockity/new.txt", body=b"new")).status_code == 200
     await _unchanged(client, alice, {**files, "new.txt": b"new"})
     await assert_bob_untouched(client, storage, bob)

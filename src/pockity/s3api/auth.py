@@ -1,8 +1,10 @@
-"""Who an S3 request is: its signature (SigV4 header or presigned, SigV2 header or presigned) checked with the
-access key's secret, then the key's state. Anonymous requests are refused (every bucket is private)."""
+"""Who an S3 request is: its signature (SigV4 header or presigned, SigV2 header or presigned, or a browser POST
+form's policy) checked with the access key's secret, then the key's state. Anonymous requests are refused (every
+bucket is private)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,8 +13,9 @@ from pockity.auth.schemas import Principal
 from pockity.auth.service import AccountDisabled
 from pockity.db import Database
 from pockity.kit.crypto import Keyring
-from pockity.s3api import sigv2, sigv4
+from pockity.s3api import post_policy, sigv2, sigv4
 from pockity.s3api.errors import S3Error
+from pockity.s3api.post_policy import PostPolicy
 from pockity.s3api.sigv4 import Payload, Verified
 
 
@@ -61,12 +64,30 @@ async def authenticate(req: S3Request, db: Database, keyring: Keyring, now: date
     else:
         assert v2 is not None
         sigv2.verify(v2, found.secret, req.method, req.resource, req.query, req.headers, now)
+    principal = _principal(found)
+    if v4 is not None:
+        return Authenticated(principal, verified, v4.payload, v4.payload_sha256)
+    return Authenticated(principal, None, Payload.UNSIGNED, None)
+
+
+async def authenticate_post(
+    form: Mapping[str, str], bucket: str, db: Database, keyring: Keyring, now: datetime
+) -> tuple[Authenticated, PostPolicy]:
+    """A browser POST upload's policy: its signature with the key's secret, its expiry and every condition
+    over the form's fields (`post_policy.verify`), then the key's state; raises S3Error."""
+    key_id, _ = post_policy.credentials(form)
+    found = await apikeys.signing_key(db, keyring, key_id)
+    if found is None:
+        raise _unknown_key()
+    policy = post_policy.verify(form, found.secret, bucket, now)
+    return Authenticated(_principal(found), None, Payload.UNSIGNED, None), policy
+
+
+def _principal(found: apikeys.SigningKey) -> Principal:
+    """Who a key whose signature verified is — or why it may no longer act (only the secret's holder learns)."""
     try:
-        principal = found.principal()
+        return found.principal()
     except (apikeys.ApiKeyRevoked, apikeys.ApiKeyExpired) as exc:
         raise S3Error("InvalidAccessKeyId", f"The access key is no longer valid: {exc.message}", 403) from None
     except AccountDisabled:
         raise S3Error("AccessDenied", "This account is disabled.", 403) from None
-    if v4 is not None:
-        return Authenticated(principal, verified, v4.payload, v4.payload_sha256)
-    return Authenticated(principal, None, Payload.UNSIGNED, None)

@@ -70,35 +70,40 @@ def _max_keys(call: Call) -> int:
     return min(int(raw), MAX_KEYS)
 
 
-async def list_objects(call: Call) -> Response:
+def _options(call: Call) -> tuple[str, str | None, str | None]:
+    """A listing's prefix, delimiter and encoding-type."""
     params = call.params
-    versions = "versions" in params
-    v2 = params.get("list-type") == "2" and not versions
     prefix, delimiter = params.get("prefix", ""), params.get("delimiter") or None
     encoding = params.get("encoding-type")
     if encoding not in (None, "url"):
         raise S3Error("InvalidArgument", "encoding-type must be url.", 400)
-    max_keys = _max_keys(call)
-    token = params.get("continuation-token") if v2 else None
-    marker_param = "start-after" if v2 else "key-marker" if versions else "marker"
-    after = params.get(marker_param) or None
+    return prefix, delimiter, encoding
+
+
+async def _page(
+    call: Call, prefix: str, delimiter: str | None, max_keys: int, *, cursor: str | None, after: str | None
+) -> service.Page:
     if any(_XML_CANNOT_CARRY.search(v) for v in (prefix, delimiter or "", after or "")):  # echoed in the answer
         raise S3Error("InvalidArgument", "Listing parameters may not contain control characters.", 400)
     if service.not_a_name_prefix(prefix) or len(prefix.encode()) > 1024:  # S3 lists nothing for it (the REST
         service.listing_prefix(call.principal, prefix)  # API refuses it: invalid_key); the key's scope applies
-        page = service.Page(items=[], folders=[], next_cursor=None)
-    else:
-        page = await service.list_objects(
-            call.state.db,
-            call.principal,
-            prefix=prefix,
-            delimiter=delimiter,
-            limit=max(1, max_keys),
-            cursor=token,
-            after=after if token is None else None,
-        )
+        return service.Page(items=[], folders=[], next_cursor=None)
+    return await service.list_objects(
+        call.state.db,
+        call.principal,
+        prefix=prefix,
+        delimiter=delimiter,
+        limit=max(1, max_keys),
+        cursor=cursor,
+        after=after,
+    )
+
+
+def _listing(
+    call: Call, page: service.Page, prefix: str, delimiter: str | None, encoding: str | None, max_keys: int
+) -> xml.Listing:
     entries = [xml.Entry(r.key, r.last_modified, r.etag, r.size) for r in page.items] if max_keys else []
-    listing = xml.Listing(
+    return xml.Listing(
         bucket=call.bucket or "",
         prefix=prefix,
         delimiter=delimiter,
@@ -108,6 +113,17 @@ async def list_objects(call: Call) -> Response:
         is_truncated=page.next_cursor is not None and max_keys > 0,
         url_encoded=encoding == "url",
     )
+
+
+async def list_objects(call: Call) -> Response:
+    params = call.params
+    v2 = params.get("list-type") == "2"
+    prefix, delimiter, encoding = _options(call)
+    max_keys = _max_keys(call)
+    token = params.get("continuation-token") if v2 else None
+    after = (params.get("start-after") if v2 else params.get("marker")) or None
+    page = await _page(call, prefix, delimiter, max_keys, cursor=token, after=after if token is None else None)
+    listing = _listing(call, page, prefix, delimiter, encoding, max_keys)
     if v2:
         listed_owner = owner(call) if params.get("fetch-owner") == "true" else None
         return xml_response(
@@ -115,18 +131,34 @@ async def list_objects(call: Call) -> Response:
                 listing, continuation_token=token, next_token=page.next_cursor, start_after=after, owner=listed_owner
             )
         )
-    names = [e.key for e in entries] + listing.common_prefixes
-    if versions:  # one version per key, `null`: the version listing is the key listing
-        return xml_response(
-            xml.list_object_versions(
-                listing,
-                key_marker=params.get("key-marker", ""),
-                version_id_marker=params.get("version-id-marker", ""),
-                next_key_marker=max(names) if listing.is_truncated and names else None,
-                owner=owner(call),
-            )
-        )
+    names = [e.key for e in listing.entries] + listing.common_prefixes
     next_marker = max(names) if listing.is_truncated and delimiter and names else None
     return xml_response(
         xml.list_objects_v1(listing, marker=params.get("marker", ""), next_marker=next_marker, owner=owner(call))
+    )
+
+
+async def list_object_versions(call: Call) -> Response:
+    """ListObjectVersions: one `null` version per object (Pockity keeps no others), paged by key-marker."""
+    prefix, delimiter, encoding = _options(call)
+    max_keys = _max_keys(call)
+    key_marker, version_marker = call.params.get("key-marker", ""), call.params.get("version-id-marker", "")
+    if version_marker and not key_marker:
+        raise S3Error("InvalidArgument", "A version-id marker cannot be specified without a key marker.", 400)
+    if version_marker not in ("", "null"):
+        raise S3Error("InvalidArgument", "Invalid version id specified: Pockity's only version id is null.", 400)
+    # Keys after key-marker; with version-id-marker=null, the versions of key-marker older than null (there
+    # are none), then the same keys.
+    page = await _page(call, prefix, delimiter, max_keys, cursor=None, after=key_marker or None)
+    listing = _listing(call, page, prefix, delimiter, encoding, max_keys)
+    names = [e.key for e in listing.entries] + listing.common_prefixes
+    next_key_marker = max(names) if listing.is_truncated and names else None
+    return xml_response(
+        xml.list_versions(
+            listing,
+            key_marker=key_marker,
+            version_id_marker=version_marker,
+            next_key_marker=next_key_marker,
+            owner=owner(call),
+        )
     )

@@ -1,9 +1,10 @@
 """The S3 API's front: an ASGI app beside the REST API, sharing its database, storage and limits.
 
 Each request: addressing (path-style `/{bucket}/{key}`, or virtual-hosted `{bucket}.{S3_API_DOMAIN}`), the
-signature and key (auth.py), the tenant's fair-sharing limit, then one operation (buckets.py, objects.py,
-multipart.py) that calls the same storage services as the REST API — so a file written here is the REST API's
-file: the same row, quota and usage. Errors are S3's XML (`<Error><Code>`), HEAD errors without a body;
+signature and key (auth.py; a browser POST form is signed by its policy: post_upload.py), the tenant's
+fair-sharing limit, then one operation (buckets.py, objects.py, multipart.py, post_upload.py) that calls the
+same storage services as the REST API — so a file written here is the REST API's file: the same row, quota
+and usage. Errors are S3's XML (`<Error><Code>`), HEAD errors without a body;
 Pockity's own errors are translated (`errors_map.py`).
 """
 
@@ -21,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from pockity.errors import PockityError
 from pockity.ratelimit import checks
-from pockity.s3api import buckets, multipart, objects, xml
+from pockity.s3api import buckets, multipart, objects, post_upload, xml
 from pockity.s3api.auth import S3Request, authenticate
 from pockity.s3api.call import Call, decoded
 from pockity.s3api.errors import S3Error
@@ -121,12 +122,19 @@ class S3App:
         query = _query(scope)
         s3 = S3Request(request.method, raw_path, query, _headers(scope), resource)
         call = Call(request, s3, bucket, key, state)
-        call.auth = await authenticate(s3, state.db, state.keyring, datetime.now(UTC))
+        form = None
+        if post_upload.is_form_upload(call):  # signed by the form's policy, not by a header
+            form = await post_upload.open_form(call, datetime.now(UTC))
+            _check_bucket(call)
+        else:
+            call.auth = await authenticate(s3, state.db, state.keyring, datetime.now(UTC))
         await _fair_share(call)
         assert call.principal.key is not None
         state.key_activity.note(
             call.principal.key.id, request.client.host if request.client else None, datetime.now(UTC)
         )
+        if form is not None:
+            return await post_upload.store(call, form)
         handler = _route(call)
         return await handler(call)
 
@@ -199,6 +207,8 @@ def _route(call: Call) -> Handler:
                 return buckets.get_acl
             if "uploads" in params:
                 return multipart.list_multipart_uploads
+            if "versions" in params:
+                return buckets.list_object_versions
             return buckets.list_objects
         if method == "POST" and "delete" in params:
             return objects.delete_objects

@@ -185,10 +185,10 @@ def list_objects_v1(listing: Listing, *, marker: str, next_marker: str | None, o
     return document(root)
 
 
-def list_object_versions(
+def list_versions(
     listing: Listing, *, key_marker: str, version_id_marker: str, next_key_marker: str | None, owner: Owner
 ) -> bytes:
-    """ListObjectVersions of a bucket that keeps one version per key: each object once, `null`, the latest."""
+    """ListObjectVersions: Pockity keeps one version of each object, so each is its `null`, latest version."""
     root = _root("ListVersionsResult")
     _add(root, "Name", listing.bucket)
     _add(root, "Prefix", _encode(listing.prefix, listing))
@@ -197,22 +197,22 @@ def list_object_versions(
     if next_key_marker is not None:
         _add(root, "NextKeyMarker", _encode(next_key_marker, listing))
         _add(root, "NextVersionIdMarker", "null")
+    _add(root, "MaxKeys", listing.max_keys)
     if listing.delimiter is not None:
         _add(root, "Delimiter", _encode(listing.delimiter, listing))
-    _add(root, "MaxKeys", listing.max_keys)
     if listing.url_encoded:
         _add(root, "EncodingType", "url")
     _add(root, "IsTruncated", listing.is_truncated)
     for entry in listing.entries:
-        item = SubElement(root, "Version")
-        _add(item, "Key", _encode(entry.key, listing))
-        _add(item, "VersionId", "null")
-        _add(item, "IsLatest", True)
-        _add(item, "LastModified", timestamp(entry.last_modified))
-        _add(item, "ETag", f'"{entry.etag}"')
-        _add(item, "Size", entry.size)
-        _add(item, "StorageClass", "STANDARD")
-        _owner(item, owner)
+        version = SubElement(root, "Version")
+        _add(version, "Key", _encode(entry.key, listing))
+        _add(version, "VersionId", "null")
+        _add(version, "IsLatest", True)
+        _add(version, "LastModified", timestamp(entry.last_modified))
+        _add(version, "ETag", f'"{entry.etag}"')
+        _add(version, "Size", entry.size)
+        _owner(version, owner)
+        _add(version, "StorageClass", "STANDARD")
     for prefix in listing.common_prefixes:
         _add(SubElement(root, "CommonPrefixes"), "Prefix", _encode(prefix, listing))
     return document(root)
@@ -223,6 +223,14 @@ def copy_result(etag: str, last_modified: datetime) -> bytes:
     root = _root("CopyObjectResult")
     _add(root, "LastModified", timestamp(last_modified))
     _add(root, "ETag", f'"{etag}"')
+    return document(root)
+
+
+def post_response(location: str, bucket: str, key: str, etag: str) -> bytes:
+    """A browser POST upload's answer with `success_action_status=201` (S3 puts no namespace on it)."""
+    root = Element("PostResponse")
+    for name, value in (("Location", location), ("Bucket", bucket), ("Key", key), ("ETag", f'"{etag}"')):
+        _add(root, name, value)
     return document(root)
 
 
