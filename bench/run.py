@@ -440,6 +440,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--s3-count", type=int, default=1000, help="PutObjects (then GetObjects) per measured run")
     g.add_argument("--s3-kib", type=int, default=64)
     g.add_argument("--s3-concurrency", type=int, default=16)
+    g.add_argument(
+        "--s3-rounds", type=int, default=1, help="small rounds (each: RGW, Pockity; alternating order from 2)"
+    )
     g.add_argument("--s3-big-mib", type=int, default=1024, help="size of the large upload, MiB")
     g.add_argument("--s3-big-rounds", type=int, default=1, help="large-upload rounds (each: RGW, then Pockity)")
     g.add_argument(

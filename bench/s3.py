@@ -341,7 +341,7 @@ def _small(
 ) -> dict[str, Any]:
     n, conc = opts.s3_count, opts.s3_concurrency
     body = os.urandom(opts.s3_kib * 1024)
-    order = [("rgw", "pockity")[(i + 1) // 2 % 2] for i in range(2 * opts.rounds)]  # r p p r r p ...
+    order = [("rgw", "pockity")[(i + 1) // 2 % 2] for i in range(2 * opts.s3_rounds)]  # r p p r r p ...
     log(f"  small: {n} PutObjects then {n} GetObjects of {opts.s3_kib} KiB, {conc} in flight, order {order}")
     clients = {name: t.client() for name, t in targets.items()}
 
@@ -847,6 +847,10 @@ def print_table(entry: dict[str, Any], workers: int) -> None:
                 f"{s['server_cpu_ms_per_req']:>12.3f}{s['rgw_cpu_ms_per_req']:>12.3f}"
                 f"{s['postgres_cpu_ms_per_req']:>11.3f}{s['machine_busy'] or 0:>7.2f}"
             )
+        print(
+            "(CPU per request: srv = the Pockity server's processes, from /proc; PG = every PostgreSQL process on "
+            "the machine, shared with other work, so noisy and even negative when a backend exits)"
+        )
         for op in ("put", "get"):
             o = small[op]
             print(
