@@ -328,6 +328,7 @@ def _small_sample(op: str, target: str, r: int, n: int, result: Replay, figures:
         "p50_ms": _percentile_ms(result.latencies, 50),
         "p99_ms": _percentile_ms(result.latencies, 99),
         "server_cpu_ms_per_req": round(1000 * figures["server_cpu_s"] / n, 3),
+        "server_cpu_cores": round(figures["server_cpu_s"] / result.seconds, 2) if result.seconds else None,
         "rgw_cpu_ms_per_req": round(1000 * figures["rgw_cpu_s"] / n, 3),
         "postgres_cpu_ms_per_req": round(1000 * figures["postgres_cpu_s"] / n, 3),
         "client_cpu_ms_per_req": round(1000 * figures["client_cpu_s"] / n, 3),
@@ -565,6 +566,9 @@ def _big(
                     **f,
                     "client_cpu_s": round(f["client_cpu_s"] + child_cpu, 2),
                     "server_cpu_ms_per_mib": round(1000 * f["server_cpu_s"] / mib, 2),
+                    # Cores the server used on average: on a loaded machine a one-thread server gets its share
+                    # of the CPU only, and that share, over its CPU per MiB, caps its MB/s.
+                    "server_cpu_cores": round(f["server_cpu_s"] / f["seconds"], 2) if f["seconds"] else None,
                     "rgw_cpu_ms_per_mib": round(1000 * f["rgw_cpu_s"] / mib, 2),
                     "rss": rss,
                     "rss_above_idle_mib": round(rss["peak_mib"] - rss["rss_before_mib"], 1) if rss else None,
