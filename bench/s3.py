@@ -10,10 +10,10 @@ S3 backend on it and the S3 listener on a free port (S3_API_PORT). Then, each ta
           as boto3 does it. So both targets get the same requests (SigV4, signed SHA-256 payload, CRC32 header)
           and the client spends almost no CPU while the clock runs: the two-core machine's CPU goes to the
           servers being compared.
-  big     a 1 GiB file uploaded with aws-cli `s3 cp` (if an `aws` is found) and/or boto3's `upload_file` (the
-          default TransferConfig: multipart, 8 MiB parts, 10 threads — what `aws s3 cp` does too), through
-          Pockity vs straight to RGW; the Pockity server's peak RSS above its RSS just before the upload
-          (sampled from /proc every 20 ms, and VmHWM).
+  big     a 1 GiB file uploaded with aws-cli `s3 cp` (var/awscli-venv, from scripts/ensure-s3-tools) and/or
+          boto3's `upload_file` (the default TransferConfig: multipart, 8 MiB parts, 10 threads — what `aws s3
+          cp` does too), through Pockity vs straight to RGW; the Pockity server's peak RSS above its RSS just
+          before the upload (sampled from /proc every 20 ms, and VmHWM).
 
 Reported: req/s or MB/s, p50/p99, the Pockity server's CPU per request (user+system time of its processes from
 /proc over the run, divided by the requests), RGW's and PostgreSQL's CPU per request, and Pockity/RGW ratios.
@@ -427,11 +427,22 @@ def _small(
 # -------------------------------------------------------------------------------------------- big
 
 
-def aws_cli() -> str | None:
-    """An aws-cli to run: $BENCH_AWS_CLI, else `aws` on PATH (it needs its own environment: PyPI's awscli pins
-    a botocore that aiobotocore does not allow, so it is never in the project's virtualenv)."""
-    found = os.environ.get("BENCH_AWS_CLI") or shutil.which("aws")
-    if not found:
+def aws_cli(install: bool) -> str | None:
+    """The aws-cli to run: $BENCH_AWS_CLI, else the project's own (var/awscli-venv, $AWSCLI_VENV), installed by
+    scripts/ensure-s3-tools when `install` (PyPI's awscli pins a botocore that aiobotocore does not allow, so it
+    lives in a virtualenv of its own). None if there is none to be had."""
+    given = os.environ.get("BENCH_AWS_CLI")
+    venv = Path(os.environ.get("AWSCLI_VENV", "var/awscli-venv"))
+    own = (venv if venv.is_absolute() else lib.ROOT / venv) / "bin" / "aws"
+    if given is None and not own.exists() and install:
+        log("  no aws-cli yet: scripts/ensure-s3-tools installs it (var/awscli-venv)")
+        out = subprocess.run(
+            [str(lib.ROOT / "scripts" / "ensure-s3-tools")], cwd=lib.ROOT, capture_output=True, text=True, check=False
+        )
+        if out.returncode != 0:
+            log(f"  WARNING: scripts/ensure-s3-tools failed ({out.returncode}): {out.stderr[-500:]}")
+    found = given or (str(own) if own.exists() else None)
+    if found is None:
         return None
     out = subprocess.run([found, "--version"], capture_output=True, text=True, check=False, timeout=60)
     return found if out.returncode == 0 else None
@@ -497,9 +508,11 @@ def _big(
     server: Server, rgw: Rgw, opts: argparse.Namespace, targets: dict[str, Target], errors: list[str]
 ) -> dict[str, Any]:
     clients = [c.strip() for c in opts.s3_big_client.split(",")]
-    aws = aws_cli() if {"auto", "awscli"} & set(clients) else None
+    aws = aws_cli(install=True) if {"auto", "awscli"} & set(clients) else None
     if "awscli" in clients and aws is None:
-        raise BenchError("--s3-big-client awscli: no aws-cli found (set BENCH_AWS_CLI or put `aws` on PATH)")
+        raise BenchError("--s3-big-client awscli: no aws-cli (scripts/ensure-s3-tools failed; or set BENCH_AWS_CLI)")
+    if aws is None and "auto" in clients:
+        log("  no aws-cli to be had: the large upload uses boto3's upload_file")
     wanted = [c for c in ("awscli", "boto3") if c in clients] or (["awscli"] if aws else ["boto3"])
     mib = opts.s3_big_mib
     order = [("rgw", "pockity")[(i + 1) // 2 % 2] for i in range(2 * opts.s3_big_rounds)]
