@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import core
 import fairness
 import lib
+import s3
 import sigv4
 from lib import BenchError, Server, WrkRequest, WrkResult, log
 
@@ -333,6 +334,11 @@ def bench_sigv4(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
     return Outcome(entry, errors)
 
 
+def bench_s3(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
+    entry, errors = s3.bench_s3(server, opts, wrk)
+    return Outcome(entry, errors)
+
+
 def bench_payments(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
     entry, errors = payments.bench_payments(server, opts, wrk)
     return Outcome(entry, errors)
@@ -373,6 +379,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             server_env=fairness.SERVER_ENV,
         ),
         Benchmark("sigv4", "the S3 API's signature verification in-process vs one HMAC-SHA256", bench_sigv4),
+        Benchmark(
+            "s3",
+            "64 KiB PutObject/GetObject and a 1 GiB upload through Pockity's S3 API vs straight to RGW, same client",
+            bench_s3,
+            environment=s3.s3_environment,
+        ),
     )
 }
 
@@ -423,6 +435,26 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--fairness-drain", type=float, default=12.0, help="seconds A floods before B is measured")
     g = p.add_argument_group("sigv4")
     g.add_argument("--sigv4-iterations", type=int, default=5000, help="verifications per timing pass")
+    g = p.add_argument_group("s3")
+    g.add_argument("--s3-parts", default="small,big", help="comma list of the s3 parts: small, big")
+    g.add_argument("--s3-count", type=int, default=1000, help="PutObjects (then GetObjects) per measured run")
+    g.add_argument("--s3-kib", type=int, default=64)
+    g.add_argument("--s3-concurrency", type=int, default=16)
+    g.add_argument(
+        "--s3-rounds", type=int, default=1, help="small rounds (each: RGW, Pockity; alternating order from 2)"
+    )
+    g.add_argument("--s3-big-mib", type=int, default=1024, help="size of the large upload, MiB")
+    g.add_argument("--s3-big-rounds", type=int, default=1, help="large-upload rounds (each: RGW, then Pockity)")
+    g.add_argument(
+        "--s3-big-client",
+        default="auto",
+        help="comma list of: awscli, boto3 (upload_file); auto = aws-cli if one is found, else boto3",
+    )
+    g.add_argument("--s3-profile", action="store_true", help="then sample the server with py-spy (PUT, GET runs)")
+    g.add_argument(
+        "--s3-profile-dir", default="/tmp/pockity-bench-s3-profiles", help="py-spy's speedscope files go here"
+    )
+    g.add_argument("--s3-profile-rate", type=int, default=200, help="py-spy samples per second")
     g = p.add_argument_group("payments")
     g.add_argument("--payments-parts", default="webhooks,renewals", help="comma list of: webhooks, renewals")
     g.add_argument("--payments-events", type=int, default=6000, help="signed events (top-up invoices) prepared")
@@ -433,6 +465,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     opts.only = [n.strip() for n in opts.only.split(",") if n.strip()]
     opts.storage_parts = [n.strip() for n in opts.storage_parts.split(",") if n.strip()]
     opts.payments_parts = [n.strip() for n in opts.payments_parts.split(",") if n.strip()]
+    opts.s3_parts = [n.strip() for n in opts.s3_parts.split(",") if n.strip()]
+    if set(opts.s3_parts) - {"small", "big"}:
+        p.error("--s3-parts takes small, big")
+    if set(opts.s3_big_client.split(",")) - {"auto", "awscli", "boto3"}:
+        p.error("--s3-big-client takes auto, awscli, boto3")
     if set(opts.storage_parts) - {"big", "small", "list"}:
         p.error("--storage-parts takes big, small, list")
     unknown = [n for n in opts.only if n not in BENCHMARKS]

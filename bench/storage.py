@@ -159,6 +159,11 @@ class Rgw:
 _CURRENT_RGW: Rgw | None = None  # set while storage_environment() is active; bench_storage reads it
 
 
+def current_rgw() -> Rgw | None:
+    """The RGW of the storage_environment() being run (for other benchmarks that use it: core, s3)."""
+    return _CURRENT_RGW
+
+
 @contextlib.contextmanager
 def storage_environment(opts: argparse.Namespace) -> Iterator[dict[str, str]]:
     """Bring up a private RGW for the whole benchmark (every worker count); always stop it.
