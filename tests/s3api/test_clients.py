@@ -148,8 +148,13 @@ async def test_a_browser_post_form_from_boto3_uploads_through_the_listener(
     form = s3.generate_presigned_post(  # type: ignore[attr-defined]
         "pockity",
         "forms/${filename}",
-        Fields={"success_action_status": "201", "Content-Type": "text/csv"},
-        Conditions=[{"success_action_status": "201"}, {"Content-Type": "text/csv"}, ["content-length-range", 1, MIB]],
+        Fields={"success_action_status": "201", "Content-Type": "text/csv", "x-amz-meta-source": "form"},
+        Conditions=[
+            {"success_action_status": "201"},
+            {"Content-Type": "text/csv"},
+            {"x-amz-meta-source": "form"},
+            ["content-length-range", 1, MIB],
+        ],
         ExpiresIn=600,
     )
     data = b"a,b\n" * 50_000
@@ -158,11 +163,11 @@ async def test_a_browser_post_form_from_boto3_uploads_through_the_listener(
     big = await http.post(form["url"], data=form["fields"], files={"file": ("big.csv", b"x" * (MIB + 1), "text/csv")})
     assert big.status_code == 400 and b"EntityTooLarge" in big.content
 
-    def read() -> tuple[bytes, str]:
+    def read() -> tuple[bytes, str, dict[str, str]]:
         got = s3.get_object(Bucket="pockity", Key="forms/table.csv")  # type: ignore[attr-defined]
-        return got["Body"].read(), got["ContentType"]
+        return got["Body"].read(), got["ContentType"], got["Metadata"]
 
-    assert await asyncio.to_thread(read) == (data, "text/csv")
+    assert await asyncio.to_thread(read) == (data, "text/csv", {"source": "form"})
     usage = (await http.get("/api/storage/usage", headers=user.headers)).json()
     assert (usage["bytesUsed"], usage["objectCount"], usage["bytesReserved"]) == (len(data), 1, 0)
     await http.aclose()

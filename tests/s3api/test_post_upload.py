@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from tests.fixtures.storage import local_files, set_quota, stored_rows, usage
 from tests.fixtures.users import TestUser, make_key
-from tests.s3api.conftest import BASE
+from tests.s3api.conftest import BASE, S3Client
 
 BOUNDARY = "pockity-post-boundary"
 
@@ -282,3 +282,29 @@ async def test_the_keys_scopes_prefix_and_quota_apply(
     assert await stored_rows(app, user.id) == {"reports/a.txt": 4}
     u = await usage(client, user)
     assert (u["bytesUsed"], u["objectCount"], u["bytesReserved"]) == (4, 1, 0)
+
+
+async def test_the_forms_metadata_fields_are_stored_as_putobjects_headers(
+    s3http: httpx.AsyncClient, s3: S3Client, key: dict[str, Any]
+) -> None:
+    stored = {
+        "x-amz-meta-owner": "ada",
+        "x-amz-meta-note": "na\u00efve \u20ac",  # UTF-8 in a form; the same bytes as in a header
+        "Cache-Control": "max-age=60",
+        "Content-Disposition": 'attachment; filename="report.txt"',
+        "acl": "private",
+    }
+    fields = presigned_post(key, "meta.txt", Fields=stored, Conditions=[{k: v} for k, v in stored.items()])
+    assert (await post(s3http, form_body(fields, b"with metadata"))).status_code == 204
+    head = await s3.send("HEAD", "/pockity/meta.txt")
+    assert head.status_code == 200
+    raw = {k.decode().lower(): v for k, v in head.headers.raw}
+    assert raw["x-amz-meta-owner"] == b"ada"
+    assert raw["x-amz-meta-note"] == "na\u00efve \u20ac".encode()
+    assert raw["cache-control"] == b"max-age=60"
+    assert raw["content-disposition"] == b'attachment; filename="report.txt"'
+    too_much = {"x-amz-meta-big": "m" * 3000}
+    fields = presigned_post(key, "big-meta.txt", Fields=too_much, Conditions=[{k: v} for k, v in too_much.items()])
+    r = await post(s3http, form_body(fields, b"x"))
+    assert (r.status_code, code(r)) == (400, "MetadataTooLarge")
+    assert (await s3.send("HEAD", "/pockity/big-meta.txt")).status_code == 404

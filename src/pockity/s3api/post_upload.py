@@ -5,7 +5,9 @@ bytes straight into `uploads.upload` — the same reservation as any upload, gro
 for the REST API's form uploads, since a policy's `content-length-range` is only a ceiling the file may stay
 far below. The signature is in the form, not in a header: the policy (auth.authenticate_post, post_policy.py)
 is checked against every field, with `${filename}` in the key already replaced by the file's name, before a
-byte of the file is read; the key's scopes and prefix then apply to the key as for PutObject.
+byte of the file is read; the key's scopes and prefix then apply to the key as for PutObject, and the
+fields PutObject would take as headers (`x-amz-meta-*`, Cache-Control, Content-Disposition, ...) are stored
+the same way (`acl` is allowed by the policy and ignored, as PutObject's x-amz-acl: objects stay private).
 `content-length-range` is enforced while the file streams, so a file outside it is never stored and its
 reservation released. What follows the file is read and ignored, as S3 does.
 """
@@ -21,7 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 from starlette.responses import Response
 
 from pockity.kit import multipart
-from pockity.s3api import xml
+from pockity.s3api import metadata, xml
 from pockity.s3api.auth import authenticate_post
 from pockity.s3api.call import Call
 from pockity.s3api.errors import S3Error
@@ -148,11 +150,18 @@ async def store(call: Call, form: Form) -> Response:
                 declared=None,
                 content_type=content_type,
                 policy=call.state.upload_policy,
+                headers=metadata.from_request(_as_headers(form.fields)),
             )
     except multipart.MultipartError as exc:
         raise _malformed(str(exc)) from None
     await _drain(form.events)
     return _answer(call, form, obj.etag)
+
+
+def _as_headers(fields: dict[str, str]) -> dict[str, str]:
+    """The form's fields as the headers of a PutObject would carry them (UTF-8 bytes, read as latin-1), so
+    `x-amz-meta-*`, Cache-Control, Content-Disposition... are stored and returned as PutObject's are."""
+    return {name: value.encode("utf-8").decode("latin-1") for name, value in fields.items()}
 
 
 async def _drain(events: AsyncIterator[multipart.Event]) -> None:
