@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
 from pockity.auth.schemas import Principal
@@ -144,12 +145,16 @@ async def create(
         raise
 
 
-async def _owned(db: Database, principal: Principal, upload_id: str, name: str) -> Reservation:
-    async with db.sessions() as session:
-        found = await repo.get_parts_upload(session, principal.user_id, upload_id)
+async def _find(session: AsyncSession, principal: Principal, upload_id: str, name: str) -> Reservation:
+    found = await repo.get_parts_upload(session, principal.user_id, upload_id)
     if found is None or found.target != name or found.backend_upload_id is None:
         raise NoSuchUpload(details={"uploadId": upload_id[:64]})
     return found
+
+
+async def _owned(db: Database, principal: Principal, upload_id: str, name: str) -> Reservation:
+    async with db.sessions() as session:
+        return await _find(session, principal, upload_id, name)
 
 
 def _own_key(principal: Principal, upload: Reservation) -> None:
@@ -165,9 +170,14 @@ def _check_part_number(number: int) -> None:
         raise InvalidPartNumber(details={"partNumber": number})
 
 
-async def _hold(db: Database, principal: Principal, upload: Reservation, size: int, policy: Policy) -> None:
-    """Reserve one part's bytes on the upload and on the user's (and key's) quota, in one unit of work."""
+async def _hold(
+    db: Database, principal: Principal, upload_id: str, name: str, size: int, policy: Policy
+) -> Reservation:
+    """Find the caller's upload of `name` and reserve one part's bytes on it and on the user's (and key's)
+    quota, in one unit of work; returns the upload."""
     async with unit_of_work(db) as session:
+        upload = await _find(session, principal, upload_id, name)
+        _own_key(principal, upload)
         limits = await limits_for(session, principal)
         if size > min(limits.max_object_size, policy.uploads.server_max_bytes, MAX_PART):
             raise uploads.too_large(min(limits.max_object_size, policy.uploads.server_max_bytes, MAX_PART))
@@ -181,6 +191,7 @@ async def _hold(db: Database, principal: Principal, upload: Reservation, size: i
         if upload.api_key_id:
             key_limits = limits.key or Limits(NO_LIMIT, NO_LIMIT)
             await uploads.reserve(session, QuotaScope(key_scope(upload.api_key_id), key_limits, 0, False), size)
+    return upload
 
 
 async def _give_back(db: Database, upload: Reservation, size: int) -> None:
@@ -224,9 +235,7 @@ async def upload_part(
     """Reserve `size` bytes, stream the part to the backend; returns its ETag."""
     service.checked_name(principal, name, "write")
     _check_part_number(part_number)
-    upload = await _owned(db, principal, upload_id, name)
-    _own_key(principal, upload)
-    await _hold(db, principal, upload, size, policy)
+    upload = await _hold(db, principal, upload_id, name, size, policy)
     body = uploads.WatchedBody(_exactly(chunks, size))
     assert upload.backend_upload_id is not None
     try:
@@ -261,10 +270,8 @@ async def copy_part(
     first, last = byte_range if byte_range is not None else (0, meta.size - 1)
     if first < 0 or last < first or last >= meta.size:
         raise InvalidRange(details={"size": meta.size})
-    upload = await _owned(db, principal, upload_id, name)
-    _own_key(principal, upload)
     size = last - first + 1
-    await _hold(db, principal, upload, size, policy)
+    upload = await _hold(db, principal, upload_id, name, size, policy)
     assert upload.backend_upload_id is not None
     try:
         return await backend.copy_part(
