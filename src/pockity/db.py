@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,113 @@ class ReadOnlySession(AsyncSession):
     sync_session_class = _ReadOnlySyncSession
 
 
+class _Record:
+    """An asyncpg record read by attribute, like a SQLAlchemy Row (`row.email`)."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: Any) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._record[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"_Record({dict(self._record.items())!r})"
+
+
+async def _nothing_to_reset(_conn: Any) -> None:
+    """These connections only ever run single AUTOCOMMIT SELECTs (no session state, locks, cursors or LISTEN):
+    asyncpg's default reset would cost one more round trip on every release."""
+
+
+async def _json_codecs(conn: Any) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class HotReads:
+    """One-statement reads on the per-request path (authentication, a file's metadata, usage, listings).
+
+    On PostgreSQL they run on a small asyncpg pool of their own, outside SQLAlchemy's execution machinery: the
+    statement is still written with SQLAlchemy Core and compiled once for asyncpg, but each execution is one
+    `fetch` on a pooled connection (about a third of the CPU of `AsyncConnection.execute` on this machine; see
+    ../shared/PERFORMANCE.md). Each statement autocommits on its own, exactly like `Database.reader`: it sees
+    the latest committed data, so nothing read here can be stale. On SQLite (the embedded default) the same
+    statements run on `Database.reader`.
+
+    Statements bind plain values (str, int, bool, aware datetimes); the rows come back read by attribute name
+    (the statement's column labels), with `timestamptz` as aware UTC datetimes and JSON decoded, as from the
+    ORM. Expanding (`IN`) parameters are not supported here.
+    """
+
+    def __init__(self, reader: AsyncEngine, url: str, pool_size: int) -> None:
+        self._reader = reader
+        self._postgres = reader.dialect.name == "postgresql"
+        self._url = url
+        self._pool_size = pool_size
+        self._pool: Any = None
+        self._starting = asyncio.Lock() if self._postgres else None
+        # id(statement) -> (the statement, kept alive; SQL; parameter names in order; default values)
+        self._compiled: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
+
+    async def _connection_pool(self) -> Any:
+        if self._pool is None:
+            assert self._starting is not None
+            async with self._starting:
+                if self._pool is None:
+                    import asyncpg
+
+                    dsn = make_url(self._url).set(drivername="postgresql").render_as_string(hide_password=False)
+                    self._pool = await asyncpg.create_pool(
+                        dsn, min_size=1, max_size=self._pool_size, init=_json_codecs, reset=_nothing_to_reset
+                    )
+        return self._pool
+
+    def _statement(self, statement: Any) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+        found = self._compiled.get(id(statement))
+        if found is None or found[0] is not statement:
+            compiled = statement.compile(dialect=self._reader.dialect)
+            if any(bind.expanding for bind in compiled.binds.values()):
+                raise TypeError("HotReads statements cannot have expanding (IN) parameters.")
+            names = tuple(compiled.positiontup or ())
+            defaults = {name: compiled.binds[name].value for name in names}
+            found = (statement, str(compiled), names, defaults)
+            self._compiled[id(statement)] = found
+        return found[1], found[2], found[3]
+
+    async def all(self, statement: Any, params: Mapping[str, Any] | None = None) -> Sequence[Any]:
+        """Every row of one statement, in one AUTOCOMMIT round trip."""
+        params = params or {}
+        if not self._postgres:
+            async with self._reader.connect() as conn:
+                return (await conn.execute(statement, dict(params))).all()
+        sql, names, defaults = self._statement(statement)
+        args = [params[name] if name in params else defaults[name] for name in names]
+        pool = self._pool or await self._connection_pool()
+        return [_Record(record) for record in await pool.fetch(sql, *args)]
+
+    async def first(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any | None:
+        """The first row of one statement (None when there is none), in one AUTOCOMMIT round trip."""
+        if not self._postgres:
+            async with self._reader.connect() as conn:
+                return (await conn.execute(statement, dict(params or {}))).first()
+        rows = await self.all(statement, params)
+        return rows[0] if rows else None
+
+    def compiled_count(self) -> int:
+        """How many statements have been compiled (each is compiled once; tests check none is built per call)."""
+        return len(self._compiled)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+
 @dataclass(frozen=True)
 class Database:
     engine: AsyncEngine
@@ -60,12 +169,15 @@ class Database:
     reader: AsyncEngine
     # ORM sessions on `reader`, for read-only requests: no BEGIN/COMMIT round trips; flushing is refused.
     read_sessions: async_sessionmaker[ReadOnlySession]
+    # The per-request path's one-statement reads (a small asyncpg pool of their own on PostgreSQL).
+    hot: HotReads
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
     async def dispose(self) -> None:
+        await self.hot.close()
         await self.engine.dispose()
 
 
@@ -89,7 +201,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # (the reader engine autocommits: no BEGIN at all)
 
 
-def create_database(url: str, *, pool_size: int = 25, max_overflow: int = 0, echo: bool = False) -> Database:
+def create_database(
+    url: str, *, pool_size: int = 25, max_overflow: int = 0, hot_pool_size: int = 10, echo: bool = False
+) -> Database:
     """Build the engine for a PostgreSQL (asyncpg) or SQLite (aiosqlite) URL."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
@@ -107,7 +221,8 @@ def create_database(url: str, *, pool_size: int = 25, max_overflow: int = 0, ech
     sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
     reader = engine.execution_options(isolation_level="AUTOCOMMIT")
     read_sessions = async_sessionmaker(reader, expire_on_commit=False, autoflush=False, class_=ReadOnlySession)
-    return Database(engine=engine, sessions=sessions, reader=reader, read_sessions=read_sessions)
+    hot = HotReads(reader, url, hot_pool_size)
+    return Database(engine=engine, sessions=sessions, reader=reader, read_sessions=read_sessions, hot=hot)
 
 
 async def ping(db: Database) -> None:

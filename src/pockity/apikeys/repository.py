@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, bindparam, case, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from pockity.auth.repository import USER_COLUMNS, USER_RATE_COLUMNS, USER_TIER
+from pockity.db import HotReads
 from pockity.models import ApiKey, Tier, User
 
 
@@ -75,10 +76,9 @@ _LISTED = (
 )
 
 
-async def list_owned_rows(reader: AsyncEngine, user_id: str) -> Sequence[Any]:
+async def list_owned_rows(hot: HotReads, user_id: str) -> Sequence[Any]:
     """The owner's keys, newest first, in one AUTOCOMMIT round trip without building entities."""
-    async with reader.connect() as conn:
-        return (await conn.execute(_LISTED, {"user_id": user_id})).all()
+    return await hot.all(_LISTED, {"user_id": user_id})
 
 
 async def get_any(session: AsyncSession, key_id: str) -> ApiKey | None:
@@ -112,10 +112,9 @@ _AUTH_BY_ACCESS_KEY_ID = (
 )
 
 
-async def auth_row(reader: AsyncEngine, access_key_id: str) -> Any:
+async def auth_row(hot: HotReads, access_key_id: str) -> Any:
     """The key and its user in one AUTOCOMMIT round trip (the statement is built once)."""
-    async with reader.connect() as conn:
-        return (await conn.execute(_AUTH_BY_ACCESS_KEY_ID, {"access_key_id": access_key_id})).first()
+    return await hot.first(_AUTH_BY_ACCESS_KEY_ID, {"access_key_id": access_key_id})
 
 
 async def add_activity(

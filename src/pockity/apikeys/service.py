@@ -105,7 +105,7 @@ async def list_keys(session: AsyncSession, owner_id: str) -> Sequence[ApiKey]:
 
 async def list_key_rows(db: Database, owner_id: str) -> Sequence[Any]:
     """The owner's keys, newest first, as rows with ApiKeyOut's fields (one AUTOCOMMIT read, for the list route)."""
-    return await repository.list_owned_rows(db.reader, owner_id)
+    return await repository.list_owned_rows(db.hot, owner_id)
 
 
 async def get_key(session: AsyncSession, owner_id: str, key_id: str) -> ApiKey:
@@ -158,7 +158,7 @@ class SigningKey:
 
 async def signing_key(db: Database, keyring: Keyring, access_key_id: str) -> SigningKey | None:
     """One read and one AES-GCM open; None for an unknown access key id."""
-    row = await repository.auth_row(db.reader, access_key_id) if len(access_key_id) == 20 else None
+    row = await repository.auth_row(db.hot, access_key_id) if len(access_key_id) == 20 else None
     if row is None:
         return None
     try:

@@ -8,7 +8,7 @@ from sqlalchemy import Row, Table, bindparam, case, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import aliased
 
-from pockity.db import dialect_insert
+from pockity.db import HotReads, dialect_insert
 from pockity.models import LoginThrottle, Tier, User
 
 USER_COLUMNS = (User.id, User.email, User.name, User.role, User.is_active, User.created_at)
@@ -26,11 +26,10 @@ _USER_BY_ID = (
 )
 
 
-async def user_row(reader: AsyncEngine, user_id: str) -> UserRow | None:
+async def user_row(hot: HotReads, user_id: str) -> UserRow | None:
     """The fields a principal needs, in one AUTOCOMMIT round trip."""
-    async with reader.connect() as conn:
-        result = await conn.execute(_USER_BY_ID, {"user_id": user_id})
-        return result.first()
+    row: UserRow | None = await hot.first(_USER_BY_ID, {"user_id": user_id})
+    return row
 
 
 async def blocked_until(reader: AsyncEngine, keys: list[str]) -> datetime | None:

@@ -134,7 +134,7 @@ async def principal_from_token(db: Database, token: str, secret: str) -> Princip
         raise TokenExpired() from None
     except jwt.TokenError:
         raise InvalidToken() from None
-    row = await repository.user_row(db.reader, claims.sub)
+    row = await repository.user_row(db.hot, claims.sub)
     if row is None:
         raise InvalidToken()
     if not row.is_active:

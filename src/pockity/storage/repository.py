@@ -7,6 +7,7 @@ Tenant queries start from `_owned(user_id)`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import Row, Select, and_, bindparam, delete, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from pockity.db import dialect_insert
+from pockity.db import HotReads, dialect_insert
 from pockity.models import ReconciliationReport, Reservation, StorageEvent, StorageObject, Tier, UsageCounter, User
 
 
@@ -64,10 +65,10 @@ _USAGE = (
 )
 
 
-async def usage_row(reader: AsyncEngine, user_id: str) -> UsageLimitsRow | None:
+async def usage_row(hot: HotReads, user_id: str) -> UsageLimitsRow | None:
     """The user's usage counters and tier limits in one AUTOCOMMIT round trip (the statement is built once)."""
-    async with reader.connect() as conn:
-        return (await conn.execute(_USAGE, {"user_id": user_id, "scope": user_scope(user_id)})).first()
+    row: UsageLimitsRow | None = await hot.first(_USAGE, {"user_id": user_id, "scope": user_scope(user_id)})
+    return row
 
 
 async def try_reserve(
@@ -328,11 +329,11 @@ _OBJECT_META = (
 )
 
 
-async def object_meta(reader: AsyncEngine, user_id: str, name: str) -> ObjectMetaRow | None:
+async def object_meta(hot: HotReads, user_id: str, name: str) -> ObjectMetaRow | None:
     """The owner's object by name (the columns a download needs) in one AUTOCOMMIT round trip, no entity built;
     the statement is built once."""
-    async with reader.connect() as conn:
-        return (await conn.execute(_OBJECT_META, {"user_id": user_id, "name": name})).first()
+    row: ObjectMetaRow | None = await hot.first(_OBJECT_META, {"user_id": user_id, "name": name})
+    return row
 
 
 def add_object(session: AsyncSession, obj: StorageObject) -> None:
@@ -391,20 +392,37 @@ _LISTED = select(
 )
 
 
-async def list_names(
-    reader: AsyncEngine, user_id: str, *, prefix: str, after: str | None, limit: int
+@functools.cache
+def _listing(low: bool, high: bool, after: bool) -> Any:
+    """The listing statement for one combination of bounds (eight in all, each built once):
+    `name >= :low`, `name < :high`, `name > :after`, always `user_id = :user_id` and `LIMIT :limit`."""
+    stmt: Any = (
+        _LISTED.where(StorageObject.user_id == bindparam("user_id"))
+        .order_by(StorageObject.name)
+        .limit(bindparam("limit"))
+    )
+    if low:
+        stmt = stmt.where(StorageObject.name >= bindparam("low"))
+    if high:
+        stmt = stmt.where(StorageObject.name < bindparam("high"))
+    if after:
+        stmt = stmt.where(StorageObject.name > bindparam("after"))
+    return stmt
+
+
+async def _list_between(
+    hot: HotReads, user_id: str, *, low: str, high: str | None, after: str | None, limit: int
 ) -> Sequence[ListedRow]:
+    stmt = _listing(bool(low), high is not None, after is not None)
+    params = {"user_id": user_id, "low": low, "high": high, "after": after, "limit": limit}
+    rows: Sequence[ListedRow] = await hot.all(stmt, params)
+    return rows
+
+
+async def list_names(hot: HotReads, user_id: str, *, prefix: str, after: str | None, limit: int) -> Sequence[ListedRow]:
     """Objects whose name starts with `prefix`, in byte order, strictly after `after` (one AUTOCOMMIT read)."""
-    stmt = _LISTED.where(StorageObject.user_id == user_id).order_by(StorageObject.name).limit(limit)
-    if prefix:
-        stmt = stmt.where(StorageObject.name >= prefix)
-        end = prefix_end(prefix)
-        if end is not None:
-            stmt = stmt.where(StorageObject.name < end)
-    if after is not None:
-        stmt = stmt.where(StorageObject.name > after)
-    async with reader.connect() as conn:
-        return (await conn.execute(stmt)).all()
+    high = prefix_end(prefix) if prefix else None
+    return await _list_between(hot, user_id, low=prefix, high=high, after=after, limit=limit)
 
 
 def prefix_end(prefix: str) -> str | None:
@@ -426,19 +444,10 @@ async def get_objects(session: AsyncSession, user_id: str, names: Sequence[str])
     return (await session.scalars(_owned(user_id).where(StorageObject.name.in_(names)))).all()
 
 
-async def list_from(reader: AsyncEngine, user_id: str, *, prefix: str, start: str, limit: int) -> Sequence[ListedRow]:
+async def list_from(hot: HotReads, user_id: str, *, prefix: str, start: str, limit: int) -> Sequence[ListedRow]:
     """Like list_names, but from `start` inclusive (used to skip past a whole folder)."""
-    stmt = (
-        _LISTED.where(StorageObject.user_id == user_id)
-        .where(StorageObject.name >= max(start, prefix))
-        .order_by(StorageObject.name)
-        .limit(limit)
-    )
-    end = prefix_end(prefix) if prefix else None
-    if end is not None:
-        stmt = stmt.where(StorageObject.name < end)
-    async with reader.connect() as conn:
-        return (await conn.execute(stmt)).all()
+    high = prefix_end(prefix) if prefix else None
+    return await _list_between(hot, user_id, low=max(start, prefix), high=high, after=None, limit=limit)
 
 
 # --- admin overview -----------------------------------------------------------------------------------------

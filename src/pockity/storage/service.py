@@ -166,8 +166,8 @@ async def _fetch(
     db: Database, user_id: str, prefix: str, start: str, inclusive: bool, limit: int
 ) -> Sequence[repo.ListedRow]:
     if inclusive:
-        return await repo.list_from(db.reader, user_id, prefix=prefix, start=start, limit=limit)
-    return await repo.list_names(db.reader, user_id, prefix=prefix, after=start, limit=limit)
+        return await repo.list_from(db.hot, user_id, prefix=prefix, start=start, limit=limit)
+    return await repo.list_names(db.hot, user_id, prefix=prefix, after=start, limit=limit)
 
 
 # --- reading --------------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ async def get_object_meta(db: Database, principal: Principal, name: str) -> Obje
     """Like get_object for read-only requests: one AUTOCOMMIT read of the columns a download needs (no
     transaction, no ORM entity), for the metadata and content routes."""
     checked_name(principal, name, "read")
-    row = await repo.object_meta(db.reader, principal.user_id, name)
+    row = await repo.object_meta(db.hot, principal.user_id, name)
     if row is None:
         raise FileNotFound(details={"key": name})
     return row
@@ -360,7 +360,7 @@ async def usage(session: AsyncSession, user_id: str) -> Usage:
 
 async def read_usage(db: Database, user_id: str) -> Usage:
     """The same as `usage` for the usage route: one AUTOCOMMIT read of the counters and the tier, no entities."""
-    row = await repo.usage_row(db.reader, user_id)
+    row = await repo.usage_row(db.hot, user_id)
     if row is None:
         return Usage(0, 0, 0, None)
     tier = None
