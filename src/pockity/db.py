@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 from sqlalchemy import TextClause, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -82,6 +83,22 @@ async def _json_codecs(conn: Any) -> None:
         await conn.set_type_codec(name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+def _as_dbapi_error(exc: Exception, sql: str) -> Exception:
+    """asyncpg's own errors as SQLAlchemy's, so a hot read that fails is answered like any other statement
+    (a connection that went away or was refused: 503 with Retry-After; a refused value: 400)."""
+    import asyncpg
+
+    if isinstance(exc, DBAPIError):
+        return exc
+    if isinstance(exc, OSError | asyncio.TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError):
+        # Refused or dropped connections, a connection closed under the query (SQLSTATE class 08), connect
+        # timeouts, a pool closed at shutdown.
+        return OperationalError(sql, None, exc, connection_invalidated=True)
+    if isinstance(exc, asyncpg.PostgresError):  # carries its SQLSTATE, read by the error handlers
+        return DBAPIError(sql, None, exc)
+    return exc
+
+
 class HotReads:
     """One-statement reads on the per-request path (authentication, a file's metadata, usage, listings).
 
@@ -115,8 +132,9 @@ class HotReads:
                     import asyncpg
 
                     dsn = make_url(self._url).set(drivername="postgresql").render_as_string(hide_password=False)
+                    # min_size=0: no background reconnect loop while PostgreSQL is away; the next read connects.
                     self._pool = await asyncpg.create_pool(
-                        dsn, min_size=1, max_size=self._pool_size, init=_json_codecs, reset=_nothing_to_reset
+                        dsn, min_size=0, max_size=self._pool_size, init=_json_codecs, reset=_nothing_to_reset
                     )
         return self._pool
 
@@ -140,8 +158,12 @@ class HotReads:
                 return (await conn.execute(statement, dict(params))).all()
         sql, names, defaults = self._statement(statement)
         args = [params[name] if name in params else defaults[name] for name in names]
-        pool = self._pool or await self._connection_pool()
-        return [_Record(record) for record in await pool.fetch(sql, *args)]
+        try:
+            pool = self._pool or await self._connection_pool()
+            records = await pool.fetch(sql, *args)
+        except Exception as exc:
+            raise _as_dbapi_error(exc, sql) from exc
+        return [_Record(record) for record in records]
 
     async def first(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any | None:
         """The first row of one statement (None when there is none), in one AUTOCOMMIT round trip."""
