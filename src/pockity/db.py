@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import TextClause, event, text
+from sqlalchemy import TextClause, event, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -223,10 +223,23 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # (the reader engine autocommits: no BEGIN at all)
 
 
-def create_database(
-    url: str, *, pool_size: int = 25, max_overflow: int = 0, hot_pool_size: int = 10, echo: bool = False
-) -> Database:
-    """Build the engine for a PostgreSQL (asyncpg) or SQLite (aiosqlite) URL."""
+def split_pool(pool_size: int) -> tuple[int, int]:
+    """`pool_size` is the process's whole PostgreSQL budget: (SQLAlchemy's share, the hot reads' share).
+
+    The hot reads are one short statement each, so a third of the budget (at most 10) serves them. A budget of
+    one still gives each a connection (the CLI's one-shot commands, which never open the hot pool).
+    """
+    hot = min(10, max(1, pool_size // 3))
+    return max(1, pool_size - hot), hot
+
+
+def create_database(url: str, *, pool_size: int = 25, max_overflow: int = 0, echo: bool = False) -> Database:
+    """Build the engine for a PostgreSQL (asyncpg) or SQLite (aiosqlite) URL.
+
+    At most `pool_size + max_overflow` PostgreSQL connections are open in the process, both pools together
+    (for a `pool_size` of 2 or more).
+    """
+    pool_size, hot_pool_size = split_pool(pool_size)
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
@@ -247,9 +260,12 @@ def create_database(
     return Database(engine=engine, sessions=sessions, reader=reader, read_sessions=read_sessions, hot=hot)
 
 
+_PING = select(literal(1))
+
+
 async def ping(db: Database) -> None:
-    async with db.reader.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+    """One round trip to the database (the health check's): a hot read, no session."""
+    await db.hot.first(_PING)
 
 
 async def get_db(request: Request) -> Database:

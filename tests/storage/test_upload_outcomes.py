@@ -181,7 +181,7 @@ async def test_replacement_whose_answer_was_lost_keeps_the_file_and_follows_s3(
 @pytest.fixture
 async def short_ttl_app(pg_url: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
     async for app in running_app(make_settings(pg_url, tmp_path)):
-        app.state.upload_policy = dataclasses.replace(app.state.upload_policy, reservation_ttl=timedelta(seconds=0.6))
+        app.state.upload_policy = dataclasses.replace(app.state.upload_policy, reservation_ttl=timedelta(seconds=1.0))
         yield app
 
 
@@ -194,7 +194,7 @@ async def test_slow_upload_keeps_its_reservation_past_the_ttl(short_ttl_app: Fas
     async def slow_body() -> AsyncIterator[bytes]:
         for _ in range(6):
             yield b"s" * 1000
-            await asyncio.sleep(0.4)  # 2.4 s in all: four TTLs
+            await asyncio.sleep(0.7)  # 4.2 s in all: four TTLs (a beat has TTL/3 to land, even on a busy machine)
         sent.set()
 
     async def expiry_job() -> None:

@@ -27,15 +27,16 @@ class StorageHealth:
         self._ok_until = 0.0
         self._generation += 1
 
-    def _fresh(self) -> bool:
+    def fresh(self) -> bool:
+        """True while a recent `ok` stands (no check is needed)."""
         return self._clock() < self._ok_until
 
     async def check(self, ping: Callable[[], Awaitable[None]]) -> None:
         """Return if storage is known ok (recently, with no failure since), else `ping()`; raises what it raises."""
-        if self._fresh():
+        if self.fresh():
             return
         async with self._lock:
-            if self._fresh():
+            if self.fresh():
                 return
             generation = self._generation
             await ping()

@@ -33,7 +33,8 @@ async def health(db: DatabaseDep, request: Request) -> JSONResponse:
     try:
         # Not a storage call per probe: a recent ok is reused until a request sees the storage fail.
         storage_health: StorageHealth = request.app.state.storage_health
-        await asyncio.wait_for(storage_health.check(request.app.state.storage.ping), _CHECK_TIMEOUT)
+        if not storage_health.fresh():  # (no timer task for the common case)
+            await asyncio.wait_for(storage_health.check(request.app.state.storage.ping), _CHECK_TIMEOUT)
         parts["storage"] = "ok"
     except Exception as exc:
         log.warning("health: storage check failed: %s", type(exc).__name__)
