@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from pockity.auth.dependencies import get_principal
+from pockity.auth.dependencies import SECURITY, SECURITY_SCHEMES, get_principal
 
 try:
     from fastapi.routing import iter_route_contexts
@@ -99,6 +99,7 @@ def install(app: FastAPI, streams_body: Callable[[str, str], bool]) -> None:
         schemas["Error"] = ERROR_SCHEMA
         for name in ("HTTPValidationError", "ValidationError"):
             schemas.pop(name, None)
+        schema["components"]["securitySchemes"] = SECURITY_SCHEMES
         for route in api_routes(app):
             if not route.include_in_schema:
                 continue
@@ -106,6 +107,8 @@ def install(app: FastAPI, streams_body: Callable[[str, str], bool]) -> None:
                 operation = schema["paths"][route.path_format].get(method.lower())
                 if operation is None:
                     continue
+                if _depends_on(route.dependant, get_principal):
+                    operation["security"] = SECURITY
                 responses = operation.setdefault("responses", {})
                 for code in error_codes(route, streams_body):
                     responses.setdefault(str(code), {"description": _DESCRIPTIONS[code]})

@@ -9,22 +9,37 @@ import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from pockity.apikeys import service as apikeys_service
 from pockity.audit.service import Actor
 from pockity.auth import service as auth_service
 from pockity.auth.schemas import Principal
-from pockity.db import DatabaseDep
+from pockity.db import Database
 from pockity.errors import Forbidden, Unauthorized
 from pockity.kit.time import utcnow
 from pockity.ratelimit import checks
 from pockity.ratelimit.limiter import RequestLimiter
 
-# Declared as security schemes so /docs offers both ways to authenticate.
-_bearer = HTTPBearer(auto_error=False, description="JWT from POST /api/auth/login")
-_key_id = APIKeyHeader(name="X-Access-Key-Id", auto_error=False, description="API key id (PK...)")
-_key_secret = APIKeyHeader(name="X-Secret-Key", auto_error=False, description="API key secret")
+# The ways to authenticate, as OpenAPI security schemes (openapi.py attaches them to every operation that
+# depends on get_principal). get_principal reads the headers itself: three security-scheme dependencies cost
+# FastAPI a dependency resolution each on every request.
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "HTTPBearer": {"type": "http", "scheme": "bearer", "description": "JWT from POST /api/auth/login"},
+    "AccessKeyId": {"type": "apiKey", "in": "header", "name": "X-Access-Key-Id", "description": "API key id (PK...)"},
+    "SecretKey": {"type": "apiKey", "in": "header", "name": "X-Secret-Key", "description": "API key secret"},
+}
+SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}, {"AccessKeyId": [], "SecretKey": []}]
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of `Authorization: Bearer <token>` (scheme case-insensitive), else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if not scheme or not token or scheme.lower() != "bearer":
+        return None
+    return token
 
 
 def client_ip(request: Request) -> str | None:
@@ -41,19 +56,18 @@ def request_actor(request: Request, principal: Principal | None = None) -> Actor
     return Actor(type="user", id=principal.user_id, ip=client_ip(request), request_id=request_id)
 
 
-async def get_principal(
-    request: Request,
-    db: DatabaseDep,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    key_id: Annotated[str | None, Depends(_key_id)],
-    key_secret: Annotated[str | None, Depends(_key_secret)],
-) -> Principal:
+async def get_principal(request: Request) -> Principal:
     state = request.app.state
+    db: Database = state.db
+    headers = request.headers
+    bearer = bearer_token(headers.get("authorization"))
+    key_id = headers.get("x-access-key-id") or None
+    key_secret = headers.get("x-secret-key") or None
     limiter: RequestLimiter | None = state.limiter
     patience: float = state.settings.rate_limit_patience_seconds
     credential = None
     if limiter is not None and (bearer is not None or key_id):
-        credential = checks.credential_id(f"{key_id}:{key_secret}" if key_id else f"jwt:{bearer.credentials}")  # type: ignore[union-attr]
+        credential = checks.credential_id(f"{key_id}:{key_secret}" if key_id else f"jwt:{bearer}")
         known = limiter.blocked(credential)
         if known is not None:  # refused a moment ago, and its turn could not come within the patience yet
             await asyncio.sleep(patience)
@@ -66,7 +80,7 @@ async def get_principal(
         state.key_activity.note(principal.key.id, client_ip(request), utcnow())
         request.state.api_key_id = principal.key.id
     elif bearer is not None:
-        principal = await auth_service.principal_from_token(db, bearer.credentials, state.settings.jwt_secret)
+        principal = await auth_service.principal_from_token(db, bearer, state.settings.jwt_secret)
     elif request.headers.get("authorization"):
         raise auth_service.InvalidToken("Use 'Authorization: Bearer <token>'.")
     else:
