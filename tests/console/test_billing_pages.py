@@ -100,10 +100,18 @@ async def test_cancel_a_pending_request(client: httpx.AsyncClient, user: TestUse
 
 async def test_top_up_and_auto_renew(client: httpx.AsyncClient, user: TestUser) -> None:
     await console_login(client, user.email, user.password)
-    for amount, sentence in (("abc", "enter a number"), ("0.50", "between 1.00 USD and"), ("1.234", "two decimals")):
+    refusals = (
+        ("abc", "at most two decimals"),
+        ("1e999999", "at most two decimals"),
+        ("-5", "at most two decimals"),
+        ("1.234", "at most two decimals"),
+        ("0.50", "between 1.00 USD and 100,000.00 USD"),
+        ("100000.01", "between 1.00 USD and 100,000.00 USD"),
+    )
+    for amount, sentence in refusals:
         r = await post(client, "/billing/top-up", {"amount": amount}, "/billing")
         assert r.status_code == 422 and sentence in r.text, amount
-    r = await post(client, "/billing/top-up", {"amount": "12.50"}, "/billing")
+    r = await post(client, "/billing/top-up", {"amount": "12.5"}, "/billing")
     assert r.status_code == 303
     invoice_id = r.headers["location"].split("/")[-1].split("?")[0]
     made = await invoice(client, user, invoice_id)

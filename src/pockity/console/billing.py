@@ -9,7 +9,7 @@ session dependency would otherwise commit whatever the service had flushed befor
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -55,6 +55,7 @@ NOTICES = {
     "password": "Your password was changed.",
 }
 Done = Annotated[str | None, Query(max_length=32)]
+_AMOUNT = re.compile(r"^(?P<whole>\d{1,12})(?:\.(?P<part>\d{1,2}))?$")
 
 
 def money(cents: int | None, currency: str = CURRENCY) -> str:
@@ -218,14 +219,11 @@ async def billing_page(
 
 
 def _cents(amount: str) -> int:
-    """A typed amount ("10", "12.5", "12.50") as integer cents; the limits are TopUpIn's."""
-    try:
-        value = Decimal(amount.strip().replace(",", ""))
-    except InvalidOperation:
-        raise ValidationFailed("Amount: enter a number such as 10 or 12.50.") from None
-    if not value.is_finite() or value != value.quantize(Decimal("0.01")):
+    """A typed amount ("10", "1,000", "12.5", "12.50") as integer cents; the limits are TopUpIn's."""
+    match = _AMOUNT.match(amount.strip().replace(",", ""))
+    if match is None:
         raise ValidationFailed("Amount: enter a number with at most two decimals, such as 12.50.")
-    return int(value * 100)
+    return int(match["whole"]) * 100 + int((match["part"] or "").ljust(2, "0"))
 
 
 def _topup_limits() -> tuple[int, int]:
@@ -369,7 +367,9 @@ async def start_checkout(
         if exc.status == 404:
             raise
         return await _invoice(request, session, principal, invoice_id, exc.status, error=exc.message)
-    assert started.url is not None  # Stripe always answers with its Checkout page
+    if started.url is None:  # Stripe answers with its Checkout page's address; without one there is nowhere to go
+        message = "The payment provider did not return a checkout page. Please try again."
+        return await _invoice(request, session, principal, invoice_id, 502, error=message)
     return RedirectResponse(started.url, status_code=303)
 
 
