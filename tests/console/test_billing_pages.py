@@ -271,3 +271,28 @@ async def test_forms_need_the_csrf_token(client: httpx.AsyncClient, user: TestUs
     r = await client.post("/account/name", data={"name": "mallory"})
     assert r.status_code == 403
     assert (await client.get("/api/auth/me", headers=user.headers)).json()["name"] == "alice"
+
+
+async def test_bad_input_is_a_clear_4xx(client: httpx.AsyncClient, user: TestUser, admin: TestUser) -> None:
+    inv = await subscribe_invoice(client, user, admin)
+    await console_login(client, user.email, user.password)
+    cases = [
+        ("GET", "/billing", {"cursor": "x" * 100}, 422, "Some fields are missing or not valid."),
+        ("GET", "/plans", {"done": "x" * 100}, 422, "Some fields are missing or not valid."),
+        ("POST", "/billing/auto-renew", {"enabled": "maybe"}, 422, "Some fields are missing or not valid."),
+        ("POST", "/plans/request", {"tier_id": "", "reason": "x"}, 422, "Some fields are missing or not valid."),
+        ("POST", "/plans/request", {"tier_id": "t" * 30}, 422, "Tier id: String should have at most 26"),
+        ("POST", f"/billing/invoices/{inv['id']}/crypto", {"asset": "DOGE", "tx_hash": "0x1"}, 422, "Asset: Input"),
+        ("POST", f"/billing/invoices/{inv['id']}/checkout", {"provider": "paypal"}, 422, "not offered here"),
+        ("POST", "/plans/requests/nope/cancel", {}, 404, "Tier request not found."),
+        ("GET", "/billing/invoices/nope", None, 404, "Invoice not found."),
+    ]
+    for method, path, data, status, sentence in cases:
+        if method == "GET":
+            r = await client.get(path, params=data)
+        else:
+            r = await post(client, path, data or {})
+        assert (r.status_code, sentence in r.text) == (status, True), (path, data, r.status_code, r.text[-600:])
+        assert "text/html" in r.headers["content-type"]
+    assert (await subscription(client, user))["current"]["autoRenewFromCredits"] is False
+    assert [a["status"] for a in await own_requests(client, user)] == ["APPROVED"]  # the fixture's; none added
