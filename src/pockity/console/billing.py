@@ -361,7 +361,7 @@ async def start_checkout(
 ) -> Response:
     try:
         if provider not in CHECKOUT_PROVIDERS:
-            raise ValidationFailed("This way to pay is not offered here.", code="provider_not_offered")
+            raise ValidationFailed("This way to pay is not offered here.")
         started = await checkout.start(db, _settings(request), principal, invoice_id, provider)
     except PockityError as exc:  # not configured, the provider refused, not open
         if exc.status == 404:

@@ -156,7 +156,7 @@ async def rename(session: AsyncSession, user_id: str, name: str, actor: Actor) -
     """The user changes their own display name (1 to 200 characters after trimming), audited."""
     name = name.strip()
     if not name or len(name) > NAME_MAX:
-        raise ValidationFailed(f"The name must have 1 to {NAME_MAX} characters.", code="invalid_name")
+        raise ValidationFailed(f"The name must have 1 to {NAME_MAX} characters.")
     user = await get_user(session, user_id)
     before, user.name = user.name, name
     record(
@@ -177,9 +177,7 @@ async def change_password(
 
     Tokens issued before the change stay valid until they expire (JWTs are not revoked; see ARCHITECTURE.md)."""
     if not PASSWORD_MIN <= len(new) <= PASSWORD_MAX:
-        raise ValidationFailed(
-            f"The new password must have {PASSWORD_MIN} to {PASSWORD_MAX} characters.", code="invalid_password"
-        )
+        raise ValidationFailed(f"The new password must have {PASSWORD_MIN} to {PASSWORD_MAX} characters.")
     user = await get_user(session, user_id)
     if not await anyio.to_thread.run_sync(verify_password, current, user.password_hash):
         raise WrongPassword()
