@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.auth.schemas import Principal
+from pockity.db import Statements
 from pockity.errors import PockityError
 from pockity.models import Tier
 from pockity.tiers import repository as tiers
+from pockity.tiers.repository import TierLimits
 
 NO_LIMIT = 2**62
 
@@ -26,7 +28,7 @@ class WriterLimits:
     user: Limits
     key: Limits | None
     max_object_size: int
-    tier: Tier | None
+    tier: TierLimits | None
 
 
 @dataclass
@@ -50,7 +52,7 @@ class QuotaScope:
         return max(0, total - self.credit)
 
 
-def _limits(tier: Tier | None, default_uploads: int | None) -> Limits:
+def _limits(tier: TierLimits | None, default_uploads: int | None) -> Limits:
     # No tier: no storage at all until an admin grants one.
     if tier is None:
         return Limits(0, 0)
@@ -72,14 +74,16 @@ class SubscriptionPastDue(PockityError):
     )
 
 
-async def limits_for(session: AsyncSession, principal: Principal, default_uploads: int | None = None) -> WriterLimits:
+async def limits_for(
+    session: AsyncSession | Statements, principal: Principal, default_uploads: int | None = None
+) -> WriterLimits:
     """The user's tier limits, plus the key's tier when the request came with a tier-linked key (one query).
     A user whose subscription is past due may not write (reads are never blocked by billing).
 
     Concurrent uploads: the tier's own limit, else `default_uploads`; None turns that limit off (fair sharing
     disabled). A key without a tier is limited only by its user's."""
     key_tier_id = principal.key.tier_id if principal.key is not None else None
-    found = await tiers.for_writer(session, principal.user_id, key_tier_id or None)
+    found = await tiers.writer_limits(session, principal.user_id, key_tier_id or None)
     if found is not None and found.billing_hold:
         raise SubscriptionPastDue(details={"hold": found.billing_hold})
     tier = found.tier if found else None

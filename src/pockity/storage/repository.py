@@ -12,10 +12,28 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Integer,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from pockity.db import HotReads, dialect_insert
+from pockity.db import HotReads, Statements, statements_of
+from pockity.kit.ids import new_id
+from pockity.kit.time import utcnow
 from pockity.models import ReconciliationReport, Reservation, StorageEvent, StorageObject, Tier, UsageCounter, User
 
 
@@ -31,18 +49,58 @@ def _owned(user_id: str) -> Select[StorageObject]:
     return select(StorageObject).where(StorageObject.user_id == user_id)
 
 
+# The write path's statements are built once, with named parameters, and run either in an ORM session's
+# transaction or in a `Database.transaction` (straight on asyncpg): `Runner` is either.
+Runner = AsyncSession | Statements
+
+
+async def statements(runner: Runner) -> Statements:
+    """The runner as Statements (a session's own transaction, or the transaction it already is)."""
+    return await statements_of(runner) if isinstance(runner, AsyncSession) else runner
+
+
+_st = statements
+
+
+def _dialect(st: Statements) -> str:
+    return st.dialect_name
+
+
+_counters: Table = UsageCounter.__table__  # type: ignore[assignment]
+_reservations: Table = Reservation.__table__  # type: ignore[assignment]
+_objects: Table = StorageObject.__table__  # type: ignore[assignment]
+_now = bindparam("now", type_=UsageCounter.updated_at.type)
+
+
 # --- usage counters -------------------------------------------------------------------------------
 
 
-async def ensure_counter(session: AsyncSession, scope: str) -> None:
-    stmt = dialect_insert(session)(UsageCounter).values(
-        scope=scope, bytes_used=0, object_count=0, bytes_reserved=0, objects_reserved=0, uploads_open=0
-    )
-    await session.execute(stmt.on_conflict_do_nothing(index_elements=["scope"]))
+def _ensure_counter(insert: Any) -> Any:
+    values = dict(bytes_used=0, object_count=0, bytes_reserved=0, objects_reserved=0, uploads_open=0)
+    stmt = insert(_counters).values(scope=bindparam("scope"), updated_at=_now, **values)
+    return stmt.on_conflict_do_nothing(index_elements=["scope"])
 
 
-async def get_counter(session: AsyncSession, scope: str) -> UsageCounter | None:
-    return await session.get(UsageCounter, scope, populate_existing=True)
+_ENSURE_COUNTER = {"postgresql": _ensure_counter(postgresql.insert), "sqlite": _ensure_counter(sqlite.insert)}
+_COUNTER = select(
+    _counters.c.scope,
+    _counters.c.bytes_used,
+    _counters.c.object_count,
+    _counters.c.bytes_reserved,
+    _counters.c.objects_reserved,
+    _counters.c.uploads_open,
+).where(_counters.c.scope == bindparam("scope"))
+
+
+async def ensure_counter(runner: Runner, scope: str) -> None:
+    st = await _st(runner)
+    await st.count(_ENSURE_COUNTER[_dialect(st)], {"scope": scope, "now": utcnow()})
+
+
+async def get_counter(runner: Runner, scope: str) -> Any | None:
+    """The counter's figures (a row read by attribute: bytes_used, object_count, ...), or None."""
+    rows = await (await _st(runner)).rows(_COUNTER, {"scope": scope})
+    return rows[0] if rows else None
 
 
 # The user's counters (NULL without a counter row) and tier (NULL without one); no row: no such user.
@@ -71,8 +129,35 @@ async def usage_row(hot: HotReads, user_id: str) -> UsageLimitsRow | None:
     return row
 
 
+def _try_reserve() -> Any:
+    c = _counters.c
+    nbytes, objects = bindparam("nbytes", type_=BigInteger), bindparam("objects", type_=BigInteger)
+    uploads = bindparam("uploads", type_=Integer)
+    fits_bytes = or_(nbytes == 0, c.bytes_used + c.bytes_reserved + nbytes <= bindparam("max_bytes", type_=BigInteger))
+    fits_objects = or_(
+        objects == 0, c.object_count + c.objects_reserved + objects <= bindparam("max_objects", type_=BigInteger)
+    )
+    fits_uploads = or_(
+        bindparam("uploads_unlimited", type_=Boolean),
+        c.uploads_open + uploads <= bindparam("max_uploads", type_=BigInteger),
+    )
+    return (
+        update(_counters)
+        .where(c.scope == bindparam("b_scope"), fits_bytes, fits_objects, fits_uploads)
+        .values(
+            bytes_reserved=c.bytes_reserved + nbytes,
+            objects_reserved=c.objects_reserved + objects,
+            uploads_open=c.uploads_open + uploads,
+            updated_at=_now,
+        )
+    )
+
+
+_TRY_RESERVE = _try_reserve()
+
+
 async def try_reserve(
-    session: AsyncSession,
+    runner: Runner,
     scope: str,
     *,
     nbytes: int,
@@ -89,30 +174,46 @@ async def try_reserve(
     created and the same statement run once more, instead of an INSERT ... ON CONFLICT before every upload. The
     retry is needed even when the INSERT finds a row: another transaction may have created it meanwhile.
     """
-    c = UsageCounter
-    fits_bytes = or_(nbytes == 0, c.bytes_used + c.bytes_reserved + nbytes <= max_bytes)  # type: ignore[arg-type]
-    fits_objects = or_(objects == 0, c.object_count + c.objects_reserved + objects <= max_objects)  # type: ignore[arg-type]
-    # No upload limit (fair sharing off: NO_LIMIT) means no condition; the column is a 32-bit integer.
-    no_upload_limit = uploads == 0 or max_uploads >= 2**31
-    fits_uploads = or_(no_upload_limit, c.uploads_open + uploads <= max_uploads)  # type: ignore[arg-type]
-    stmt = (
-        update(c)
-        .where(c.scope == scope, fits_bytes, fits_objects, fits_uploads)
-        .values(
-            bytes_reserved=c.bytes_reserved + nbytes,
-            objects_reserved=c.objects_reserved + objects,
-            uploads_open=c.uploads_open + uploads,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if (await session.execute(stmt)).rowcount == 1:  # type: ignore[attr-defined]
+    st = await _st(runner)
+    params = {
+        "b_scope": scope,
+        "nbytes": nbytes,
+        "objects": objects,
+        "uploads": uploads,
+        "max_bytes": max_bytes,
+        "max_objects": max_objects,
+        # No upload limit (fair sharing off: NO_LIMIT) means no condition; the column is a 32-bit integer.
+        "uploads_unlimited": uploads == 0 or max_uploads >= 2**31,
+        "max_uploads": min(max_uploads, 2**31 - 1),
+        "now": utcnow(),
+    }
+    if await st.count(_TRY_RESERVE, params) == 1:
         return True
-    await ensure_counter(session, scope)
-    return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+    await ensure_counter(st, scope)
+    return await st.count(_TRY_RESERVE, params) == 1
+
+
+def _adjust() -> Any:
+    c = _counters.c
+    return (
+        update(_counters)
+        .where(c.scope == bindparam("b_scope"))
+        .values(
+            bytes_used=c.bytes_used + bindparam("used", type_=BigInteger),
+            object_count=c.object_count + bindparam("count", type_=BigInteger),
+            bytes_reserved=c.bytes_reserved + bindparam("reserved", type_=BigInteger),
+            objects_reserved=c.objects_reserved + bindparam("objects_reserved", type_=BigInteger),
+            uploads_open=c.uploads_open + bindparam("uploads_open", type_=Integer),
+            updated_at=_now,
+        )
+    )
+
+
+_ADJUST = _adjust()
 
 
 async def adjust(
-    session: AsyncSession,
+    runner: Runner,
     scope: str,
     *,
     used: int = 0,
@@ -122,24 +223,21 @@ async def adjust(
     uploads_open: int = 0,
 ) -> bool:
     """Apply settled deltas (after the bytes are stored or the reservation released); False: no such counter."""
-    c = UsageCounter
-    result = await session.execute(
-        update(c)
-        .where(c.scope == scope)
-        .values(
-            bytes_used=c.bytes_used + used,
-            object_count=c.object_count + count,
-            bytes_reserved=c.bytes_reserved + reserved,
-            objects_reserved=c.objects_reserved + objects_reserved,
-            uploads_open=c.uploads_open + uploads_open,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+    params = {
+        "b_scope": scope,
+        "used": used,
+        "count": count,
+        "reserved": reserved,
+        "objects_reserved": objects_reserved,
+        "uploads_open": uploads_open,
+        "now": utcnow(),
+    }
+    return await (await _st(runner)).count(_ADJUST, params) == 1
 
 
-async def release(session: AsyncSession, held: Reservation) -> None:
+async def release(runner: Runner, held: Reservation) -> None:
     """Give back what a reservation held, to the user's and (if any) the writing key's counters."""
+    session = await _st(runner)
     await adjust(
         session,
         user_scope(held.user_id),
@@ -164,8 +262,30 @@ def add_reservation(session: AsyncSession, reservation: Reservation) -> None:
     session.add(reservation)
 
 
+def _insert_reservation(insert: Any) -> Any:
+    r = _reservations.c
+    names = ("id", "user_id", "name", "api_key_id", "kind", "declared_size", "content_type", "created_at")
+    stmt = insert(_reservations).values(
+        **{n: bindparam(n, type_=r[n].type) for n in names},
+        expires_at=bindparam("expires_at", type_=r.expires_at.type),
+        bytes=0,
+        objects=0,
+        key_bytes=0,
+        key_objects=0,
+        uploads=0,
+        discard=False,
+    )
+    return stmt.on_conflict_do_nothing(index_elements=["user_id", "name"]).returning(r.id)
+
+
+_INSERT_RESERVATION = {
+    "postgresql": _insert_reservation(postgresql.insert),
+    "sqlite": _insert_reservation(sqlite.insert),
+}
+
+
 async def insert_reservation(
-    session: AsyncSession,
+    runner: Runner,
     *,
     user_id: str,
     name: str,
@@ -181,29 +301,38 @@ async def insert_reservation(
     so it needs no savepoint and leaves the transaction usable. On PostgreSQL a conflicting row that is not
     committed yet makes it wait for that transaction, exactly as the unique index did for a plain INSERT.
     """
-    stmt = (
-        dialect_insert(session)(Reservation)
-        .values(
-            user_id=user_id,
-            name=name,
-            api_key_id=api_key_id,
-            bytes=0,
-            objects=0,
-            key_bytes=0,
-            key_objects=0,
-            kind=kind,
-            declared_size=declared_size,
-            content_type=content_type,
-            expires_at=expires_at,
-        )
-        .on_conflict_do_nothing(index_elements=["user_id", "name"])
-        .returning(Reservation.id)
+    st = await _st(runner)
+    params = {
+        "id": new_id(),
+        "user_id": user_id,
+        "name": name,
+        "api_key_id": api_key_id,
+        "kind": kind,
+        "declared_size": declared_size,
+        "content_type": content_type,
+        "created_at": utcnow(),
+        "expires_at": expires_at,
+    }
+    rows = await st.rows(_INSERT_RESERVATION[_dialect(st)], params)
+    return rows[0].id if rows else None
+
+
+_HOLD = (
+    update(_reservations)
+    .where(_reservations.c.id == bindparam("b_id"))
+    .values(
+        bytes=bindparam("nbytes", type_=BigInteger),
+        objects=bindparam("objects", type_=Integer),
+        key_bytes=bindparam("key_bytes", type_=BigInteger),
+        key_objects=bindparam("key_objects", type_=Integer),
+        uploads=1,
+        discard=bindparam("discard", type_=Boolean),
     )
-    return (await session.execute(stmt)).scalar()
+)
 
 
 async def hold(
-    session: AsyncSession,
+    runner: Runner,
     reservation_id: str,
     *,
     nbytes: int,
@@ -214,24 +343,33 @@ async def hold(
 ) -> None:
     """Record on a reservation just taken what `begin` reserved for it, its upload slot, and whether a left-over
     write under its key is to be discarded (one UPDATE for all of it)."""
-    await session.execute(
-        update(Reservation)
-        .where(Reservation.id == reservation_id)
-        .values(bytes=nbytes, objects=objects, key_bytes=key_bytes, key_objects=key_objects, uploads=1, discard=discard)
-        .execution_options(synchronize_session=False)
+    params = {
+        "b_id": reservation_id,
+        "nbytes": nbytes,
+        "objects": objects,
+        "key_bytes": key_bytes,
+        "key_objects": key_objects,
+        "discard": discard,
+    }
+    await (await _st(runner)).count(_HOLD, params)
+
+
+_GROW = (
+    update(_reservations)
+    .where(_reservations.c.id == bindparam("b_id"))
+    .values(
+        bytes=_reservations.c.bytes + bindparam("nbytes", type_=BigInteger),
+        key_bytes=_reservations.c.key_bytes + bindparam("key_bytes", type_=BigInteger),
+        expires_at=bindparam("b_expires_at", type_=_reservations.c.expires_at.type),
     )
+)
 
 
 async def grow_reservation(
-    session: AsyncSession, reservation_id: str, *, nbytes: int, key_bytes: int, expires_at: datetime
+    runner: Runner, reservation_id: str, *, nbytes: int, key_bytes: int, expires_at: datetime
 ) -> None:
-    r = Reservation
-    await session.execute(
-        update(r)
-        .where(r.id == reservation_id)
-        .values(bytes=r.bytes + nbytes, key_bytes=r.key_bytes + key_bytes, expires_at=expires_at)
-        .execution_options(synchronize_session=False)
-    )
+    params = {"b_id": reservation_id, "nbytes": nbytes, "key_bytes": key_bytes, "b_expires_at": expires_at}
+    await (await _st(runner)).count(_GROW, params)
 
 
 async def expire_now(session: AsyncSession, reservation_id: str, now: datetime) -> None:
@@ -242,10 +380,14 @@ async def expire_now(session: AsyncSession, reservation_id: str, now: datetime) 
     )
 
 
-async def take_reservation(session: AsyncSession, reservation_id: str) -> Reservation | None:
-    """Remove a reservation and return what it held (None if the expiry job already released it)."""
-    stmt = delete(Reservation).where(Reservation.id == reservation_id).returning(Reservation)
-    return (await session.execute(stmt)).scalars().first()
+_TAKE_RESERVATION = delete(_reservations).where(_reservations.c.id == bindparam("id")).returning(*_reservations.c)
+
+
+async def take_reservation(runner: Runner, reservation_id: str) -> Reservation | None:
+    """Remove a reservation and return what it held (None if the expiry job already released it): its row, read
+    by attribute like the entity."""
+    rows = await (await _st(runner)).rows(_TAKE_RESERVATION, {"id": reservation_id})
+    return rows[0] if rows else None
 
 
 async def get_reservation_by_id(session: AsyncSession, reservation_id: str) -> Reservation | None:
@@ -340,39 +482,65 @@ def add_object(session: AsyncSession, obj: StorageObject) -> None:
     session.add(obj)
 
 
-async def insert_object(
-    session: AsyncSession,
-    *,
-    user_id: str,
-    name: str,
-    size: int,
-    etag: str,
-    content_type: str | None,
-    api_key_id: str | None,
-    headers: dict[str, str] | None = None,
-    part_sizes: list[list[int]] | None = None,
-) -> StorageObject | None:
-    """Insert the name's row unless it has one (None then): `INSERT ... ON CONFLICT DO NOTHING RETURNING` the row.
+_OBJECT_VALUES = ("size", "etag", "content_type", "api_key_id", "headers", "part_sizes")
+
+
+def _insert_object(insert: Any) -> Any:
+    o = _objects.c
+    names = ("id", "user_id", "name", *_OBJECT_VALUES)
+    stmt = insert(_objects).values(
+        **{n: bindparam(n, type_=o[n].type) for n in names},
+        created_at=bindparam("now", type_=o.created_at.type),
+        updated_at=bindparam("now", type_=o.updated_at.type),
+    )
+    return stmt.on_conflict_do_nothing(index_elements=["user_id", "name"]).returning(*_objects.c)
+
+
+_INSERT_OBJECT = {"postgresql": _insert_object(postgresql.insert), "sqlite": _insert_object(sqlite.insert)}
+_UPDATE_OBJECT = (
+    update(_objects)
+    .where(_objects.c.user_id == bindparam("b_user_id"), _objects.c.name == bindparam("b_name"))
+    .values(
+        **{n: bindparam("b_" + n, type_=_objects.c[n].type) for n in _OBJECT_VALUES},
+        updated_at=bindparam("b_now", type_=_objects.c.updated_at.type),
+    )
+    .returning(*_objects.c)
+)
+_WRITTEN = select(_objects.c.size, _objects.c.etag, _objects.c.api_key_id).where(
+    _objects.c.user_id == bindparam("user_id"), _objects.c.name == bindparam("name")
+)
+_WRITTEN_FOR_UPDATE = _WRITTEN.with_for_update()
+
+
+async def written(runner: Runner, user_id: str, name: str, *, for_update: bool = False) -> Any | None:
+    """What a write replaces: the name's size, etag and writing key (a row), or None for a new name."""
+    stmt = _WRITTEN_FOR_UPDATE if for_update else _WRITTEN
+    rows = await (await _st(runner)).rows(stmt, {"user_id": user_id, "name": name})
+    return rows[0] if rows else None
+
+
+def _object_params(user_id: str, name: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {"user_id": user_id, "name": name, "now": utcnow(), **{n: values.get(n) for n in _OBJECT_VALUES}}
+
+
+async def insert_object(runner: Runner, *, user_id: str, name: str, **values: Any) -> StorageObject | None:
+    """Insert the name's row unless it has one (None then): `INSERT ... ON CONFLICT DO NOTHING RETURNING` the row
+    (read by attribute like the entity). `values`: size, etag, content_type, api_key_id, headers, part_sizes.
 
     On PostgreSQL an uncommitted row of the same name makes it wait for that transaction, like the unique index
     does for a plain INSERT; a conflict is an answer here, not an error that would abort the transaction.
     """
-    stmt = (
-        dialect_insert(session)(StorageObject)
-        .values(
-            user_id=user_id,
-            name=name,
-            size=size,
-            etag=etag,
-            content_type=content_type,
-            api_key_id=api_key_id,
-            headers=headers,
-            part_sizes=part_sizes,
-        )
-        .on_conflict_do_nothing(index_elements=["user_id", "name"])
-        .returning(StorageObject)
-    )
-    return (await session.execute(stmt)).scalars().first()
+    st = await _st(runner)
+    params = {"id": new_id(), **_object_params(user_id, name, values)}
+    rows = await st.rows(_INSERT_OBJECT[_dialect(st)], params)
+    return rows[0] if rows else None
+
+
+async def update_object(runner: Runner, *, user_id: str, name: str, **values: Any) -> StorageObject | None:
+    """Replace the name's row's content and metadata (the same `values` as insert_object); its row, or None."""
+    params = {"b_" + k: v for k, v in _object_params(user_id, name, values).items()}
+    rows = await (await _st(runner)).rows(_UPDATE_OBJECT, params)
+    return rows[0] if rows else None
 
 
 async def delete_object(session: AsyncSession, obj: StorageObject) -> None:

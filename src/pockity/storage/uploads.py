@@ -31,9 +31,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import anyio
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.auth.schemas import Principal
 from pockity.db import Database, unit_of_work
@@ -158,7 +158,7 @@ async def begin(
     `precondition` sees the file the name holds (or None) under the lock, so a conditional write (S3's
     If-None-Match / If-Match) cannot race another upload of the name; raising refuses the upload.
     """
-    async with unit_of_work(db) as session:
+    async with db.transaction() as session:
         limits = await limits_for(session, principal, policy.default_concurrent_uploads)
         if limits.tier is None:
             raise NoStorageTier()
@@ -179,7 +179,7 @@ async def begin(
         if reservation_id is None:
             raise ObjectBusy()
         # Read under the lock just taken: the size credited to a replacement cannot change until it is released.
-        old = await repo.get_object(session, principal.user_id, name)
+        old = await repo.written(session, principal.user_id, name)
         if precondition is not None:
             precondition(old)
         user = QuotaScope(
@@ -215,7 +215,7 @@ async def begin(
     return Ticket(reservation_id, principal.user_id, name, key_id, user, key, max_size, declared, discard)
 
 
-async def reserve(session: AsyncSession, scope: QuotaScope, nbytes: int, *, objects: int = 0, uploads: int = 0) -> None:
+async def reserve(session: repo.Runner, scope: QuotaScope, nbytes: int, *, objects: int = 0, uploads: int = 0) -> None:
     """Hold `nbytes`, `objects` and `uploads` of the scope in one conditional UPDATE, or raise the error naming
     the limit that would be passed and what remains of it."""
     ok = await repo.try_reserve(
@@ -277,7 +277,7 @@ def too_large(max_size: int) -> FileTooLarge:
 
 async def grow(db: Database, ticket: Ticket, total: int, policy: UploadPolicy) -> None:
     """Reserve enough for `total` bytes so far (a step ahead when possible) and push the expiry out."""
-    async with unit_of_work(db) as session:
+    async with db.transaction() as session:
         added: dict[str, int] = {}
         for scope in (ticket.user, ticket.key):
             if scope is None:
@@ -354,7 +354,7 @@ class Heartbeat:
                 log.warning("upload heartbeat failed: %s", type(exc).__name__)
 
     async def _beat(self) -> None:
-        async with unit_of_work(self._db) as session:
+        async with self._db.transaction() as session:
             await repo.grow_reservation(
                 session,
                 self._ticket.reservation_id,
@@ -377,32 +377,32 @@ async def finish(
 ) -> StorageObject:
     """Record the stored object and turn the reservation into usage (one unit of work); `release_also` names
     another reservation given back in the same unit of work (a multipart upload's parts)."""
-    async with unit_of_work(db) as session:
-        held = await repo.take_reservation(session, ticket.reservation_id)
-        if held is None:
-            # The reservation expired under the upload (the process stalled past its TTL) and the expiry job
-            # took it: the name was unlocked meanwhile, and for a new name the job may have deleted the key
-            # before these bytes landed. Recording them now could count a file S3 no longer has.
-            await _drop_orphan(db, backend, ticket)
-            raise UploadExpired()
-        if release_also is not None and (other := await repo.take_reservation(session, release_also)) is not None:
-            await repo.release(session, other)
-        return await settle(
-            session,
-            held,
-            ticket.user_id,
-            ticket.name,
-            ticket.key_id,
-            info,
-            content_type,
-            expect_new=ticket.user.new_object,
-            headers=headers,
-            part_sizes=part_sizes,
-        )
+    async with db.transaction() as st:
+        held = await repo.take_reservation(st, ticket.reservation_id)
+        if held is not None:
+            if release_also is not None and (other := await repo.take_reservation(st, release_also)) is not None:
+                await repo.release(st, other)
+            return await settle(
+                st,
+                held,
+                ticket.user_id,
+                ticket.name,
+                ticket.key_id,
+                info,
+                content_type,
+                expect_new=ticket.user.new_object,
+                headers=headers,
+                part_sizes=part_sizes,
+            )
+    # The reservation expired under the upload (the process stalled past its TTL) and the expiry job took it:
+    # the name was unlocked meanwhile, and for a new name the job may have deleted the key before these bytes
+    # landed. Recording them now could count a file S3 no longer has.
+    await _drop_orphan(db, backend, ticket)
+    raise UploadExpired()
 
 
 async def settle(
-    session: AsyncSession,
+    session: repo.Runner,
     held: Reservation | None,
     user_id: str,
     name: str,
@@ -431,7 +431,7 @@ async def settle(
 
 
 async def record_object(
-    session: AsyncSession,
+    session: repo.Runner,
     user_id: str,
     name: str,
     *,
@@ -446,7 +446,8 @@ async def record_object(
 ) -> StorageObject:
     """Create or replace the object row and move usage between scopes by the size difference; with `release`,
     also give back what that (already taken) reservation held, in the same counter UPDATEs. A replacement
-    takes the new `headers` and `part_sizes` (None: none), as an S3 PUT replaces an object's metadata.
+    takes the new `headers` and `part_sizes` (None: none), as an S3 PUT replaces an object's metadata. Returns
+    the row (read by attribute like the entity). The caller holds the name (its reservation or lock).
 
     `expect_new` (the name had no row when its upload began) tries the INSERT first: it succeeds only if there
     is still no row, which is what the locking read would have found, so the read is saved; on a conflict
@@ -454,47 +455,34 @@ async def record_object(
     """
     if content_type is not None and not media_types.is_media_type(content_type):
         content_type = None  # from a backend (adoption): a value that could not be sent back as a header
-    if expect_new:
-        obj = await repo.insert_object(
-            session,
-            user_id=user_id,
-            name=name,
-            size=size,
-            etag=etag,
-            content_type=content_type,
-            api_key_id=writer_key_id,
-            headers=headers,
-            part_sizes=part_sizes,
-        )
-        if obj is not None:
-            await _move_usage(session, user_id, None, size, writer_key_id, release)
-            return obj
-    old = await repo.get_object(session, user_id, name, for_update=True)
-    await _move_usage(session, user_id, old, size, writer_key_id, release)
-    if old is None:
-        obj = StorageObject(
-            user_id=user_id,
-            name=name,
-            size=size,
-            etag=etag,
-            content_type=content_type,
-            api_key_id=writer_key_id,
-            headers=headers,
-            part_sizes=part_sizes,
-        )
-        repo.add_object(session, obj)
-        await session.flush()
-        return obj
-    old.size, old.etag, old.content_type, old.api_key_id = size, etag, content_type, writer_key_id
-    old.headers, old.part_sizes = headers, part_sizes
-    old.updated_at = utcnow()
-    return old
+    st = await repo.statements(session)
+    values: dict[str, object] = dict(
+        size=size,
+        etag=etag,
+        content_type=content_type,
+        api_key_id=writer_key_id,
+        headers=headers,
+        part_sizes=part_sizes,
+    )
+    obj = await repo.insert_object(st, user_id=user_id, name=name, **values) if expect_new else None
+    old = None
+    if obj is None:
+        # Lock order as everywhere: the object's row, then the counters.
+        old = await repo.written(st, user_id, name, for_update=True)
+        if old is None:
+            obj = await repo.insert_object(st, user_id=user_id, name=name, **values)
+        else:
+            obj = await repo.update_object(st, user_id=user_id, name=name, **values)
+        if obj is None:  # only a writer that does not hold the name could have raced us here
+            raise ObjectBusy()
+    await _move_usage(st, user_id, old, size, writer_key_id, release)
+    return obj
 
 
 async def _move_usage(
-    session: AsyncSession,
+    session: repo.Runner,
     user_id: str,
-    old: StorageObject | None,
+    old: Any | None,
     size: int,
     writer_key_id: str | None,
     release: Reservation | None,
@@ -547,7 +535,7 @@ class _CounterMoves:
             for field, n in deltas.items():
                 into[field] = into.get(field, 0) + n
 
-    async def apply(self, session: AsyncSession) -> None:
+    async def apply(self, session: repo.Runner) -> None:
         for scope, deltas in self._all.items():
             if await repo.adjust(session, scope, **deltas) or scope not in self._since_create:
                 continue
@@ -572,10 +560,10 @@ def objects_only(held: Reservation) -> Reservation:
 async def abort(db: Database, ticket: Ticket) -> None:
     """Release what the ticket holds (idempotent; shielded so a cancelled request still releases)."""
     with anyio.CancelScope(shield=True):
-        async with unit_of_work(db) as session:
-            held = await repo.take_reservation(session, ticket.reservation_id)
+        async with db.transaction() as st:
+            held = await repo.take_reservation(st, ticket.reservation_id)
             if held is not None:
-                await repo.release(session, held)
+                await repo.release(st, held)
 
 
 def outcome_unknown(exc: BaseException) -> bool:

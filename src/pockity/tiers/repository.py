@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from pockity.db import Statements, statements_of
 from pockity.models import Tier, User
 
 
@@ -35,6 +36,54 @@ async def for_writer(session: AsyncSession, user_id: str, key_tier_id: str | Non
     with_key = users_tier.add_columns(key_tier).outerjoin(key_tier, key_tier.id == key_tier_id)
     found = (await session.execute(with_key)).first()
     return WriterTiers(found[0], found[1], found[2]) if found else None
+
+
+class TierLimits(NamedTuple):
+    """The columns of a tier that limit a writer."""
+
+    id: str
+    storage_bytes: int
+    max_objects: int
+    max_object_size_bytes: int | None
+    max_concurrent_uploads: int | None
+
+
+class WriterLimitTiers(NamedTuple):
+    billing_hold: str | None
+    tier: TierLimits | None  # the user's
+    key_tier: TierLimits | None  # the API key's, when one was asked for
+
+
+def _writer_limits() -> object:
+    users, user_tier, key_tier = User.__table__, Tier.__table__.alias("user_tier"), Tier.__table__.alias("key_tier")
+    columns = [users.c.billing_hold]
+    for prefix, tier in (("u_", user_tier), ("k_", key_tier)):
+        columns += [tier.c[name].label(prefix + name) for name in TierLimits._fields]
+    joined = users.outerjoin(user_tier, user_tier.c.id == users.c.tier_id).outerjoin(
+        key_tier, key_tier.c.id == bindparam("key_tier_id", type_=String)
+    )
+    return select(*columns).select_from(joined).where(users.c.id == bindparam("user_id"))
+
+
+_WRITER_LIMITS = _writer_limits()
+
+
+async def writer_limits(
+    runner: AsyncSession | Statements, user_id: str, key_tier_id: str | None = None
+) -> WriterLimitTiers | None:
+    """for_writer's limits as one Core statement (for the upload path's transaction); None: no such user."""
+    st = await statements_of(runner) if isinstance(runner, AsyncSession) else runner
+    rows = await st.rows(_WRITER_LIMITS, {"user_id": user_id, "key_tier_id": key_tier_id})
+    if not rows:
+        return None
+    row = rows[0]
+
+    def tier(prefix: str) -> TierLimits | None:
+        if getattr(row, prefix + "id") is None:
+            return None
+        return TierLimits(*(getattr(row, prefix + name) for name in TierLimits._fields))
+
+    return WriterLimitTiers(row.billing_hold, tier("u_"), tier("k_") if key_tier_id else None)
 
 
 async def default_tier_id(session: AsyncSession) -> str | None:
