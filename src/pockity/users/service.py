@@ -146,3 +146,8 @@ async def update_user(session: AsyncSession, user_id: str, changes: UserUpdateIn
         details={"before": before, "after": {k: getattr(user, k) for k in fields}},
     )
     return user
+
+
+async def count_users(session: AsyncSession) -> int:
+    """Admin: every account, disabled ones included."""
+    return await repository.count_all(session)
