@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from playwright.async_api import Browser, Page, async_playwright, expect
 from sqlalchemy import event
 
 from pockity.console import admin_users
 from pockity.kit.time import utcnow
 from tests.console.helpers import console_login, csrf, csrf_of, post
+from tests.console.test_journeys import CHROMIUM, log_in, shot
+from tests.fixtures.server import running_server, server_env
 from tests.fixtures.users import PASSWORD, TestUser, login, make_key
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -422,3 +425,94 @@ async def test_user_names_render_escaped(client: httpx.AsyncClient, admin: TestU
     for path in ("/admin/users", f"/admin/users/{mallory.id}", "/admin/users?q=img"):
         page = await client.get(path)
         assert page.status_code == 200 and XSS not in page.text and XSS_ESCAPED in page.text, path
+
+
+# --- in a browser ---------------------------------------------------------------------------------------------
+
+WIDER_THAN_THE_SCREEN = """[...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > 376).slice(0, 8)
+    .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))"""
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/ensure-browser)")
+
+
+@pytest.fixture(scope="module")
+def server_url(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = server_env(pg_url, tmp_path_factory.mktemp("admin-console-data"), ENVIRONMENT="test", S3_API_PORT="0")
+    with running_server(env) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+async def chromium() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        await b.close()
+
+
+@contextmanager
+def no_browser_errors(tab: Page) -> Iterator[None]:
+    """The page's script errors and CSP violations fail the test (an error status we provoke does not)."""
+    errors: list[str] = []
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Failed to load" not in m.text else None)
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    yield
+    assert not errors, f"browser errors (a CSP violation?): {errors}"
+
+
+@needs_chromium
+async def test_an_admin_finds_a_user_grants_credit_and_disables_them(
+    chromium: Browser, server_url: str, admin: TestUser, user: TestUser
+) -> None:
+    context = await chromium.new_context(base_url=server_url, viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    try:
+        with no_browser_errors(page):
+            async with httpx.AsyncClient(base_url=server_url) as api:
+                await store(api, user, "notes.txt", 4096)
+                await log_in(page, admin.email)
+                await page.get_by_role("link", name="Admin").click()
+                await expect(page.locator("#stat-users")).to_have_text(re.compile(r"Users\s*2"))
+                await expect(page.locator("#stat-files")).to_have_text(re.compile(r"Files\s*1"))
+                await shot(page, "journey-admin-overview")
+                await page.get_by_role("link", name="Users", exact=True).click()
+                await page.get_by_label("Search by email or name").fill(user.email)
+                await page.get_by_role("button", name="Search").click()
+                await expect(page.locator("table.users tbody tr")).to_have_count(1)
+                await page.get_by_role("link", name="alice").click()
+                await expect(page.get_by_role("heading", level=1)).to_have_text("alice")
+                await page.get_by_label("Amount").fill("7.25")
+                await page.get_by_label("Note").fill("Welcome aboard")
+                await page.get_by_role("button", name="Grant credit").click()
+                await expect(page.get_by_role("status")).to_have_text("The credit has been granted.")
+                await expect(page.locator("#ledger-h + .table-wrap")).to_contain_text("7.25 USD")
+                await page.get_by_role("button", name="Disable account").click()
+                await expect(page.get_by_role("status")).to_contain_text("The account is disabled")
+                assert (await api.get("/api/auth/me", headers=user.headers)).status_code in (401, 403)
+                await shot(page, "journey-admin-user")
+                await page.get_by_role("button", name="Enable account").click()
+                await expect(page.get_by_role("status")).to_have_text("The account is enabled again.")
+                assert (await api.get("/api/auth/me", headers=user.headers)).status_code == 200
+                credits = await api.get(f"/api/admin/users/{user.id}/credits", headers=admin.headers)
+                assert credits.json()["balanceCents"] == 725
+    finally:
+        await context.close()
+
+
+@needs_chromium
+async def test_the_admin_pages_fit_a_phone(chromium: Browser, server_url: str, admin: TestUser, user: TestUser) -> None:
+    context = await chromium.new_context(base_url=server_url, viewport={"width": 375, "height": 812}, is_mobile=True)
+    phone = await context.new_page()
+    try:
+        async with httpx.AsyncClient(base_url=server_url) as api:
+            await make_key(api, user, name="k" * 100)
+            await store(api, user, "n" * 200, 10)
+        await log_in(phone, admin.email)
+        for path, name in (("/admin", "overview"), ("/admin/users", "users"), (f"/admin/users/{user.id}", "user")):
+            await phone.goto(path)
+            width = await phone.evaluate("document.documentElement.scrollWidth")
+            wide = await phone.evaluate(WIDER_THAN_THE_SCREEN)
+            assert width <= 375, f"{path} is {width}px wide at 375px {wide}"
+            await shot(phone, f"journey-phone-admin-{name}")
+    finally:
+        await context.close()
