@@ -7,16 +7,18 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from playwright.async_api import Browser, Page, async_playwright, expect
-from sqlalchemy import event
+from sqlalchemy import event, update
 
 from pockity.console import admin_users
 from pockity.kit.time import utcnow
+from pockity.models import Payment
 from tests.console.helpers import console_login, csrf, csrf_of, post
 from tests.console.test_journeys import CHROMIUM, log_in, shot
 from tests.fixtures.server import running_server, server_env
@@ -153,6 +155,32 @@ async def test_overview_figures_match_what_was_stored_requested_and_paid(
     near = section(page, "near-h")
     assert f'href="/admin/users/{user.id}">{user.email}</a>' in near and "Tiny" in near
     assert other_user.email not in near and admin.email not in near
+
+
+async def test_revenue_counts_this_months_money_net_of_refunds(
+    app: FastAPI, client: httpx.AsyncClient, user: TestUser, admin: TestUser
+) -> None:
+    paid = []
+    for cents in (1234, 5000, 700):
+        invoice = await client.post("/api/billing/credits/top-up", json={"amountCents": cents}, headers=user.headers)
+        assert invoice.status_code == 201, invoice.text
+        r = await client.patch(
+            f"/api/admin/invoices/{invoice.json()['id']}", json={"status": "PAID"}, headers=admin.headers
+        )
+        assert r.status_code == 200, r.text
+        paid.append(invoice.json()["id"])
+    # No API moves money in time or refunds a manual payment: the rows are set as a refund and last month would.
+    month_start = utcnow().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    async with app.state.db.sessions() as session, session.begin():
+        moved = await session.execute(
+            update(Payment).where(Payment.invoice_id == paid[1]).values(resolved_at=month_start - timedelta(seconds=1))
+        )
+        refunded = await session.execute(
+            update(Payment).where(Payment.invoice_id == paid[2]).values(refunded_cents=200)
+        )
+        assert moved.rowcount == refunded.rowcount == 1  # type: ignore[attr-defined]
+    await console_login(client, admin.email, admin.password)
+    assert stat(await client.get("/admin"), "revenue") == "17.34 USD"  # 12.34 + (7.00 - 2.00); not last month's 50
 
 
 async def test_an_empty_overview_shows_zeroes(client: httpx.AsyncClient, admin: TestUser) -> None:
@@ -353,6 +381,9 @@ async def test_grant_credits_changes_the_balance_once_per_form(
     for amount, status, sentence in (
         ("abc", 422, "Amount: enter a number with at most two decimals, like 12.50."),
         ("1.234", 422, "Amount: enter a number with at most two decimals, like 12.50."),
+        ("1e30", 422, "Amount: enter a number with at most two decimals, like 12.50."),
+        ("NaN", 422, "Amount: enter a number with at most two decimals, like 12.50."),
+        ("2000000", 422, "Amount: Input should be less than or equal to 100000000."),
         ("-5", 422, "Amount: Input should be greater than 0."),
     ):
         r = await act(client, user.id, "credits", {"amount": amount, "note": "x"})
@@ -361,7 +392,11 @@ async def test_grant_credits_changes_the_balance_once_per_form(
     no_note = await act(client, user.id, "credits", {"amount": "3", "note": " "})
     assert no_note.status_code == 422 and "Note:" in no_note.text
     credits = await client.get(f"/api/admin/users/{user.id}/credits", headers=admin.headers)
-    assert credits.json()["balanceCents"] == 1250
+    assert credits.json()["balanceCents"] == 1250 and credits.json()["balances"] == {"USD": 1250}
+    euros = await act(client, user.id, "credits", {"amount": "3", "note": "euro", "currency": "eur"})
+    assert euros.status_code == 303
+    credits = await client.get(f"/api/admin/users/{user.id}/credits", headers=admin.headers)
+    assert credits.json()["balances"] == {"USD": 1250, "EUR": 300}
 
 
 async def test_revoke_key_asks_first_then_the_key_stops_working(

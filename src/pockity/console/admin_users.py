@@ -202,9 +202,9 @@ def _cents(amount: str) -> int | None:
     """A typed amount ("12.5", "12.50", "3") in cents; None unless it is a plain number with ≤ 2 decimals."""
     try:
         value = Decimal(amount.strip().replace(",", ""))
-    except InvalidOperation:
-        return None
-    if not value.is_finite() or value != value.quantize(Decimal("0.01")):
+        if not value.is_finite() or value != value.quantize(Decimal("0.01")):
+            return None
+    except InvalidOperation:  # not a number, or too many digits to hold in cents
         return None
     return int(value * 100)
 
@@ -226,6 +226,7 @@ async def grant_credits(
 ) -> Response:
     """Grant credit; the form carries a key of its own (`idempotency_key`), so a resent form grants once."""
     form = {"grant": {"amount": amount, "currency": currency, "note": note}}
+    currency = currency.strip().upper()
     cents = _cents(amount)
     try:
         if cents is None:
