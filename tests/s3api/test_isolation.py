@@ -606,6 +606,18 @@ async def test_a_prefix_key_cannot_reach_outside_its_folder(
     r = await key.send("POST", "/pockity?delete", body=_delete_body(["other.txt", "reportsx/a.txt", "reports"]))
     assert [e.findtext(f"{NS}Code") for e in fromstring(r.content).iter(f"{NS}Error")] == ["AccessDenied"] * 3
     await _unchanged(client, alice, files)
+    # Quiet mode reports only the keys that failed: a refused one beside one deleted inside the folder.
+    assert (await key.send("PUT", "/pockity/reports/gone.txt", body=b"x")).status_code == 200
+    quiet = _delete_body(["reports/gone.txt", "other.txt"]).replace(b"<Delete>", b"<Delete><Quiet>true</Quiet>")
+    r = await key.send("POST", "/pockity?delete", body=quiet)
+    assert r.status_code == 200, r.text
+    result = fromstring(r.content)
+    assert [e.findtext(f"{NS}Key") for e in result.iter(f"{NS}Deleted")] == []
+    assert [(e.findtext(f"{NS}Key"), e.findtext(f"{NS}Code")) for e in result.iter(f"{NS}Error")] == [
+        ("other.txt", "AccessDenied")
+    ]
+    assert (await key.send("HEAD", "/pockity/reports/gone.txt")).status_code == 404
+    await _unchanged(client, alice, files)
     # Inside its folder it works, copies included.
     r = await key.send("PUT", "/pockity/reports/copy.txt", headers={"x-amz-copy-source": "pockity/reports/q1.txt"})
     assert r.status_code == 200, r.text

@@ -41,6 +41,17 @@ async def test_put_get_head_delete_round_trip_is_the_rest_apis_file(
     assert (ranged.status_code, ranged.content, ranged.headers["content-range"]) == (206, b"s3", "bytes 6-7/8")
     head = await s3.send("HEAD", "/pockity/docs/a%20b.txt")
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", "8")
+    # A HEAD answers as its GET would, without the body: the Range, the response-* overrides, an unsatisfiable
+    # range's 416 (HEAD errors carry no body).
+    head_ranged = await s3.send("HEAD", "/pockity/docs/a%20b.txt", headers={"Range": "bytes=2-4"})
+    assert (head_ranged.status_code, head_ranged.content) == (206, b"")
+    assert (head_ranged.headers["content-range"], head_ranged.headers["content-length"]) == ("bytes 2-4/8", "3")
+    head_suffix = await s3.send("HEAD", "/pockity/docs/a%20b.txt", headers={"Range": "bytes=-3"})
+    assert (head_suffix.status_code, head_suffix.headers["content-range"]) == (206, "bytes 5-7/8")
+    head_overridden = await s3.send("HEAD", "/pockity/docs/a%20b.txt?response-content-type=image%2Fpng")
+    assert (head_overridden.status_code, head_overridden.headers["content-type"]) == (200, "image/png")
+    head_past = await s3.send("HEAD", "/pockity/docs/a%20b.txt", headers={"Range": "bytes=8-"})
+    assert (head_past.status_code, head_past.content, head_past.headers["content-range"]) == (416, b"", "bytes */8")
     assert (await s3.send("DELETE", "/pockity/docs/a%20b.txt")).status_code == 204
     assert await stored_rows(app, user.id) == {}
     assert (await s3.send("DELETE", "/pockity/docs/a%20b.txt")).status_code == 204  # S3: missing is no error

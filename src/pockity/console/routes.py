@@ -17,6 +17,7 @@ from pockity.auth import service as auth_service
 from pockity.auth.dependencies import request_actor
 from pockity.billing import service as billing
 from pockity.console import admin, admin_users, charts, errors, files, keys, sessions
+from pockity.console import billing as billing_pages
 from pockity.console.sessions import ConsoleUser
 from pockity.console.templating import STATIC_DIR, render
 from pockity.db import DatabaseDep, ReadSessionDep, unit_of_work
@@ -133,6 +134,7 @@ def install(app: FastAPI) -> None:
     """Serve the console at `/` beside the API: its pages, /static, and its error pages (after all handlers)."""
     for console_router in (router, files.router, keys.router, admin.router):
         app.include_router(console_router)
+    app.include_router(billing_pages.router)
     app.include_router(admin_users.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)

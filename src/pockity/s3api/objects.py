@@ -124,9 +124,12 @@ async def head_object(call: Call) -> Response:
     headers = _object_headers(obj)
     if _not_modified(call, obj.etag, obj.updated_at):
         return _not_modified_answer(headers)
-    part = _part_range(call, obj, headers)
-    if part is not None:
-        _ranged(headers, part, obj.size)
+    # A HEAD answers as its GET would, without the body: a part or a Range is 206 with that Content-Range (or
+    # 416), and the response-* overrides apply.
+    byte_range = _part_range(call, obj, headers) or _byte_range(call, obj.size)
+    headers = _overridden(call, headers)
+    if byte_range is not None:
+        _ranged(headers, byte_range, obj.size)
         return Response(status_code=206, headers=headers)
     return Response(status_code=200, headers=headers)
 

@@ -11,6 +11,7 @@ from pockity.models.user import Role
 
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
+NAME_MAX = 200
 
 
 def normalise_email(value: str) -> str:

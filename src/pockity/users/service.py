@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
 from pockity.billing import service as billing
-from pockity.errors import Conflict, NotFound, ValidationFailed
+from pockity.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from pockity.kit.pagination import keyset_page
-from pockity.kit.passwords import hash_password
+from pockity.kit.passwords import hash_password, verify_password
 from pockity.models import Role, User
 from pockity.users import repository
-from pockity.users.schemas import PASSWORD_MIN, UserUpdateIn, normalise_email, normalise_search
+from pockity.users.schemas import NAME_MAX, PASSWORD_MAX, PASSWORD_MIN, UserUpdateIn, normalise_email, normalise_search
 
 
 class EmailTaken(Conflict):
@@ -25,6 +25,10 @@ class EmailTaken(Conflict):
 
 class UserNotFound(NotFound):
     code, message = "user_not_found", "User not found."
+
+
+class WrongPassword(Forbidden):
+    code, message = "wrong_password", "The current password is not correct."
 
 
 async def create_user(
@@ -145,6 +149,40 @@ async def update_user(session: AsyncSession, user_id: str, changes: UserUpdateIn
         target_id=user.id,
         details={"before": before, "after": {k: getattr(user, k) for k in fields}},
     )
+    return user
+
+
+async def rename(session: AsyncSession, user_id: str, name: str, actor: Actor) -> User:
+    """The user changes their own display name (1 to 200 characters after trimming), audited."""
+    name = name.strip()
+    if not name or len(name) > NAME_MAX:
+        raise ValidationFailed(f"The name must have 1 to {NAME_MAX} characters.")
+    user = await get_user(session, user_id)
+    before, user.name = user.name, name
+    record(
+        session,
+        actor,
+        "user.renamed",
+        target_type="user",
+        target_id=user.id,
+        details={"before": {"name": before}, "after": {"name": name}},
+    )
+    return user
+
+
+async def change_password(
+    session: AsyncSession, user_id: str, *, current: str, new: str, bcrypt_rounds: int, actor: Actor
+) -> User:
+    """The user sets a new password; the current one must be given (checked with bcrypt in a thread), audited.
+
+    Tokens issued before the change stay valid until they expire (JWTs are not revoked; see ARCHITECTURE.md)."""
+    if not PASSWORD_MIN <= len(new) <= PASSWORD_MAX:
+        raise ValidationFailed(f"The new password must have {PASSWORD_MIN} to {PASSWORD_MAX} characters.")
+    user = await get_user(session, user_id)
+    if not await anyio.to_thread.run_sync(verify_password, current, user.password_hash):
+        raise WrongPassword()
+    user.password_hash = await anyio.to_thread.run_sync(hash_password, new, bcrypt_rounds)
+    record(session, actor, "user.password_changed", target_type="user", target_id=user.id)
     return user
 
 
