@@ -119,18 +119,26 @@ async def test_the_admin_nav_link_opens_the_overview(
 async def test_overview_figures_match_what_was_stored_requested_and_paid(
     client: httpx.AsyncClient, user: TestUser, other_user: TestUser, admin: TestUser
 ) -> None:
-    # A private tier of two files: alice fills it (100 % of files); bob stays far below the free tier's limits.
+    # A private tier of five files. Alice stores four on it (80 %: near), bob three (60 %: not near); carol
+    # stored six on the free tier before being moved to it (over). The admin stores nothing.
     tier = await client.post(
         "/api/tiers/admin",
-        json={"name": "Tiny", "storageGb": 1, "maxObjects": 2, "isPublic": False},
+        json={"name": "Tiny", "storageGb": 1, "maxObjects": 5, "isPublic": False},
         headers=admin.headers,
     )
     assert tier.status_code == 201, tier.text
-    r = await client.put(f"/api/admin/users/{user.id}/tier", json={"tierId": tier.json()["id"]}, headers=admin.headers)
-    assert r.status_code == 200, r.text
-    await store(client, user, "a.bin", 1000)
-    await store(client, user, "b.bin", 2000)
-    await store(client, other_user, "c.bin", 500)
+    carol = await register(client, "carol")
+    for i in range(6):
+        await store(client, carol, f"c{i}.bin", 100)
+    for who in (user, other_user, carol):
+        r = await client.put(
+            f"/api/admin/users/{who.id}/tier", json={"tierId": tier.json()["id"]}, headers=admin.headers
+        )
+        assert r.status_code == 200, r.text
+    for i, size in enumerate((1000, 2000, 500, 500)):
+        await store(client, user, f"a{i}.bin", size)
+    for i in range(3):
+        await store(client, other_user, f"b{i}.bin", 500)
     # One pending tier request; two top-up invoices, one paid by hand (revenue), one left open.
     r = await client.post("/api/tier-requests", json={"tierId": "tier_starter", "reason": "room"}, headers=user.headers)
     assert r.status_code == 201, r.text
@@ -145,16 +153,19 @@ async def test_overview_figures_match_what_was_stored_requested_and_paid(
     await console_login(client, admin.email, admin.password)
     page = await client.get("/admin")
     assert page.status_code == 200
-    assert stat(page, "users") == "3"  # alice, bob and the admin
-    assert stat(page, "bytes") == "3.4 KiB"  # 3,500 bytes
-    assert stat(page, "files") == "3"
+    assert stat(page, "users") == "4"  # alice, bob, carol and the admin
+    assert stat(page, "bytes") == "6.0 KiB"  # 600 + 4,000 + 1,500 = 6,100 bytes
+    assert stat(page, "files") == "13"
     assert stat(page, "requests") == "1"
     assert stat(page, "invoices") == "1"
     assert stat(page, "revenue") == "12.34 USD"
     assert f"Revenue in {utcnow().strftime('%B %Y')}" in page.text
     near = section(page, "near-h")
-    assert f'href="/admin/users/{user.id}">{user.email}</a>' in near and "Tiny" in near
-    assert other_user.email not in near and admin.email not in near
+    rows = {m.group(1): m.group(0) for m in re.finditer(r'<a href="/admin/users/(\w+)">.*?</tr>', near, re.S)}
+    assert set(rows) == {user.id, carol.id}
+    assert user.email in rows[user.id] and "Tiny" in rows[user.id] and "4 of 5" in rows[user.id]
+    assert "Near quota" in rows[user.id] and '<span class="flag warn">80.0 %</span>' in rows[user.id]
+    assert "Over quota" in rows[carol.id] and "6 of 5" in rows[carol.id]
 
 
 async def test_revenue_counts_this_months_money_net_of_refunds(

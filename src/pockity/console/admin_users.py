@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.admin import service as admin
 from pockity.apikeys import service as apikeys
 from pockity.auth.dependencies import request_actor
-from pockity.auth.schemas import Principal
 from pockity.console import charts, sessions
 from pockity.console.sessions import ConsoleAdmin
 from pockity.console.templating import render
@@ -107,7 +106,6 @@ async def user_list(
 async def _detail(
     request: Request,
     session: AsyncSession,
-    principal: Principal,
     user_id: str,
     *,
     status_code: int = 200,
@@ -125,7 +123,6 @@ async def _detail(
         status_code=status_code,
         d=detail,
         person=detail.user,
-        is_self=detail.user.id == principal.user_id,
         meters=[
             charts.meter("Storage", detail.usage.bytes_used, detail.usage.storage_limit_bytes),
             charts.meter("Files", detail.usage.object_count, detail.usage.max_objects),
@@ -140,16 +137,14 @@ async def _detail(
 
 
 @router.get("/users/{user_id}")
-async def user_page(request: Request, user_id: str, admin_user: ConsoleAdmin, session: ReadSessionDep) -> Response:
-    return await _detail(request, session, admin_user, user_id)
+async def user_page(request: Request, user_id: str, _: ConsoleAdmin, session: ReadSessionDep) -> Response:
+    return await _detail(request, session, user_id)
 
 
-async def _refused(
-    request: Request, session: AsyncSession, principal: Principal, user_id: str, exc: PockityError, **form: Any
-) -> Response:
+async def _refused(request: Request, session: AsyncSession, user_id: str, exc: PockityError, **form: Any) -> Response:
     """The user's page again with the service's sentence and status; nothing of the failed action is kept."""
     await session.rollback()
-    return await _detail(request, session, principal, user_id, status_code=exc.status, error=exc.message, **form)
+    return await _detail(request, session, user_id, status_code=exc.status, error=exc.message, **form)
 
 
 @router.post("/users/{user_id}/state")
@@ -164,7 +159,7 @@ async def set_state(
     try:
         await users.update_user(session, user_id, UserUpdateIn(disabled=off), request_actor(request, admin_user))
     except PockityError as exc:
-        return await _refused(request, session, admin_user, user_id, exc)
+        return await _refused(request, session, user_id, exc)
     return RedirectResponse(_user_url(user_id, "disabled" if off else "enabled"), status_code=303)
 
 
@@ -179,7 +174,7 @@ async def set_role(
     try:
         await users.update_user(session, user_id, UserUpdateIn(role=role), request_actor(request, admin_user))
     except PockityError as exc:
-        return await _refused(request, session, admin_user, user_id, exc)
+        return await _refused(request, session, user_id, exc)
     return RedirectResponse(_user_url(user_id, "role"), status_code=303)
 
 
@@ -194,7 +189,7 @@ async def assign_tier(
     try:
         await admin.assign_tier(session, user_id, tier_id, request_actor(request, admin_user))
     except PockityError as exc:
-        return await _refused(request, session, admin_user, user_id, exc)
+        return await _refused(request, session, user_id, exc)
     return RedirectResponse(_user_url(user_id, "tier"), status_code=303)
 
 
@@ -240,7 +235,7 @@ async def grant_credits(
             raise ValidationFailed(_first_error(exc, names)) from None
         await admin.grant_credits(session, user_id, body, request_actor(request, admin_user))
     except PockityError as exc:
-        return await _refused(request, session, admin_user, user_id, exc, **form)
+        return await _refused(request, session, user_id, exc, **form)
     return RedirectResponse(_user_url(user_id, "credits"), status_code=303)
 
 
@@ -261,5 +256,5 @@ async def revoke_key(
         await apikeys.get_key(session, user_id, key_id)  # this user's key: the page's address says whose
         await apikeys.admin_revoke_key(session, key_id, request_actor(request, admin_user))
     except PockityError as exc:
-        return await _refused(request, session, admin_user, user_id, exc)
+        return await _refused(request, session, user_id, exc)
     return RedirectResponse(_user_url(user_id, "revoked"), status_code=303)
