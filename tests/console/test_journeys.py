@@ -143,6 +143,8 @@ async def test_an_admin_approves_a_tier_request(page: Page, base_url: str, admin
         request_id = r.json()["id"]
         await log_in(page, admin.email)
         await page.get_by_role("link", name="Admin").click()
+        await expect(page.locator("#stat-requests")).to_contain_text("1")
+        await page.get_by_role("link", name="Tier requests", exact=True).click()
         item = page.locator(".request", has_text="More room please")
         await expect(item).to_contain_text(user.email)
         await item.get_by_label("Note to the user").fill("Approved for the project")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,8 +14,11 @@ from pockity.billing import invoices
 from pockity.billing import service as billing
 from pockity.credits import service as credits
 from pockity.credits.schemas import CreditGrantIn
+from pockity.kit.periods import add_months
 from pockity.models import ApiKey, Invoice, Subscription, Tier, User
+from pockity.payments import service as payments
 from pockity.storage import service as storage
+from pockity.tier_requests import service as tier_requests
 from pockity.tiers.service import get_tier
 from pockity.users import service as users
 
@@ -80,3 +84,29 @@ async def grant_credits(session: AsyncSession, user_id: str, grant: CreditGrantI
         idempotency_key=grant.idempotency_key,
     )
     return await credits.view(session, user_id, grant.currency)
+
+
+NEAR_QUOTA_PERCENT = 80  # the first usage alert's threshold (usage.service.alert_level)
+
+
+@dataclass
+class Overview:
+    users: int
+    usage: storage.Overview  # totals, the biggest users, users at >= NEAR_QUOTA_PERCENT or over
+    pending_requests: int
+    open_invoices: int
+    month_start: datetime
+    revenue: dict[str, int]  # cents per currency received this calendar month (UTC)
+
+
+async def overview(session: AsyncSession, now: datetime) -> Overview:
+    """The admin console's front page: each figure from the service that owns it."""
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return Overview(
+        users=await users.count_users(session),
+        usage=await storage.overview(session, near_percent=NEAR_QUOTA_PERCENT),
+        pending_requests=await tier_requests.count_pending(session),
+        open_invoices=await invoices.count_open(session),
+        month_start=month_start,
+        revenue=await payments.revenue(session, month_start, add_months(month_start, 1)),
+    )

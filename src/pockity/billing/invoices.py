@@ -307,3 +307,8 @@ async def add_refund(session: AsyncSession, invoice: Invoice, cents: int) -> boo
 async def open_of(session: AsyncSession, subscription_id: str) -> Sequence[Invoice]:
     """A subscription's open invoices, oldest first."""
     return await repo.invoices_of_subscription(session, subscription_id, *OPEN)
+
+
+async def count_open(session: AsyncSession) -> int:
+    """Admin: invoices still payable (pending or failed)."""
+    return await repo.count_invoices(session, OPEN)

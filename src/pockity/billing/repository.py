@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.models import Invoice, InvoiceStatus, Subscription, SubscriptionStatus, User
@@ -194,3 +194,8 @@ async def transition_invoice(
         .execution_options(synchronize_session=False)
     )
     return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def count_invoices(session: AsyncSession, statuses: Sequence[str]) -> int:
+    stmt = select(func.count()).select_from(Invoice).where(Invoice.status.in_(statuses))
+    return int((await session.execute(stmt)).scalar_one())

@@ -20,11 +20,6 @@ router = APIRouter(prefix="/admin", include_in_schema=False, dependencies=[Depen
 STATUSES = ("PENDING", "APPROVED", "REJECTED", "CANCELLED")
 
 
-@router.get("")
-async def overview(_: ConsoleAdmin) -> Response:
-    return RedirectResponse("/admin/tier-requests", status_code=303)
-
-
 @router.get("/tier-requests")
 async def tier_request_queue(
     request: Request,

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pockity.auth import service as auth_service
 from pockity.auth.dependencies import request_actor
 from pockity.billing import service as billing
-from pockity.console import admin, charts, errors, files, keys, sessions
+from pockity.console import admin, admin_users, charts, errors, files, keys, sessions
 from pockity.console import billing as billing_pages
 from pockity.console.sessions import ConsoleUser
 from pockity.console.templating import STATIC_DIR, render
@@ -135,5 +135,6 @@ def install(app: FastAPI) -> None:
     for console_router in (router, files.router, keys.router, admin.router):
         app.include_router(console_router)
     app.include_router(billing_pages.router)
+    app.include_router(admin_users.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)

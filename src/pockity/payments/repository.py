@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from pockity.db import dialect_insert
 from pockity.kit.ids import new_id
 from pockity.kit.time import utcnow
-from pockity.models import CryptoRate, Payment, PaymentEvent
+from pockity.models import CryptoRate, Payment, PaymentEvent, PaymentStatus
 
 # --- the inbox -------------------------------------------------------------------------------------------
 
@@ -180,3 +180,19 @@ async def upsert_rate(
     await session.execute(
         stmt.on_conflict_do_update(index_elements=["asset"], set_={k: v for k, v in values.items() if k != "asset"})
     )
+
+
+async def received_between(session: AsyncSession, start: datetime, end: datetime) -> dict[str, int]:
+    """Money received (net of what was refunded of it) by payments confirmed in [start, end), per currency."""
+    received = func.coalesce(func.sum(Payment.received_cents - Payment.refunded_cents), 0)
+    stmt = (
+        select(Payment.currency, received)
+        .where(
+            Payment.status.in_([PaymentStatus.CONFIRMED.value, PaymentStatus.REFUNDED.value]),
+            Payment.resolved_at >= start,
+            Payment.resolved_at < end,
+        )
+        .group_by(Payment.currency)
+        .order_by(Payment.currency)
+    )
+    return {currency: int(cents or 0) for currency, cents in (await session.execute(stmt)).all()}

@@ -10,7 +10,7 @@ events about the same money — a checkout completion and a payment event, in ei
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -415,3 +415,10 @@ async def list_events(
     """Admin: the inbox, newest first."""
     rows = await repo.list_events(session, provider=provider, unprocessed=unprocessed, after_id=cursor, limit=limit + 1)
     return page_of(rows, limit)
+
+
+async def revenue(session: AsyncSession, start: datetime, end: datetime) -> dict[str, int]:
+    """Admin: money received from payments confirmed in [start, end), net of refunds so far, in cents per
+    currency (one query). Invoices paid from credits are not counted again: that money was counted when it
+    arrived, and granted credit was never money."""
+    return await repo.received_between(session, start, end)

@@ -35,6 +35,7 @@ from pockity.db import HotReads, Statements, statements_of
 from pockity.kit.ids import new_id
 from pockity.kit.time import utcnow
 from pockity.models import ReconciliationReport, Reservation, StorageEvent, StorageObject, Tier, UsageCounter, User
+from pockity.users import repository as users
 
 
 def user_scope(user_id: str) -> str:
@@ -669,6 +670,37 @@ async def users_near_quota(session: AsyncSession, ratio_percent: int, limit: int
         .order_by(c.bytes_used.desc())
         .limit(limit)
     )
+    return (await session.execute(stmt)).all()
+
+
+async def users_page(
+    session: AsyncSession, *, after_id: str | None, limit: int, query: str | None, email_query: str | None
+) -> Sequence[Any]:
+    """Admin list: a page of users (id order, the users domain's search) with tier and usage, in one query."""
+    c = UsageCounter
+    stmt = (
+        select(
+            User.id,
+            User.email,
+            User.name,
+            User.role,
+            User.is_active,
+            User.created_at,
+            Tier.name.label("tier_name"),
+            func.coalesce(c.bytes_used, 0).label("bytes_used"),
+            func.coalesce(c.object_count, 0).label("object_count"),
+            Tier.storage_bytes,
+            Tier.max_objects,
+        )
+        .outerjoin(c, c.scope == literal("user:") + User.id)
+        .outerjoin(Tier, Tier.id == User.tier_id)
+        .order_by(User.id)
+        .limit(limit)
+    )
+    if after_id:
+        stmt = stmt.where(User.id > after_id)
+    if query:
+        stmt = stmt.where(users.matching(query, email_query))
     return (await session.execute(stmt)).all()
 
 

@@ -35,6 +35,7 @@ from pockity.storage.keys import physical_key
 from pockity.storage.quota import user_tier
 from pockity.storage.repository import key_scope, user_scope
 from pockity.storage.uploads import record_object
+from pockity.users.schemas import normalise_search
 
 DELIMITER = "/"
 LOCK_TTL = timedelta(minutes=15)
@@ -438,6 +439,54 @@ async def overview(session: AsyncSession, *, top: int = 10, near_percent: int = 
         [_usage_row(r) for r in await repo.top_users(session, top)],
         [_usage_row(r) for r in await repo.users_near_quota(session, near_percent, 100)],
     )
+
+
+@dataclass(frozen=True)
+class UserUsage:
+    """One row of the admin user list: the account, its tier's name and limits, and its usage."""
+
+    id: str
+    email: str
+    name: str
+    role: str
+    is_active: bool
+    created_at: datetime
+    tier_name: str | None
+    bytes_used: int
+    object_count: int
+    storage_limit_bytes: int
+    max_objects: int
+
+
+async def users_with_usage(
+    session: AsyncSession, *, cursor: str | None, limit: int, query: str | None
+) -> tuple[Sequence[UserUsage], str | None]:
+    """Admin: a page of users (the same search and order as `users.service.list_users`) with tier and usage,
+    read with one query however long the page."""
+    rows = await repo.users_page(
+        session,
+        after_id=cursor,
+        limit=limit + 1,
+        query=query,
+        email_query=normalise_search(query) if query else None,
+    )
+    items = [
+        UserUsage(
+            r.id,
+            r.email,
+            r.name,
+            r.role,
+            r.is_active,
+            r.created_at,
+            r.tier_name,
+            int(r.bytes_used),
+            int(r.object_count),
+            r.storage_bytes or 0,
+            r.max_objects or 0,
+        )
+        for r in rows
+    ]
+    return keyset_page(items, limit)
 
 
 class ReconciliationNotFound(NotFound):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.models import TierRequest
@@ -52,3 +52,8 @@ async def transition_request(session: AsyncSession, request_id: str, from_status
         .execution_options(synchronize_session=False)
     )
     return (await session.execute(stmt)).rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+async def count_with_status(session: AsyncSession, status: str) -> int:
+    stmt = select(func.count()).select_from(TierRequest).where(TierRequest.status == status)
+    return int((await session.execute(stmt)).scalar_one())

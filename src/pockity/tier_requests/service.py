@@ -135,3 +135,8 @@ async def resolve(
         effective=change.effective if change else None,
         invoice_id=change.invoice.id if change and change.invoice else None,
     )
+
+
+async def count_pending(session: AsyncSession) -> int:
+    """Admin: how many requests wait in the queue."""
+    return await repo.count_with_status(session, RequestStatus.PENDING.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.models import User
@@ -36,10 +36,18 @@ async def list_page(
     if after_id:
         stmt = stmt.where(User.id > after_id)
     if query:
-        stmt = stmt.where(
-            or_(
-                User.email.contains(email_query or query.lower(), autoescape=True),
-                func.lower(User.name).contains(query.lower(), autoescape=True),
-            )
-        )
+        stmt = stmt.where(matching(query, email_query))
     return (await session.scalars(stmt)).all()
+
+
+def matching(query: str, email_query: str | None) -> ColumnElement[bool]:
+    """The admin search: part of the (normalised) email or, case-insensitively, of the name. Also used by
+    storage's user list with usage, so both lists find the same people."""
+    return or_(
+        User.email.contains(email_query or query.lower(), autoescape=True),
+        func.lower(User.name).contains(query.lower(), autoescape=True),
+    )
+
+
+async def count_all(session: AsyncSession) -> int:
+    return int((await session.execute(select(func.count()).select_from(User))).scalar_one())

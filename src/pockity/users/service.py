@@ -184,3 +184,8 @@ async def change_password(
     user.password_hash = await anyio.to_thread.run_sync(hash_password, new, bcrypt_rounds)
     record(session, actor, "user.password_changed", target_type="user", target_id=user.id)
     return user
+
+
+async def count_users(session: AsyncSession) -> int:
+    """Admin: every account, disabled ones included."""
+    return await repository.count_all(session)
