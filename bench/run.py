@@ -34,6 +34,7 @@ import s3
 import sigv4
 from lib import BenchError, Server, WrkRequest, WrkResult, log
 
+import console
 import payments
 import storage
 import usage
@@ -339,6 +340,11 @@ def bench_s3(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
     return Outcome(entry, errors)
 
 
+def bench_console(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
+    entry, errors = console.bench_console(server, opts, wrk)
+    return Outcome(entry, errors)
+
+
 def bench_payments(server: Server, opts: argparse.Namespace, wrk: str) -> Outcome:
     entry, errors = payments.bench_payments(server, opts, wrk)
     return Outcome(entry, errors)
@@ -377,6 +383,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             "one tenant floods past its request rate while another keeps its pace: the other's p99, limits on/off",
             bench_fairness,
             server_env=fairness.SERVER_ENV,
+        ),
+        Benchmark(
+            "console",
+            "server time of the console's heaviest pages: a folder of 1,000 files, the admin list of 10,000 users",
+            bench_console,
+            server_env=console.SERVER_ENV,
         ),
         Benchmark("sigv4", "the S3 API's signature verification in-process vs one HMAC-SHA256", bench_sigv4),
         Benchmark(
