@@ -123,7 +123,7 @@ async def test_overview_figures_match_what_was_stored_requested_and_paid(
     # stored six on the free tier before being moved to it (over). The admin stores nothing.
     tier = await client.post(
         "/api/tiers/admin",
-        json={"name": "Tiny", "storageGb": 1, "maxObjects": 5, "isPublic": False},
+        json={"name": f"Tiny {uuid.uuid4().hex[:6]}", "storageGb": 1, "maxObjects": 5, "isPublic": False},
         headers=admin.headers,
     )
     assert tier.status_code == 201, tier.text

@@ -10,6 +10,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
 import pytest
@@ -122,8 +123,23 @@ async def test_sign_up_key_upload_usage_delete(page: Page) -> None:
     await page.get_by_role("link", name="Dashboard").click()
     await expect(page.locator(".meter").first).to_contain_text("20.0 MiB of")
 
-    # delete with confirmation
+    # a share link with a chosen expiry downloads the same bytes, without a session
     await page.get_by_role("link", name="Files").click()
+    entry = page.locator(".entry", has_text="big.bin")
+    await entry.get_by_label("Link expiry").select_option(label="1 day")
+    await entry.get_by_role("button", name="Share").click()
+    await expect(page.locator("#share-result")).to_contain_text("for 1 day")
+    link = urlsplit(await page.locator("#share-url").input_value())
+    # The link names the server's PUBLIC_BASE_URL; this test server listens on a free port instead.
+    async with httpx.AsyncClient(follow_redirects=True, timeout=60) as anonymous:
+        shared = await anonymous.get(urljoin(page.url, f"{link.path}?{link.query}"))
+    expected = bytearray(20 * MIB)
+    for i in range(0, len(expected), 4096):
+        expected[i] = i % 251
+    assert shared.status_code == 200 and shared.content == bytes(expected)
+    await shot(page, "journey-share")
+
+    # delete with confirmation
     await page.locator(".entry", has_text="big.bin").get_by_role("link", name="Delete").click()
     await expect(page.get_by_role("heading", name="Delete this file?")).to_be_visible()
     await page.get_by_role("button", name="Delete").click()
@@ -183,6 +199,42 @@ async def test_the_phone_layout(browser: Browser, base_url: str, user: TestUser)
         await shot(page, "journey-phone-dashboard")
     finally:
         await context.close()
+
+
+async def test_a_user_sees_names_as_text_meets_403_on_admin_pages_and_csrf_refusals(
+    page: Page, base_url: str, user: TestUser
+) -> None:
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
+    xss = ["<img src=x onerror=alert(1)>.txt", "<svg onload=alert(2)>.txt", "\"><iframe srcdoc='<b>x'>.txt"]
+    async with httpx.AsyncClient(base_url=base_url) as api:
+        for name in xss:
+            r = await api.put("/api/storage/files/" + quote(name), content=b"x", headers=user.headers)
+            assert r.status_code == 201, r.text
+    await log_in(page, user.email)
+    await page.get_by_role("link", name="Files").click()
+    for name in xss:  # shown as the text it is, never run
+        await expect(page.locator(".entry.file .name", has_text=name)).to_have_count(1)
+    assert await page.locator("#listing img, #listing svg, #listing iframe, #listing b").count() == 0
+    await shot(page, "journey-xss-pack")
+
+    # an admin page, as a user: the friendly 403 page
+    response = await page.goto("/admin/users")
+    assert response is not None and response.status == 403
+    await expect(page.get_by_text("This page is for administrators.")).to_be_visible()
+    await shot(page, "journey-admin-as-user-403")
+
+    # a state-changing request from this browser without the page's CSRF token is refused, and changes nothing
+    await page.goto("/keys")
+    status = await page.evaluate(
+        """() => fetch("/keys", {method: "POST", credentials: "same-origin",
+              headers: {"Content-Type": "application/x-www-form-urlencoded"}, body: "name=forged&scopes=read"})
+              .then(r => r.status)"""
+    )
+    assert status == 403
+    await page.reload()
+    await expect(page.get_by_role("cell", name="forged")).to_have_count(0)
+    assert dialogs == []
 
 
 def test_screenshots_have_a_home() -> None:
