@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -183,3 +184,66 @@ def test_a_failed_write_is_nothing_stored_only_if_no_attempt_reached_s3(
     with pytest.raises(StorageUnavailable) as raised, _committing("PutObject"):
         raise attempts[-1]
     assert isinstance(raised.value, NothingStored) is nothing_stored
+
+
+class _DyingGateway:
+    """An S3 endpoint that answers the first PutObject and, on the next one over the same keep-alive connection,
+    reads it whole, closes the connection without answering and stops listening — what a stopping gateway does
+    to a write it may already have stored. Every later connection is refused."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.gone = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return  # the client closed its idle connection
+            lines = head.decode("latin-1").split("\r\n")
+            self.requests.append(lines[0])
+            fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+            if fields.get("expect", "").lower() == "100-continue":
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await reader.readexactly(int(fields["content-length"]))
+            if len(self.requests) > 1:
+                assert self._server is not None
+                self._server.close()  # refuse every new connection from now on
+                writer.close()
+                self.gone.set()
+                return
+            writer.write(b'HTTP/1.1 200 OK\r\nETag: "e"\r\nContent-Length: 0\r\n\r\n')
+            await writer.drain()
+
+
+async def test_a_write_cut_off_after_it_was_sent_is_never_called_nothing_stored() -> None:
+    # aiohttp retries a PUT on a new connection, out of botocore's sight, when a reused one closes under it;
+    # that retry's refused connect must not make the write look as if it never reached S3.
+    gateway = _DyingGateway()
+    endpoint = await gateway.start()
+    backend = S3Backend(
+        bucket="b", region="us-east-1", endpoint_url=endpoint, access_key="a", secret_key="s" * 40, ensure_bucket=False
+    )
+    await backend.start()
+    try:
+
+        async def body(data: bytes) -> AsyncIterator[bytes]:
+            yield data
+
+        first = await backend.put_stream("k1", body(b"one"), content_type="text/plain", size_hint=3)
+        assert first.size == 3
+        with pytest.raises(StorageUnavailable) as raised:
+            await backend.put_stream("k2", body(b"two"), content_type="text/plain", size_hint=3)
+        assert gateway.gone.is_set() and [r.split()[:2] for r in gateway.requests] == [
+            ["PUT", "/b/k1"],
+            ["PUT", "/b/k2"],
+        ]
+        assert not isinstance(raised.value, NothingStored)
+    finally:
+        await backend.close()

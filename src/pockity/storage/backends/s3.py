@@ -19,6 +19,7 @@ from urllib.parse import quote
 import aiohttp
 import anyio
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
@@ -91,6 +92,19 @@ def _note_attempt(request_dict: dict[str, Any], caught_exception: BaseException 
         context[_SENT] = True
     elif context.get(_SENT) and caught_exception is not None:
         caught_exception.pockity_sent = True  # type: ignore[attr-defined]
+
+
+class _SeenRetriesSession(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's HTTP session without aiohttp's own retry. aiohttp resends an idempotent request (PUT
+    included) on a new connection, out of botocore's sight, when a reused connection closes under it; a
+    refused connect on that resend would make a PutObject the gateway may already have stored look as if it
+    never reached S3 (NothingStored), and the name would be released with the bytes left behind. Every
+    retry goes through botocore instead, where `_note_attempt` sees it."""
+
+    async def _get_session(self, proxy_url: str | None) -> aiohttp.ClientSession:
+        session: aiohttp.ClientSession = await super()._get_session(proxy_url)
+        session._retry_connection = False  # a private flag, checked by test_s3's dying-gateway test
+        return session
 
 
 @contextmanager
@@ -188,6 +202,7 @@ class S3Backend:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             max_pool_connections=max_pool_connections,
+            http_session_cls=_SeenRetriesSession,
         )
         self._timeouts = (connect_timeout, read_timeout)
         self._pool_size = max_pool_connections
