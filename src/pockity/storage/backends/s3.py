@@ -38,13 +38,13 @@ from pockity.storage.backends.base import (
     held_back,
     range_header,
 )
+from pockity.storage.backends.s3_http import SignedHttp
 
 log = logging.getLogger("pockity.storage.s3")
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # S3 rejects smaller parts (except the last one)
 MAX_PARTS_IN_FLIGHT = 2  # one uploading while the next is read, plus one of slack: bounded memory
-READ_CHUNK = 256 * 1024
 DELETE_BATCH = 1000  # the DeleteObjects maximum
 LIST_PAGE = 1000  # the ListObjectsV2 maximum
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
@@ -209,6 +209,8 @@ class S3Backend:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._http: aiohttp.ClientSession | None = None  # streams UploadPart bodies (see upload_part)
+        self._signed: SignedHttp | None = None  # GetObject and small PutObjects, signed by us (s3_http.py)
+        self._attempts = max_attempts
 
     @property
     def client(self) -> Any:
@@ -244,6 +246,7 @@ class S3Backend:
                     auto_decompress=False,
                 )
             )
+            self._signed = SignedHttp(self._http, self._presigner, self._bucket_path, self._attempts)
             if self._check_bucket:
                 await self._ensure_bucket()
         except BaseException:
@@ -274,6 +277,7 @@ class S3Backend:
     async def close(self) -> None:
         """Close the client and its connection pool."""
         stack, self._stack, self._client, self._http = self._stack, None, None, None
+        self._signed = None
         if stack is not None:
             await stack.aclose()
 
@@ -321,12 +325,14 @@ class S3Backend:
         part.write(memoryview(data)[:room])
         return data[room:]
 
+    @property
+    def signed(self) -> SignedHttp:
+        if self._signed is None:
+            raise RuntimeError("S3Backend.start() has not been called")
+        return self._signed
+
     async def _put_single(self, key: str, body: io.BytesIO, content_type: str) -> ObjectInfo:
-        size = body.tell()
-        body.seek(0)
-        with _committing("PutObject"):
-            resp = await self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-        return _info(key, resp, size, content_type)
+        return await self.signed.put(key, body.getvalue(), content_type)
 
     async def _put_multipart(
         self, key: str, part: io.BytesIO, rest: bytes, it: AsyncIterator[bytes], content_type: str
@@ -413,23 +419,7 @@ class S3Backend:
         self, key: str, start: int | None = None, end: int | None = None
     ) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
         """GetObject with a Range header; the body streams in chunks (close the iterator if abandoned)."""
-        rng = range_header(start, end)
-        with _translated("GetObject"):
-            resp = await self.client.get_object(Bucket=self.bucket, Key=key, **({"Range": rng} if rng else {}))
-        total = str(resp.get("ContentRange", "")).rpartition("/")[2]
-        size = int(total) if total.isdigit() else int(resp["ContentLength"])
-        return _info(key, resp, size, resp.get("ContentType")), self._stream(resp["Body"])
-
-    async def _stream(self, body: Any) -> AsyncIterator[bytes]:
-        try:
-            while True:
-                with _translated("GetObject"):
-                    chunk = await body.read(READ_CHUNK)
-                if not chunk:
-                    return
-                yield chunk
-        finally:
-            body.close()
+        return await self.signed.get(key, range_header(start, end))
 
     async def copy(self, source: str, dest: str) -> ObjectInfo:
         """CopyObject within the bucket (metadata copied); S3 copies up to 5 GiB in one request."""
