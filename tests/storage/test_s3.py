@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from fastapi import FastAPI
 
-from pockity.storage.backends import NothingStored, StorageUnavailable
+from pockity.storage.backends import InvalidRange, NothingStored, ObjectNotFound, StorageUnavailable
 from pockity.storage.backends.s3 import MIN_PART_SIZE, S3Backend, _committing, _note_attempt
 from tests.fixtures.app import client_for, make_settings, running_app
 from tests.fixtures.s3 import S3Server
@@ -251,5 +251,68 @@ async def test_a_write_cut_off_after_it_was_sent_is_never_called_nothing_stored(
             "PUT /b/k2",
         ]
         assert not isinstance(raised.value, NothingStored)
+    finally:
+        await backend.close()
+
+
+class _ScriptedGateway:
+    """Answers each request with the next of `answers` (status, body); records the request lines."""
+
+    def __init__(self, answers: list[tuple[int, bytes]]) -> None:
+        self.answers = list(answers)
+        self.requests: list[str] = []
+
+    async def start(self) -> str:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            self.requests.append(lines[0].split()[0] + " " + lines[0].split()[1].partition("?")[0])
+            fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+            await reader.readexactly(int(fields.get("content-length", "0")))
+            status, body = self.answers.pop(0)
+            extra = b'ETag: "e"\r\nLast-Modified: Wed, 02 Dec 2026 10:00:00 GMT\r\n' if status < 300 else b""
+            writer.write(b"HTTP/1.1 %d X\r\n%sContent-Length: %d\r\n\r\n%s" % (status, extra, len(body), body))
+            await writer.drain()
+
+
+def _error(code: str) -> bytes:
+    return f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>m</Message></Error>".encode()
+
+
+@pytest.mark.parametrize(
+    ("answers", "outcome"),
+    [
+        ([(503, _error("SlowDown")), (200, b"hello")], "ok"),  # a 5xx is retried
+        ([(500, b""), (503, b""), (503, _error("ServiceUnavailable"))], StorageUnavailable),  # until the attempts end
+        ([(404, _error("NoSuchKey"))], ObjectNotFound),
+        ([(404, _error("NoSuchBucket"))], StorageUnavailable),  # our fault, not the object's absence
+        ([(416, _error("InvalidRange"))], InvalidRange),
+        ([(403, _error("AccessDenied"))], StorageUnavailable),
+    ],
+)
+async def test_signed_get_retries_5xx_and_maps_s3_errors(answers: list[tuple[int, bytes]], outcome: object) -> None:
+    gateway = _ScriptedGateway(answers)
+    endpoint = await gateway.start()
+    backend = S3Backend(
+        bucket="b", region="us-east-1", endpoint_url=endpoint, access_key="a", secret_key="s" * 40, ensure_bucket=False
+    )
+    await backend.start()
+    try:
+        if outcome == "ok":
+            info, body = await backend.open_range("k")
+            assert b"".join([c async for c in body]) == b"hello"
+            assert (info.size, info.etag, info.last_modified) == (5, "e", datetime(2026, 12, 2, 10, tzinfo=UTC))
+        else:
+            with pytest.raises(outcome) as raised:  # type: ignore[call-overload]
+                await backend.open_range("k")
+            assert type(raised.value) is outcome
+        assert gateway.requests == ["GET /b/k"] * len(answers) and gateway.answers == []
     finally:
         await backend.close()
