@@ -10,12 +10,14 @@ wrk runs, in alternating order (each after a warm-up):
   health     GET /api/open/health
   me_key     GET /api/auth/me with API key headers
   metadata   GET /api/storage/files/{key} with API key headers (Lua: one of several names per request)
+  download   GET /api/storage/files/{key}/content with API key headers: a 1 KiB file streamed from S3
   usage      GET /api/storage/usage with API key headers
   keys       GET /api/apikeys with a JWT
 
 Reported per endpoint: req/s, p50/p99, **server CPU ms per request** (the steadier figure on a shared
 machine) and req/s as a ratio to the baseline of the same run. Targets from issue 13 (printed, never fail
-the run): metadata CPU <= 0.6 ms and >= 0.4x the baseline's req/s; health / me / usage / keys <= 0.5 ms.
+the run): metadata CPU <= 0.6 ms and >= 0.4x the baseline's req/s; health / me / usage / keys <= 0.5 ms;
+download <= 1.5 ms.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ NAMES = (
 METADATA_CPU_TARGET_MS = 0.6
 METADATA_VS_BASELINE_TARGET = 0.4
 OTHER_CPU_TARGET_MS = 0.5
+DOWNLOAD_CPU_TARGET_MS = 1.5
 
 
 class BaselineServer(Server):
@@ -168,6 +171,11 @@ def bench_core(server: Server, opts: argparse.Namespace, wrk: str) -> tuple[dict
             WrkRequest("/api/storage/files/" + quote(NAMES[0]), headers=key, lua=_metadata_lua()),
             lambda b: b.get("key") == NAMES[0] and "X-Amz-Signature=" in b.get("url", ""),
         ),
+        "download": (
+            "GET /api/storage/files/{key}/content, API key: 1 KiB streamed from S3 through the server",
+            WrkRequest("/api/storage/files/" + quote(NAMES[0]) + "/content", headers=key),
+            lambda b: isinstance(b, str) and len(b) > 0,
+        ),
         "usage": ("GET /api/storage/usage, API key", WrkRequest("/api/storage/usage", headers=key), lambda b: True),
         "keys": ("GET /api/apikeys, JWT", WrkRequest("/api/apikeys", headers=jwt), lambda b: True),
     }
@@ -217,6 +225,8 @@ def bench_core(server: Server, opts: argparse.Namespace, wrk: str) -> tuple[dict
         "metadata_vs_baseline_min": METADATA_VS_BASELINE_TARGET,
         "metadata_vs_baseline_pass": meta["vs_baseline_rps"] >= METADATA_VS_BASELINE_TARGET,
         "others_cpu_ms_max": OTHER_CPU_TARGET_MS,
+        "download_cpu_ms_max": DOWNLOAD_CPU_TARGET_MS,
+        "download_cpu_pass": (summary["download"]["server_cpu_ms_per_req"] or 99) <= DOWNLOAD_CPU_TARGET_MS,
         **{
             f"{n}_cpu_pass": (summary[n]["server_cpu_ms_per_req"] or 99) <= OTHER_CPU_TARGET_MS
             for n in ("health", "me_key", "usage", "keys")
@@ -256,4 +266,5 @@ def _print(entry: dict[str, Any], workers: int) -> None:
     )
     others = ", ".join(f"{n} {verdict[t[f'{n}_cpu_pass']]}" for n in ("health", "me_key", "usage", "keys"))
     print(f"CPU <= {t['others_cpu_ms_max']} ms: {others}")
+    print(f"download: CPU <= {t['download_cpu_ms_max']} ms: {verdict[t['download_cpu_pass']]}")
     print(flush=True)
