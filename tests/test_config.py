@@ -70,7 +70,7 @@ def test_development_generates_jwt_secret_into_data_dir(monkeypatch: pytest.Monk
 
 def test_generated_jwt_secret_survives_a_restart(monkeypatch: pytest.MonkeyPatch) -> None:
     first = load(monkeypatch)
-    token, _ = jwt.issue_token("01user", "USER", first.jwt_secret or "", 5)
+    token, _ = jwt.issue_token("01user", "USER", first.jwt_secret or "", 5, password_stamp="s")
     second = load(monkeypatch)
     assert second.jwt_secret == first.jwt_secret
     assert jwt.decode_token(token, second.jwt_secret or "").sub == "01user"

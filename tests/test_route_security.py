@@ -213,8 +213,9 @@ async def test_admin_routes_refuse_a_normal_users_jwt(client: httpx.AsyncClient,
 async def test_admin_routes_ignore_a_forged_role_claim(client: httpx.AsyncClient, app: FastAPI, user: TestUser) -> None:
     # Correctly signed, but claiming ADMIN for a USER account: the role comes from the database.
     now = int(time.time())
+    stamp = pyjwt.decode(user.token, options={"verify_signature": False})["pwd"]
     token = pyjwt.encode(
-        {"sub": user.id, "role": "ADMIN", "iat": now, "exp": now + 600, "iss": "pockity"}, TEST_JWT_SECRET
+        {"sub": user.id, "role": "ADMIN", "iat": now, "exp": now + 600, "iss": "pockity", "pwd": stamp}, TEST_JWT_SECRET
     )
     for method, path in admin_operations(app):
         r = await call(client, method, path, {"Authorization": f"Bearer {token}"})

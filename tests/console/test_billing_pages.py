@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.console.helpers import console_login, post
+from tests.fixtures.app import client_for
 from tests.fixtures.billing import grant_credits
 from tests.fixtures.payments import USDC_ADDRESS, ProviderStub, audits, invoice, subscribe_invoice, subscription
 from tests.fixtures.users import TestUser
@@ -209,14 +210,21 @@ async def test_password_change(client: httpx.AsyncClient, user: TestUser, app: F
     assert short.status_code == 422 and "The new password must have 8 to 1024 characters." in short.text
     login = {"email": user.email, "password": user.password}
     assert (await client.post("/api/auth/login", json=login)).status_code == 200  # nothing changed yet
-    r = await post(
-        client,
-        "/account/password",
-        {"current_password": user.password, "new_password": new, "confirm_password": new},
-        "/account",
-    )
-    assert r.status_code == 303 and r.headers["location"] == "/account?done=password"
-    assert "Your password was changed." in (await client.get(r.headers["location"])).text
+    async with client_for(app) as other_browser:
+        assert (await console_login(other_browser, user.email, user.password)).status_code == 303
+        assert (await other_browser.get("/account")).status_code == 200
+        r = await post(
+            client,
+            "/account/password",
+            {"current_password": user.password, "new_password": new, "confirm_password": new},
+            "/account",
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/account?done=password"
+        # This browser got a new session and stays signed in; the other one is signed out at once.
+        assert "Your password was changed: every other session" in (await client.get(r.headers["location"])).text
+        signed_out = await other_browser.get("/account")
+        assert signed_out.status_code == 303 and signed_out.headers["location"].startswith("/login")
+        assert (await client.get("/api/auth/me", headers=user.headers)).status_code == 401  # the old API token too
     assert (await client.post("/api/auth/login", json=login)).status_code == 401
     assert (await client.post("/api/auth/login", json={**login, "password": new})).status_code == 200
     assert len(await audits(app, "user.password_changed", user.id)) == 1

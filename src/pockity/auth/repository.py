@@ -13,6 +13,7 @@ from pockity.models import LoginThrottle, Tier, User
 
 USER_COLUMNS = (User.id, User.email, User.name, User.role, User.is_active, User.created_at)
 UserRow = Row[str, str, str, str, bool, datetime, int | None, int | None]
+TokenUserRow = Row[str, str, str, str, bool, datetime, int | None, int | None, str]  # + the password hash
 
 # The user's tier's request-rate limits come with the user, in the same query (a primary-key join).
 USER_TIER = aliased(Tier, name="user_tier")
@@ -20,15 +21,16 @@ USER_RATE_COLUMNS = (USER_TIER.requests_per_second.label("tier_rps"), USER_TIER.
 
 # Built once: constructing a statement per request (and its cache key) costs more than running it.
 _USER_BY_ID = (
-    select(*USER_COLUMNS, *USER_RATE_COLUMNS)
+    select(*USER_COLUMNS, *USER_RATE_COLUMNS, User.password_hash)
     .outerjoin(USER_TIER, USER_TIER.id == User.tier_id)
     .where(User.id == bindparam("user_id"))
 )
 
 
-async def user_row(hot: HotReads, user_id: str) -> UserRow | None:
-    """The fields a principal needs, in one AUTOCOMMIT round trip."""
-    row: UserRow | None = await hot.first(_USER_BY_ID, {"user_id": user_id})
+async def user_row(hot: HotReads, user_id: str) -> TokenUserRow | None:
+    """The fields a principal needs and the password hash its token is checked against, in one AUTOCOMMIT
+    round trip."""
+    row: TokenUserRow | None = await hot.first(_USER_BY_ID, {"user_id": user_id})
     return row
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from pockity.auth import service
-from pockity.auth.dependencies import CurrentPrincipal, request_actor
-from pockity.auth.schemas import LoginIn, LoginOut, MeKeyOut, MeOut
+from pockity.auth.dependencies import CurrentPrincipal, JwtPrincipal, request_actor
+from pockity.auth.schemas import LoginIn, LoginOut, MeKeyOut, MeOut, PasswordChangeIn
 from pockity.db import DatabaseDep, SessionDep
 from pockity.users import service as users_service
 from pockity.users.schemas import RegisterIn, UserOut
@@ -45,6 +45,25 @@ async def login(body: LoginIn, request: Request, db: DatabaseDep) -> object:
     )
     request.state.user_id = result.user.id
     return LoginOut(token=result.token, expires_at=result.expires_at, user=UserOut.model_validate(result.user))
+
+
+@router.post("/password", response_model=LoginOut, responses={403: {"description": "wrong_password"}})
+async def change_password(
+    body: PasswordChangeIn, request: Request, principal: JwtPrincipal, session: SessionDep
+) -> object:
+    """Set a new password (the current one is required). Every token issued before stops working at once, in
+    every process; the answer carries a new token for the caller. API keys are not affected."""
+    policy = request.app.state.login_policy
+    user = await users_service.change_password(
+        session,
+        principal.user_id,
+        current=body.current_password,
+        new=body.new_password,
+        bcrypt_rounds=policy.bcrypt_rounds,
+        actor=request_actor(request, principal),
+    )
+    token, expires_at = service.issue_session_token(user, policy)
+    return LoginOut(token=token, expires_at=expires_at, user=UserOut.model_validate(user))
 
 
 @router.get("/me", response_model=MeOut)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pockity.kit.schemas import OutputModel
+from pockity.kit.schemas import InputModel, OutputModel
 from pockity.models.user import Role
 from pockity.users.schemas import PASSWORD_MAX, EmailInput, UserOut
 
@@ -57,6 +57,11 @@ class LoginIn(EmailInput):
     # tells the caller something about the account space.
     email: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+
+
+class PasswordChangeIn(InputModel):
+    current_password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+    new_password: str = Field(max_length=PASSWORD_MAX)  # the length rule is the service's (one sentence)
 
 
 class LoginOut(OutputModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -98,8 +99,22 @@ async def login(db: Database, policy: LoginPolicy, *, email: str, password: str,
         raise InvalidCredentials()
     async with db.sessions() as session, session.begin():
         await repository.clear(session, keys["email"][0])
-    token, expires_at = jwt.issue_token(user.id, user.role, policy.jwt_secret, policy.jwt_expires_minutes)
+    token, expires_at = issue_session_token(user, policy)
     return LoginResult(user=user, token=token, expires_at=expires_at)
+
+
+def password_stamp(password_hash: str, secret: str) -> str:
+    """What a token carries of the password it was issued under: an HMAC of the hash (nothing of the hash
+    itself). A new password changes it, so every token issued before stops working at once, in every process
+    (the principal's lookup reads the hash in the same row, so this costs no round trip)."""
+    mac = hmac.new(secret.encode(), b"pockity-password-stamp:" + password_hash.encode(), hashlib.sha256)
+    return mac.hexdigest()[:22]
+
+
+def issue_session_token(user: User, policy: LoginPolicy) -> tuple[str, datetime]:
+    """A login token for `user` as it is now (role, password)."""
+    stamp = password_stamp(user.password_hash, policy.jwt_secret)
+    return jwt.issue_token(user.id, user.role, policy.jwt_secret, policy.jwt_expires_minutes, password_stamp=stamp)
 
 
 async def _count_failure(
@@ -135,8 +150,8 @@ async def principal_from_token(db: Database, token: str, secret: str) -> Princip
     except jwt.TokenError:
         raise InvalidToken() from None
     row = await repository.user_row(db.hot, claims.sub)
-    if row is None:
-        raise InvalidToken()
+    if row is None or not hmac.compare_digest(claims.password_stamp, password_stamp(row.password_hash, secret)):
+        raise InvalidToken()  # no such user, or the password changed since the token was issued
     if not row.is_active:
         raise AccountDisabled()
     return Principal(

@@ -17,6 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from pockity.auth import service as auth_service
 from pockity.auth.dependencies import request_actor
 from pockity.auth.schemas import Principal
 from pockity.billing import invoices
@@ -52,7 +53,7 @@ NOTICES = {
     "submitted": "Thank you: the transaction was recorded and waits for an administrator to confirm it.",
     "topup": "Your top-up invoice was created: pay it below and its amount becomes credit.",
     "renamed": "Your name was changed.",
-    "password": "Your password was changed.",
+    "password": "Your password was changed: every other session and sign-in token is signed out (keys still work).",
 }
 Done = Annotated[str | None, Query(max_length=32)]
 _AMOUNT = re.compile(r"^(?P<whole>\d{1,12})(?:\.(?P<part>\d{1,2}))?$")
@@ -410,7 +411,7 @@ async def change_password(
     if new_password != confirm_password:
         return _account(request, 422, password_error="The new password and its confirmation differ.")  # noqa: S106
     try:
-        await users.change_password(
+        user = await users.change_password(
             session,
             principal.user_id,
             current=current_password,
@@ -421,4 +422,9 @@ async def change_password(
     except PockityError as exc:  # a wrong current password, a new one too short
         await session.rollback()
         return _account(request, exc.status, password_error=exc.message)
-    return _see("/account?done=password")
+    # Every token issued under the old password stops working (auth.service.password_stamp); this browser
+    # gets a new session, so the one who changed it stays signed in and everyone else is signed out.
+    token, expires_at = auth_service.issue_session_token(user, request.app.state.login_policy)
+    response = _see("/account?done=password")
+    sessions.start_session(request, response, token, expires_at)
+    return response

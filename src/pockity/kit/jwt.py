@@ -1,4 +1,4 @@
-"""HS256 access tokens: `sub`, `role`, `iat`, `exp`, `iss`."""
+"""HS256 access tokens: `sub`, `role`, `iat`, `exp`, `iss`, and `pwd` (a stamp of the password it was issued under)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ class TokenClaims:
     sub: str
     role: str
     expires_at: datetime
+    password_stamp: str  # "" for a token without one (never issued by Pockity since the stamp exists)
 
 
-def issue_token(sub: str, role: str, secret: str, expires_minutes: int) -> tuple[str, datetime]:
+def issue_token(sub: str, role: str, secret: str, expires_minutes: int, *, password_stamp: str) -> tuple[str, datetime]:
     now = utcnow()
     exp = now + timedelta(minutes=expires_minutes)
-    payload = {"sub": sub, "role": role, "iat": now, "exp": exp, "iss": ISSUER}
+    payload = {"sub": sub, "role": role, "iat": now, "exp": exp, "iss": ISSUER, "pwd": password_stamp}
     return jwt.encode(payload, secret, algorithm=ALGORITHM), exp.replace(microsecond=0)
 
 
@@ -80,7 +81,7 @@ def decode_token(token: str, secret: str) -> TokenClaims:
         raise TokenError("token not valid yet")
     if exp <= now:
         raise TokenExpired("token expired")
-    sub, role = claims.get("sub"), claims.get("role")
-    if not isinstance(sub, str) or not sub or not isinstance(role, str):
+    sub, role, stamp = claims.get("sub"), claims.get("role"), claims.get("pwd", "")
+    if not isinstance(sub, str) or not sub or not isinstance(role, str) or not isinstance(stamp, str):
         raise TokenError("invalid token")
-    return TokenClaims(sub=sub, role=role, expires_at=datetime.fromtimestamp(exp, UTC))
+    return TokenClaims(sub=sub, role=role, expires_at=datetime.fromtimestamp(exp, UTC), password_stamp=stamp)

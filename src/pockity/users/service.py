@@ -175,7 +175,8 @@ async def change_password(
 ) -> User:
     """The user sets a new password; the current one must be given (checked with bcrypt in a thread), audited.
 
-    Tokens issued before the change stay valid until they expire (JWTs are not revoked; see ARCHITECTURE.md)."""
+    Tokens issued before the change stop working once it commits: they carry a stamp of the old password
+    (auth.service.password_stamp)."""
     if not PASSWORD_MIN <= len(new) <= PASSWORD_MAX:
         raise ValidationFailed(f"The new password must have {PASSWORD_MIN} to {PASSWORD_MAX} characters.")
     user = await get_user(session, user_id)
