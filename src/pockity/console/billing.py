@@ -23,7 +23,7 @@ from pockity.auth.schemas import Principal
 from pockity.billing import invoices
 from pockity.billing import service as billing
 from pockity.config import Settings
-from pockity.console import sessions
+from pockity.console import qr, sessions
 from pockity.console.sessions import ConsoleUser
 from pockity.console.templating import env, render
 from pockity.credits import service as credits
@@ -291,6 +291,11 @@ async def _invoice(
         invoice=detail,
         is_open=detail.status in invoices.OPEN,
         quotes=[q for q in detail.crypto if q.address],
+        qr_codes={
+            q.asset: qr.svg(qr.payment_uri(q.asset, q.address, q.amount), f"QR code to pay in {q.asset}")
+            for q in detail.crypto
+            if q.address and q.available
+        },
         providers=providers,
         payments=paid_by,
         balance=balance,
