@@ -25,12 +25,13 @@ from pockity.billing import service as billing
 from pockity.config import Settings
 from pockity.console import qr, sessions
 from pockity.console.sessions import ConsoleUser
-from pockity.console.templating import env, render
+from pockity.console.templating import RAZORPAY_CSP, env, render
 from pockity.credits import service as credits
 from pockity.db import DatabaseDep, ReadSessionDep, SessionDep
 from pockity.errors import PockityError, ValidationFailed
 from pockity.payments import checkout, crypto
 from pockity.payments import service as payments
+from pockity.payments.providers import razorpay_provider
 from pockity.payments.schemas import CryptoSubmitIn, TopUpIn
 from pockity.tier_requests import service as tier_requests
 from pockity.tier_requests.schemas import TierRequestIn
@@ -40,7 +41,7 @@ from pockity.users import service as users
 router = APIRouter(include_in_schema=False, dependencies=[Depends(sessions.check_csrf)])
 Id = Annotated[str, Form(max_length=64)]
 CURRENCY = "USD"  # the balance the billing page shows (credits.view's default, as the API's)
-CHECKOUT_PROVIDERS = ("stripe",)  # Razorpay needs its widget's script from its own host, which the CSP forbids
+CHECKOUT_PROVIDERS = ("stripe", "razorpay")  # Stripe: a redirect to Checkout; Razorpay: its widget on our page
 
 # Fixed sentences for `?done=` after a redirect (never user text).
 NOTICES = {
@@ -373,10 +374,51 @@ async def start_checkout(
         if exc.status == 404:
             raise
         return await _invoice(request, session, principal, invoice_id, exc.status, error=exc.message)
+    if started.order_id and started.key_id:  # Razorpay: its widget, on a page of ours that may load it
+        detail = await crypto.invoice_detail(session, _settings(request), principal.user_id, invoice_id)
+        return render(
+            request,
+            "billing/razorpay.html",
+            csp=RAZORPAY_CSP,
+            invoice=detail,
+            key_id=started.key_id,
+            order_id=started.order_id,
+            amount_cents=started.amount_cents,
+            currency=started.currency,
+            amount=money(started.amount_cents, started.currency),
+            description=detail.description or f"Invoice {detail.id}",
+        )
     if started.url is None:  # Stripe answers with its Checkout page's address; without one there is nowhere to go
         message = "The payment provider did not return a checkout page. Please try again."
         return await _invoice(request, session, principal, invoice_id, 502, error=message)
     return RedirectResponse(started.url, status_code=303)
+
+
+@router.post("/billing/invoices/{invoice_id}/razorpay")
+async def razorpay_paid(
+    request: Request,
+    invoice_id: str,
+    principal: ConsoleUser,
+    session: SessionDep,
+    razorpay_order_id: Annotated[str, Form(max_length=64)] = "",
+    razorpay_payment_id: Annotated[str, Form(max_length=64)] = "",
+    razorpay_signature: Annotated[str, Form(max_length=256)] = "",
+) -> Response:
+    """The widget's proof of payment, checked by the same service as POST /api/billing/razorpay/verify."""
+    try:
+        await razorpay_provider.verify_checkout(
+            session,
+            _settings(request),
+            principal.user_id,
+            razorpay_order_id,
+            razorpay_payment_id,
+            razorpay_signature,
+            request_actor(request, principal),
+        )
+    except PockityError as exc:  # a forged or mismatched signature, an order that is not this user's
+        await session.rollback()
+        return await _invoice(request, session, principal, invoice_id, exc.status, error=exc.message)
+    return _see(f"/billing/invoices/{invoice_id}?done=paid")
 
 
 # --- account -----------------------------------------------------------------------------------------------

@@ -23,6 +23,14 @@ CSP = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+# The one page that runs a provider's script: Razorpay's checkout widget (its documented origins). Still no
+# inline script; its widget adds inline styles to the page, which only this page allows.
+RAZORPAY_CSP = (
+    "default-src 'self'; script-src 'self' https://checkout.razorpay.com; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: https://*.razorpay.com; connect-src 'self' https://api.razorpay.com "
+    "https://lumberjack.razorpay.com; frame-src https://api.razorpay.com https://checkout.razorpay.com; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -46,7 +54,7 @@ env.filters["size"] = size
 env.filters["when"] = when
 
 
-def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+def render(request: Request, template: str, status_code: int = 200, *, csp: str = CSP, **context: Any) -> HTMLResponse:
     """A page (or an htmx fragment) with the session's CSRF token and the console's security headers."""
     values = {
         "request": request,
@@ -56,7 +64,8 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         **context,
     }
     html = env.get_template(template).render(values)
-    response = HTMLResponse(html, status_code=status_code, headers={**PAGE_HEADERS, **headers_for_error(request)})
+    headers = {**PAGE_HEADERS, "Content-Security-Policy": csp, **headers_for_error(request)}
+    response = HTMLResponse(html, status_code=status_code, headers=headers)
     anon = sessions.anonymous_cookie(request)
     if anon is not None:
         sessions.set_anonymous(request, response, anon)
