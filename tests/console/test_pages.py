@@ -236,3 +236,55 @@ async def test_an_unexpected_error_is_a_friendly_500_page(
     assert "secret detail" not in page.text and "Traceback" not in page.text
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_new_folder_opens_it_and_refuses_bad_names(client: httpx.AsyncClient, user: TestUser) -> None:
+    await console_login(client, user.email, user.password)
+    r = await client.get("/files/new-folder", params={"prefix": "docs/", "name": " reports/ "})
+    assert r.status_code == 303 and r.headers["location"] == "/files?prefix=docs%2Freports%2F&created=1"
+    opened = await client.get(r.headers["location"])
+    assert "New folder docs/reports/" in opened.text and "This folder is empty." in opened.text
+    assert 'data-folder="docs/reports/"' in opened.text  # uploads from here go into it
+    assert (await upload(client, "docs/reports/q3.txt", b"q3")).status_code == 201
+    assert 'href="/files?prefix=docs%2Freports%2F">reports/</a>' in (await client.get("/files?prefix=docs/")).text
+    for bad, sentence in (("", "Give the new folder a name."), ("a/../b", "The file name"), ("x\\y", "The file name")):
+        refused = await client.get("/files/new-folder", params={"prefix": "docs/", "name": bad})
+        assert refused.status_code == 422 and sentence in refused.text, (bad, refused.text[:300])
+
+
+async def test_delete_many_confirms_then_deletes_only_the_chosen_files(
+    client: httpx.AsyncClient, user: TestUser, app: FastAPI
+) -> None:
+    other = await make_user(client, "bulk-other")
+    await console_login(client, user.email, user.password)
+    token = await csrf(client, "/")
+    for name in ("bulk/a.txt", "bulk/b.txt", "bulk/keep.txt", f"bulk/{XSS_FILE}"):
+        assert (await upload(client, name, b"x", token)).status_code == 201
+    listing = await client.get("/files", params={"prefix": "bulk/"})
+    assert listing.text.count('form="bulk-delete"') == 5  # four checkboxes and the button
+    chosen = ["bulk/a.txt", "bulk/b.txt", f"bulk/{XSS_FILE}"]
+    confirm = await client.get("/files/delete-many", params={"names": chosen, "prefix": "bulk/"})
+    assert confirm.status_code == 200 and "Delete 3 files?" in confirm.text
+    assert html.escape(XSS_FILE, quote=False) in confirm.text and XSS_FILE not in confirm.text
+    assert (await client.get("/files/delete-many", params={"prefix": "bulk/"})).status_code == 422
+    names = [("names", n) for n in chosen] + [("prefix", "bulk/"), ("csrf_token", token)]
+    no_token = await client.post("/files/delete-many", data={"names": chosen, "prefix": "bulk/"})
+    assert no_token.status_code == 403
+    r = await client.post("/files/delete-many", content=httpx.QueryParams(names).__str__(), headers=_FORM)
+    assert r.status_code == 303 and r.headers["location"] == "/files?prefix=bulk%2F&deleted=3+files"
+    left = await client.get(r.headers["location"])
+    assert ">keep.txt<" in left.text and ">a.txt<" not in left.text and "Deleted 3 files." in left.text
+    # Another user's names are their own space's names: nothing of theirs is touched, nothing here either.
+    async with httpx.AsyncClient(transport=client._transport, base_url=client.base_url) as them:
+        await console_login(them, other.email, other.password)
+        theirs = await csrf(them, "/")
+        r = await them.post(
+            "/files/delete-many",
+            content=str(httpx.QueryParams([("names", "bulk/keep.txt"), ("csrf_token", theirs)])),
+            headers=_FORM,
+        )
+        assert r.status_code == 404 and "The file does not exist." in r.text  # in their own space: no such file
+    assert ">keep.txt<" in (await client.get("/files", params={"prefix": "bulk/"})).text
+
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}

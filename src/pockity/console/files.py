@@ -13,6 +13,7 @@ from pockity.console import sessions
 from pockity.console.sessions import ConsoleUser
 from pockity.console.templating import render
 from pockity.db import DatabaseDep
+from pockity.errors import PockityError, ValidationFailed
 from pockity.storage import deletes, service, uploads
 from pockity.storage.backends import StorageBackend
 
@@ -122,6 +123,89 @@ async def delete(request: Request, name: FormName, principal: ConsoleUser, db: D
     if error is not None:
         raise error
     return RedirectResponse(_listing_url(folder_of(name), deleted=name), status_code=303)
+
+
+@router.get("/new-folder")
+async def new_folder(
+    request: Request,
+    principal: ConsoleUser,
+    db: DatabaseDep,
+    name: Annotated[str, Query(max_length=200)] = "",
+    prefix: Annotated[str, Query(max_length=1024)] = "",
+) -> Response:
+    """S3 has no folders: a folder is the names under a prefix. The new one is opened empty; it lasts once a
+    file is uploaded into it. Its name passes the same rules as a file's (checked on a name inside it)."""
+    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    wanted = name.strip().strip("/")
+    try:
+        if not wanted:
+            raise ValidationFailed("Give the new folder a name.")
+        service.checked_name(principal, f"{folder}{wanted}/x", "write")
+    except PockityError as exc:
+        page = await _page(db, principal, folder, "", None)
+        return render(
+            request,
+            "files/list.html",
+            status_code=exc.status,
+            folder=folder,
+            filter="",
+            page=page,
+            crumbs=breadcrumbs(folder),
+            more_url=None,
+            listing_url=_listing_url,
+            share_choices=_share_choices(request),
+            folder_error=exc.message,
+        )
+    return RedirectResponse(_listing_url(f"{folder}{wanted}/", created="1"), status_code=303)
+
+
+MAX_SELECTED = 1000  # one DeleteObjects call
+
+
+def _selected(names: list[str]) -> list[str]:
+    chosen = list(dict.fromkeys(n for n in names if n))
+    if not chosen:
+        raise ValidationFailed("Choose the files to delete first.")
+    if len(chosen) > MAX_SELECTED:
+        raise ValidationFailed(f"At most {MAX_SELECTED} files can be deleted at once.")
+    return chosen
+
+
+@router.get("/delete-many")
+async def confirm_delete_many(
+    request: Request,
+    principal: ConsoleUser,
+    names: Annotated[list[str], Query(max_length=MAX_SELECTED + 1)],
+    prefix: Annotated[str, Query(max_length=1024)] = "",
+) -> Response:
+    chosen = _selected(names)
+    return render(request, "files/delete_many.html", names=chosen, folder=prefix, listing_url=_listing_url)
+
+
+@router.post("/delete-many")
+async def delete_many(
+    request: Request,
+    principal: ConsoleUser,
+    db: DatabaseDep,
+    names: Annotated[list[str], Form(max_length=MAX_SELECTED + 1)],
+    prefix: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    """Delete the chosen files (the storage service's batch delete: each name checked and scoped as usual)."""
+    results = await deletes.delete_objects(db, _backend(request), principal, _selected(names))
+    errors = {name: exc for name, exc in results.items() if exc is not None}
+    if errors:
+        deleted = len(results) - len(errors)
+        return render(
+            request,
+            "files/delete_many.html",
+            status_code=200 if deleted else next(iter(errors.values())).status,
+            names=list(errors),
+            failed={name: exc.message for name, exc in errors.items()},
+            deleted=deleted,
+            folder=prefix,
+            listing_url=_listing_url,
+        )
+    return RedirectResponse(_listing_url(prefix, deleted=f"{len(results)} files"), status_code=303)
 
 
 @router.post("/upload", status_code=201)
