@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -17,6 +17,13 @@ import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from fastapi import FastAPI
+from sqlalchemy import delete
+
+from pockity.db import unit_of_work
+from pockity.migrate import upgrade
+from pockity.models import OutboxMessage
+from tests.fixtures.app import make_settings, running_app
 
 
 @dataclass
@@ -104,3 +111,23 @@ def starttls_server(tmp_path: Path) -> Iterator[SmtpServer]:
         yield SmtpServer("127.0.0.1", controller.port, recorder, ca_file)
     finally:
         controller.stop()
+
+
+@pytest.fixture(scope="module")
+async def sqlite_mail_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FastAPI]:
+    directory = tmp_path_factory.mktemp("mail-sqlite")
+    url = f"sqlite+aiosqlite:///{directory}/p.db"
+    upgrade(url)
+    async for application in running_app(make_settings(url, directory)):
+        yield application
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def mail_app(request: pytest.FixtureRequest, app: FastAPI, sqlite_mail_app: FastAPI) -> AsyncIterator[FastAPI]:
+    """The same outbox tests on both databases (SQLite: no FOR UPDATE, BEGIN IMMEDIATE instead)."""
+    if request.param == "postgresql":
+        yield app
+        return
+    yield sqlite_mail_app
+    async with unit_of_work(sqlite_mail_app.state.db) as session:  # PostgreSQL's tables are truncated
+        await session.execute(delete(OutboxMessage))

@@ -52,9 +52,9 @@ async def _make_due(db: Database, message_id: str) -> None:
 
 
 async def test_a_message_arrives_with_its_subject_bodies_and_a_stable_message_id(
-    app: FastAPI, smtp_server: SmtpServer
+    mail_app: FastAPI, smtp_server: SmtpServer
 ) -> None:
-    db = app.state.db
+    db = mail_app.state.db
     to = unique_email("mail")
     message_id = await _enqueue(db, to, "Your storage is full")
     result = await send_due(db, _config(smtp_server), IDENTITY)
@@ -90,8 +90,8 @@ async def test_the_users_address_is_read_when_the_message_is_written(
     assert [a.recipients for a in smtp_server.recorder.to(user.email)] == [[user.email]]
 
 
-async def test_a_rolled_back_transaction_sends_nothing(app: FastAPI, smtp_server: SmtpServer) -> None:
-    db = app.state.db
+async def test_a_rolled_back_transaction_sends_nothing(mail_app: FastAPI, smtp_server: SmtpServer) -> None:
+    db = mail_app.state.db
     to = unique_email("rollback")
     with pytest.raises(RuntimeError):
         async with unit_of_work(db) as session:
@@ -103,8 +103,8 @@ async def test_a_rolled_back_transaction_sends_nothing(app: FastAPI, smtp_server
     assert smtp_server.recorder.arrived == []
 
 
-async def test_two_runners_at_once_send_each_message_once(app: FastAPI, smtp_server: SmtpServer) -> None:
-    db = app.state.db
+async def test_two_runners_at_once_send_each_message_once(mail_app: FastAPI, smtp_server: SmtpServer) -> None:
+    db = mail_app.state.db
     recipients = [unique_email(f"once{i}") for i in range(30)]
     ids = [await _enqueue(db, to) for to in recipients]
     results = await asyncio.gather(
@@ -125,9 +125,9 @@ async def test_two_runners_at_once_send_each_message_once(app: FastAPI, smtp_ser
 
 
 async def test_a_temporary_failure_is_retried_with_backoff_and_delivered_later(
-    app: FastAPI, smtp_server: SmtpServer
+    mail_app: FastAPI, smtp_server: SmtpServer
 ) -> None:
-    db = app.state.db
+    db = mail_app.state.db
     to = unique_email("later")
     smtp_server.recorder.answer(to, "451 4.3.0 Try again later", times=2)
     message_id = await _enqueue(db, to)
@@ -153,8 +153,8 @@ async def test_a_temporary_failure_is_retried_with_backoff_and_delivered_later(
     assert len(arrived) == 1 and arrived[0].message["Message-ID"] == f"<{message_id}@pockity.test>"
 
 
-async def test_a_permanent_refusal_is_recorded_as_failed(app: FastAPI, smtp_server: SmtpServer) -> None:
-    db = app.state.db
+async def test_a_permanent_refusal_is_recorded_as_failed(mail_app: FastAPI, smtp_server: SmtpServer) -> None:
+    db = mail_app.state.db
     to = unique_email("nobody")
     smtp_server.recorder.answer(to, "550 5.1.1 No such user")
     message_id = await _enqueue(db, to)
@@ -168,9 +168,9 @@ async def test_a_permanent_refusal_is_recorded_as_failed(app: FastAPI, smtp_serv
 
 
 async def test_an_unreachable_server_is_a_temporary_failure_until_the_last_attempt(
-    app: FastAPI, smtp_server: SmtpServer
+    mail_app: FastAPI, smtp_server: SmtpServer
 ) -> None:
-    db = app.state.db
+    db = mail_app.state.db
     message_id = await _enqueue(db, unique_email("down"))
     closed = SmtpConfig(host="127.0.0.1", port=1, security="none", timeout=5)
     assert (await send_due(db, closed, IDENTITY)).retried == [message_id]
@@ -183,9 +183,9 @@ async def test_an_unreachable_server_is_a_temporary_failure_until_the_last_attem
     assert (await _row(db, message_id)).status == OutboxStatus.FAILED
 
 
-async def test_a_lapsed_claim_is_taken_again(app: FastAPI, smtp_server: SmtpServer) -> None:
+async def test_a_lapsed_claim_is_taken_again(mail_app: FastAPI, smtp_server: SmtpServer) -> None:
     """A runner that died after claiming: once its claim lapses the message is sent by another."""
-    db = app.state.db
+    db = mail_app.state.db
     to = unique_email("lapsed")
     message_id = await _enqueue(db, to)
     async with unit_of_work(db) as session:
@@ -199,16 +199,18 @@ async def test_a_lapsed_claim_is_taken_again(app: FastAPI, smtp_server: SmtpServ
     assert len(smtp_server.recorder.to(to)) == 1 and (await _row(db, message_id)).attempts == 2
 
 
-async def test_starttls_with_a_private_ca(app: FastAPI, starttls_server: SmtpServer) -> None:
-    db = app.state.db
+async def test_starttls_with_a_private_ca(mail_app: FastAPI, starttls_server: SmtpServer) -> None:
+    db = mail_app.state.db
     to = unique_email("tls")
     message_id = await _enqueue(db, to)
     assert (await send_due(db, _config(starttls_server, "starttls"), IDENTITY)).sent == [message_id]
     assert len(starttls_server.recorder.to(to)) == 1
 
 
-async def test_without_starttls_the_server_refuses_and_it_is_retried(app: FastAPI, starttls_server: SmtpServer) -> None:
-    db = app.state.db
+async def test_without_starttls_the_server_refuses_and_it_is_retried(
+    mail_app: FastAPI, starttls_server: SmtpServer
+) -> None:
+    db = mail_app.state.db
     message_id = await _enqueue(db, unique_email("plain"))
     assert (await send_due(db, _config(starttls_server, "none"), IDENTITY)).claimed == 1
     assert starttls_server.recorder.arrived == []
@@ -217,9 +219,9 @@ async def test_without_starttls_the_server_refuses_and_it_is_retried(app: FastAP
 
 
 async def test_the_job_with_no_smtp_host_logs_and_keeps_the_message(
-    app: FastAPI, caplog: pytest.LogCaptureFixture
+    mail_app: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db = app.state.db
+    db = mail_app.state.db
     to = unique_email("logged")
     async with unit_of_work(db) as session:
         message = service.enqueue(
@@ -227,8 +229,8 @@ async def test_the_job_with_no_smtp_host_logs_and_keeps_the_message(
         )
         await session.flush()
         message_id = message.id
-    settings = app.state.settings.model_copy(update={"smtp_host": None})
-    ctx = JobContext(db=db, storage=app.state.storage, settings=settings)
+    settings = mail_app.state.settings.model_copy(update={"smtp_host": None})
+    ctx = JobContext(db=db, storage=mail_app.state.storage, settings=settings)
     with caplog.at_level(logging.INFO, logger="pockity.mail"):
         result = await send_mail(ctx)
     assert message_id in result.logged
@@ -239,11 +241,11 @@ async def test_the_job_with_no_smtp_host_logs_and_keeps_the_message(
     assert not any("secret-token-123" in line for line in info)
 
 
-async def test_the_job_sends_through_the_configured_server(app: FastAPI, smtp_server: SmtpServer) -> None:
-    db = app.state.db
+async def test_the_job_sends_through_the_configured_server(mail_app: FastAPI, smtp_server: SmtpServer) -> None:
+    db = mail_app.state.db
     to = unique_email("job")
     message_id = await _enqueue(db, to)
-    settings = app.state.settings.model_copy(
+    settings = mail_app.state.settings.model_copy(
         update={
             "smtp_host": smtp_server.host,
             "smtp_port": smtp_server.port,
@@ -251,7 +253,7 @@ async def test_the_job_sends_through_the_configured_server(app: FastAPI, smtp_se
             "email_from": "Ops <ops@pockity.test>",
         }
     )
-    result = await send_mail(JobContext(db=db, storage=app.state.storage, settings=settings))
+    result = await send_mail(JobContext(db=db, storage=mail_app.state.storage, settings=settings))
     assert message_id in result.sent
     arrived = smtp_server.recorder.to(to)
     assert len(arrived) == 1 and arrived[0].message["From"] == "Ops <ops@pockity.test>"
