@@ -32,6 +32,7 @@ from pockity.kit.crypto import Keyring
 from pockity.kit.expect_continue import ExpectContinueGuard
 from pockity.kit.jobs import Job, JobContext, JobRunner
 from pockity.mail import tasks as mail_tasks
+from pockity.mail.router import admin_router as mail_admin_router
 from pockity.notifications.router import router as notifications_router
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.health import StorageHealth
@@ -247,6 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage_router,
         notifications_router,
         usage_admin_router,
+        mail_admin_router,
         admin_router,
     ):
         app.include_router(router)
