@@ -257,3 +257,26 @@ async def test_the_job_sends_through_the_configured_server(mail_app: FastAPI, sm
     assert message_id in result.sent
     arrived = smtp_server.recorder.to(to)
     assert len(arrived) == 1 and arrived[0].message["From"] == "Ops <ops@pockity.test>"
+
+
+async def test_a_claim_too_short_for_another_conversation_is_given_back_unsent(
+    mail_app: FastAPI, smtp_server: SmtpServer
+) -> None:
+    """Late in a slow batch: a message whose claim would lapse during its SMTP conversation is not sent
+    (another runner could take it meanwhile) but returned, its attempt not counted."""
+    db = mail_app.state.db
+    to = unique_email("late")
+    config = _config(smtp_server)  # timeout 10 s: a 400 s claim, 80 s needed per message
+    claimed_at = utcnow() - timedelta(seconds=380)  # the claim taken by that run ends 20 s from now
+    async with unit_of_work(db) as session:
+        message = service.enqueue(
+            session, kind="test.notice", context={"title": "T", "body": "B"}, recipient=to, now=claimed_at
+        )
+        await session.flush()
+        message_id = message.id
+    assert (await send_due(db, config, IDENTITY, now=claimed_at)).given_back == [message_id]
+    assert smtp_server.recorder.arrived == []
+    row = await _row(db, message_id)
+    assert row.status == OutboxStatus.PENDING and row.attempts == 0 and row.claimed_until is None
+    assert (await send_due(db, config, IDENTITY)).sent == [message_id]
+    assert len(smtp_server.recorder.to(to)) == 1 and (await _row(db, message_id)).attempts == 1

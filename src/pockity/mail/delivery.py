@@ -11,7 +11,9 @@ message must never be sent by a transaction that could still roll back).
    `failed` with the relay's answer for an admin.
 
 A runner that dies between 2 and 3 leaves its claim to lapse (`claimed_until`); the message is then sent again
-(at-least-once: the receiver sees the same Message-ID twice at worst)."""
+(at-least-once: the receiver sees the same Message-ID twice at worst). A live runner never lets that happen: a
+message whose claim would not outlast one more SMTP conversation (a slow relay late in a batch) is given back
+unsent instead."""
 
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_MAX = timedelta(hours=6)
 CLAIM_LEASE = timedelta(minutes=5)
+# One message's SMTP conversation is at most this many operations, each bounded by the timeout.
+_OPERATIONS_PER_MESSAGE = 8
 
 
 def backoff(attempt: int) -> timedelta:
@@ -46,15 +50,18 @@ class DeliveryResult:
     retried: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     logged: list[str] = field(default_factory=list)
+    given_back: list[str] = field(default_factory=list)
 
     @property
     def claimed(self) -> int:
-        return len(self.sent) + len(self.retried) + len(self.failed) + len(self.logged)
+        return len(self.sent) + len(self.retried) + len(self.failed) + len(self.logged) + len(self.given_back)
 
 
-async def _claim(db: Database, identity: Identity, now: datetime, limit: int) -> list[OutboxMessage]:
+async def _claim(
+    db: Database, identity: Identity, now: datetime, claimed_until: datetime, limit: int
+) -> list[OutboxMessage]:
     async with unit_of_work(db) as session:
-        messages = await repo.claim_due(session, now, now + CLAIM_LEASE, limit)
+        messages = await repo.claim_due(session, now, claimed_until, limit)
         session.expunge_all()  # plain values from here on: the session ends before anything is sent
         for message in messages:
             if message.subject is None:
@@ -85,7 +92,9 @@ async def send_due(
 ) -> DeliveryResult:
     """Claim the due messages and send them (or, with no SMTP server configured, log them and keep them)."""
     result = DeliveryResult()
-    messages = await _claim(db, identity, now or utcnow(), limit)
+    now = now or utcnow()
+    lease = CLAIM_LEASE if smtp is None else max(CLAIM_LEASE, timedelta(seconds=smtp.timeout * 40))
+    messages = await _claim(db, identity, now, now + lease, limit)
     if not messages:
         return result
     if smtp is None:
@@ -98,10 +107,21 @@ async def send_due(
             if await _finish(db, message, status=OutboxStatus.LOGGED):
                 result.logged.append(message.id)
         return result
+    margin = timedelta(seconds=smtp.timeout * _OPERATIONS_PER_MESSAGE)
     async with SmtpConnection(smtp) as connection:
         for message in messages:
-            await _deliver(db, connection, identity, message, result)
+            assert message.claimed_until is not None
+            if utcnow() + margin >= message.claimed_until:
+                await _give_back(db, message, result)
+            else:
+                await _deliver(db, connection, identity, message, result)
     return result
+
+
+async def _give_back(db: Database, message: OutboxMessage, result: DeliveryResult) -> None:
+    """Return a claimed message unsent (this attempt not counted): its claim could lapse while it is sent."""
+    if await _finish(db, message, status=OutboxStatus.PENDING, attempts=message.attempts - 1, next_attempt_at=utcnow()):
+        result.given_back.append(message.id)
 
 
 async def _deliver(
