@@ -1,4 +1,5 @@
-"""mail outbox: emails written in the transaction of their event, sent afterwards by the mail job
+"""mail outbox: emails written in the transaction of their event, sent afterwards by the mail job; mail
+preferences: the notice kinds a user unsubscribed from
 
 Revision ID: 0015_mail_outbox
 Revises: 0014_s3_multipart_and_headers
@@ -46,9 +47,20 @@ def upgrade() -> None:
         "ix_outbox_messages_status_next_attempt_at", "outbox_messages", ["status", "next_attempt_at"]
     )
     op.create_index("ix_outbox_messages_user_id", "outbox_messages", ["user_id"])
+    op.create_table(
+        "mail_preferences",
+        sa.Column("user_id", sa.String(26), nullable=False),
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("unsubscribed_at", TS, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_mail_preferences_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("user_id", "kind", name=op.f("pk_mail_preferences")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("mail_preferences")
     op.drop_index("ix_outbox_messages_user_id", table_name="outbox_messages")
     op.drop_index("ix_outbox_messages_status_next_attempt_at", table_name="outbox_messages")
     op.drop_table("outbox_messages")

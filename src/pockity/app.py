@@ -33,6 +33,7 @@ from pockity.kit.expect_continue import ExpectContinueGuard
 from pockity.kit.jobs import Job, JobContext, JobRunner
 from pockity.mail import tasks as mail_tasks
 from pockity.mail.router import admin_router as mail_admin_router
+from pockity.mail.router import router as mail_router
 from pockity.notifications.router import router as notifications_router
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.health import StorageHealth
@@ -247,6 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payment_webhooks_router,
         usage_router,
         notifications_router,
+        mail_router,
         usage_admin_router,
         mail_admin_router,
         admin_router,

@@ -24,7 +24,8 @@ from datetime import datetime, timedelta
 from pockity.db import Database, unit_of_work
 from pockity.kit.time import utcnow
 from pockity.mail import repository as repo
-from pockity.mail.rendering import Identity, build, header_id, render
+from pockity.mail.links import OPTIONAL_KINDS
+from pockity.mail.rendering import Identity, build, header_id, render, unsubscribe_url
 from pockity.mail.smtp import PermanentFailure, SmtpConfig, SmtpConnection, TemporaryFailure
 from pockity.models import OutboxMessage, OutboxStatus
 
@@ -63,9 +64,13 @@ async def _claim(
     async with unit_of_work(db) as session:
         messages = await repo.claim_due(session, now, claimed_until, limit)
         session.expunge_all()  # plain values from here on: the session ends before anything is sent
+        optional = [m.id for m in messages if m.kind in OPTIONAL_KINDS and m.user_id is not None]
+        suppressed = set(await repo.suppress_unsubscribed(session, optional))
+        messages = [m for m in messages if m.id not in suppressed]
         for message in messages:
             if message.subject is None:
-                rendered = render(message.kind, message.context, identity)
+                link = unsubscribe_url(identity, message.user_id, message.kind)
+                rendered = render(message.kind, message.context, identity, link)
                 message.subject, message.text_body = rendered.subject, rendered.text_body
                 message.html_body, message.message_id = rendered.html_body, header_id(message.id, identity)
                 await repo.store_rendering(
@@ -135,6 +140,7 @@ async def _deliver(
         html_body=message.html_body or "",
         message_id=message.message_id,
         identity=identity,
+        unsubscribe=unsubscribe_url(identity, message.user_id, message.kind),
     )
     try:
         await connection.send(mime)

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pockity.models import OutboxMessage, OutboxStatus
+from pockity.db import dialect_insert
+from pockity.models import MailPreference, OutboxMessage, OutboxStatus, User
+from pockity.models.base import UTCDateTime
 
 _RESENDABLE = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.LOGGED)
 
@@ -99,3 +101,32 @@ async def list_messages(
     if before_id:
         stmt = stmt.where(OutboxMessage.id < before_id)
     return (await session.scalars(stmt)).all()
+
+
+async def unsubscribe(session: AsyncSession, user_id: str, kind: str, now: datetime) -> None:
+    """Record the preference once (a second click changes nothing); a deleted user's link does nothing."""
+    exists = select(User.id).where(User.id == user_id)
+    await session.execute(
+        dialect_insert(session)(MailPreference)
+        .from_select(
+            ["user_id", "kind", "unsubscribed_at"], exists.add_columns(literal(kind), literal(now, UTCDateTime()))
+        )
+        .on_conflict_do_nothing(index_elements=["user_id", "kind"])
+    )
+
+
+async def suppress_unsubscribed(session: AsyncSession, message_ids: Sequence[str]) -> list[str]:
+    """Mark the claimed messages whose user unsubscribed from their kind as not to be sent; their ids."""
+    if not message_ids:
+        return []
+    preference = select(MailPreference.user_id).where(
+        MailPreference.user_id == OutboxMessage.user_id, MailPreference.kind == OutboxMessage.kind
+    )
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(message_ids), preference.exists())
+        .values(status=OutboxStatus.UNSUBSCRIBED, claimed_until=None)
+        .returning(OutboxMessage.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars().all())

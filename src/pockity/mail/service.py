@@ -10,10 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
-from pockity.errors import Conflict, NotFound
+from pockity.errors import Conflict, Forbidden, NotFound
 from pockity.kit.pagination import Page, page_of
 from pockity.kit.time import utcnow
 from pockity.mail import repository as repo
+from pockity.mail.links import verify_unsubscribe_token
 from pockity.models import OutboxMessage, User
 
 
@@ -23,6 +24,25 @@ class OutboxMessageNotFound(NotFound):
 
 class OutboxMessageBusy(Conflict):
     code, message = "outbox_message_busy", "The message is still waiting to be sent; it cannot be resent yet."
+
+
+class InvalidUnsubscribeLink(Forbidden):
+    code, message = "invalid_signature", "The unsubscribe link is not valid."
+
+
+def check_unsubscribe(key: bytes, token: str | None) -> tuple[str, str]:
+    """(user id, kind) of a valid unsubscribe link; refuses any other."""
+    found = verify_unsubscribe_token(key, token) if token else None
+    if found is None:
+        raise InvalidUnsubscribeLink()
+    return found
+
+
+async def unsubscribe(session: AsyncSession, key: bytes, token: str | None) -> str:
+    """Stop emails of the link's kind to the link's user (their notifications still appear); the kind."""
+    user_id, kind = check_unsubscribe(key, token)
+    await repo.unsubscribe(session, user_id, kind, utcnow())
+    return kind
 
 
 def enqueue(

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pockity.config import Settings
 from pockity.kit.jobs import Job, JobContext
 from pockity.mail.delivery import DeliveryResult, send_due
+from pockity.mail.links import unsubscribe_key
 from pockity.mail.rendering import Identity
 from pockity.mail.smtp import SmtpConfig
 
@@ -28,7 +29,11 @@ def smtp_config(settings: Settings) -> SmtpConfig | None:
 
 def identity(settings: Settings) -> Identity:
     return Identity(
-        product_name=settings.product_name, console_url=settings.console_base_url, email_from=settings.email_from
+        product_name=settings.product_name,
+        console_url=settings.console_base_url,
+        email_from=settings.email_from,
+        api_url=settings.base_url,
+        unsubscribe_key=unsubscribe_key(settings.jwt_secret) if settings.jwt_secret else None,
     )
 
 

@@ -13,7 +13,7 @@ from pockity.models.billing import (
 )
 from pockity.models.job import JobRun
 from pockity.models.login_throttle import LoginThrottle
-from pockity.models.mail import OutboxMessage, OutboxStatus
+from pockity.models.mail import MailPreference, OutboxMessage, OutboxStatus
 from pockity.models.payments import CreditAccount, CreditEntry, CryptoRate, Payment, PaymentEvent, PaymentStatus
 from pockity.models.rate_limit import RateBucket
 from pockity.models.storage import ReconciliationReport, Reservation, StorageEvent, StorageObject, UsageCounter
@@ -32,6 +32,7 @@ __all__ = [
     "InvoiceStatus",
     "JobRun",
     "LoginThrottle",
+    "MailPreference",
     "Notification",
     "OutboxMessage",
     "OutboxStatus",

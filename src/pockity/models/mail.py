@@ -15,6 +15,7 @@ class OutboxStatus:
     SENT = "sent"
     FAILED = "failed"  # refused for good (5xx) or out of attempts; last_error says why
     LOGGED = "logged"  # no SMTP server configured: written to the log, kept here (an admin can resend)
+    UNSUBSCRIBED = "unsubscribed"  # not sent: the user unsubscribed from its kind
 
 
 class OutboxMessage(Base):
@@ -46,3 +47,13 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class MailPreference(Base):
+    """A user who asked (through an unsubscribe link) not to be emailed notices of one kind."""
+
+    __tablename__ = "mail_preferences"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    unsubscribed_at: Mapped[datetime] = created_at_column()
