@@ -16,7 +16,11 @@ from pockity.mail.schemas import OutboxMessageOut, OutboxPage
 from pockity.openapi import CONFLICT, NOT_FOUND
 
 admin_router = APIRouter(prefix="/api/admin/outbox", tags=["admin"], responses=CONFLICT | NOT_FOUND)
-router = APIRouter(prefix="/api/mail", tags=["mail"])
+router = APIRouter(
+    prefix="/api/mail",
+    tags=["mail"],
+    responses={403: {"description": "invalid_signature: the token is missing, forged or not for an optional notice"}},
+)
 Status = Literal["pending", "sending", "sent", "failed", "logged", "unsubscribed"]
 Token = Annotated[str | None, Query(max_length=300, description="the signed token of the link")]
 
