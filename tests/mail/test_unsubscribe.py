@@ -14,7 +14,8 @@ from pockity.mail.links import unsubscribe_key, unsubscribe_token
 from pockity.mail.tasks import identity
 from pockity.models import OutboxMessage, OutboxStatus
 from pockity.notifications import service as notifications
-from tests.fixtures.users import TestUser
+from tests.fixtures.app import client_for
+from tests.fixtures.users import TestUser, make_user
 from tests.mail.conftest import SmtpServer
 from tests.mail.test_delivery import _config
 
@@ -85,3 +86,21 @@ async def test_forged_and_essential_kind_tokens_are_refused(
             r = await client.request(method, "/api/mail/unsubscribe", params={"token": token})
             assert r.status_code == 403 and r.json()["error"]["code"] == "invalid_signature", (method, token)
     assert (await client.get("/api/mail/unsubscribe", params={"token": good})).status_code == 200
+
+
+async def test_unsubscribing_holds_on_both_databases(mail_app: FastAPI, smtp_server: SmtpServer) -> None:
+    """The preference upsert and the claim's suppression, on PostgreSQL and SQLite."""
+    async with client_for(mail_app) as api:
+        new = await make_user(api, "prefs")
+        token = unsubscribe_token(unsubscribe_key(mail_app.state.settings.jwt_secret), new.id, "usage.alert")
+        r = await api.post("/api/mail/unsubscribe", params={"token": token})
+        assert r.status_code == 200, r.text
+        assert (await api.post("/api/mail/unsubscribe", params={"token": token})).status_code == 200
+    await _notify(mail_app, new, "usage.alert", "Full")
+    await _notify(mail_app, new, "billing.invoice", "Invoice")
+    result = await send_due(mail_app.state.db, _config(smtp_server), identity(mail_app.state.settings))
+    assert len(result.sent) == 1 and result.claimed == 1
+    assert [a.message["Subject"] for a in smtp_server.recorder.to(new.email)] == ["Pockity: Invoice"]
+    async with mail_app.state.db.sessions() as session:
+        rows = (await session.scalars(select(OutboxMessage).where(OutboxMessage.user_id == new.id))).all()
+    assert sorted(m.status for m in rows) == [OutboxStatus.SENT, OutboxStatus.UNSUBSCRIBED]
