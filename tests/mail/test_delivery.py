@@ -280,3 +280,18 @@ async def test_a_claim_too_short_for_another_conversation_is_given_back_unsent(
     assert row.status == OutboxStatus.PENDING and row.attempts == 0 and row.claimed_until is None
     assert (await send_due(db, config, IDENTITY)).sent == [message_id]
     assert len(smtp_server.recorder.to(to)) == 1 and (await _row(db, message_id)).attempts == 1
+
+
+async def test_a_message_that_cannot_be_rendered_fails_alone(mail_app: FastAPI, smtp_server: SmtpServer) -> None:
+    db = mail_app.state.db
+    broken_to, fine_to = unique_email("broken"), unique_email("fine")
+    async with unit_of_work(db) as session:
+        broken = service.enqueue(session, kind="test.notice", context={"body": "no title"}, recipient=broken_to)
+        await session.flush()
+        broken_id = broken.id
+    fine_id = await _enqueue(db, fine_to)
+    assert (await send_due(db, _config(smtp_server), IDENTITY)).sent == [fine_id]
+    row = await _row(db, broken_id)
+    assert row.status == OutboxStatus.FAILED and (row.last_error or "").startswith("rendering: ")
+    assert "title" in (row.last_error or "") and row.subject is None
+    assert smtp_server.recorder.to(broken_to) == [] and len(smtp_server.recorder.to(fine_to)) == 1

@@ -21,6 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from pockity.db import Database, unit_of_work
 from pockity.kit.time import utcnow
 from pockity.mail import repository as repo
@@ -67,21 +69,37 @@ async def _claim(
         optional = [m.id for m in messages if m.kind in OPTIONAL_KINDS and m.user_id is not None]
         suppressed = set(await repo.suppress_unsubscribed(session, optional))
         messages = [m for m in messages if m.id not in suppressed]
+        ready = []
         for message in messages:
-            if message.subject is None:
-                link = unsubscribe_url(identity, message.user_id, message.kind)
-                rendered = render(message.kind, message.context, identity, link)
-                message.subject, message.text_body = rendered.subject, rendered.text_body
-                message.html_body, message.message_id = rendered.html_body, header_id(message.id, identity)
-                await repo.store_rendering(
-                    session,
-                    message.id,
-                    subject=rendered.subject,
-                    text_body=rendered.text_body,
-                    html_body=rendered.html_body,
-                    header_id=message.message_id,
-                )
-    return messages
+            if message.subject is None and not await _render(session, message, identity):
+                continue
+            ready.append(message)
+    return ready
+
+
+async def _render(session: AsyncSession, message: OutboxMessage, identity: Identity) -> bool:
+    """Render a message claimed for the first time and store what it will send; a message that cannot be
+    rendered is failed at once (left pending it would fail every run and hold up the batch)."""
+    link = unsubscribe_url(identity, message.user_id, message.kind)
+    try:
+        rendered = render(message.kind, message.context, identity, link)
+    except Exception as exc:  # a template's error is this message's, never the job's
+        log.exception("mail %s (%s) cannot be rendered", message.id, message.kind)
+        await repo.finish_attempt(
+            session, message.id, message.attempts, status=OutboxStatus.FAILED, last_error=f"rendering: {exc}"[:2000]
+        )
+        return False
+    message.subject, message.text_body = rendered.subject, rendered.text_body
+    message.html_body, message.message_id = rendered.html_body, header_id(message.id, identity)
+    await repo.store_rendering(
+        session,
+        message.id,
+        subject=rendered.subject,
+        text_body=rendered.text_body,
+        html_body=rendered.html_body,
+        header_id=message.message_id,
+    )
+    return True
 
 
 async def _finish(db: Database, message: OutboxMessage, **values: object) -> bool:
