@@ -38,6 +38,8 @@ SIGNED = {
     ("GET", "/api/storage/signed/{key}"),
     ("POST", "/api/storage/direct/{upload_id}"),
     ("PUT", "/api/storage/parts/{upload_id}/{part_number}"),
+    ("GET", "/api/mail/unsubscribe"),  # an email's unsubscribe link: a signed token naming user and kind
+    ("POST", "/api/mail/unsubscribe"),
 }
 # Provider webhooks: no user credentials, the provider's signature over the raw body instead. Unsigned and
 # forged calls are refused in tests/payments/test_webhooks.py; here, unconfigured ones must refuse too.

@@ -31,6 +31,9 @@ from pockity.errors import error_response, install_error_handlers
 from pockity.kit.crypto import Keyring
 from pockity.kit.expect_continue import ExpectContinueGuard
 from pockity.kit.jobs import Job, JobContext, JobRunner
+from pockity.mail import tasks as mail_tasks
+from pockity.mail.router import admin_router as mail_admin_router
+from pockity.mail.router import router as mail_router
 from pockity.notifications.router import router as notifications_router
 from pockity.observability import RequestContextMiddleware, RequestGuardMiddleware, configure_logging
 from pockity.open.health import StorageHealth
@@ -181,7 +184,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def all_jobs() -> list[Job]:
     """Every domain's periodic jobs, as each domain's `tasks.JOBS` declares them."""
-    return [*usage_tasks.JOBS, *storage_tasks.JOBS, *billing_tasks.JOBS, *ratelimit_tasks.JOBS]
+    return [*usage_tasks.JOBS, *storage_tasks.JOBS, *billing_tasks.JOBS, *ratelimit_tasks.JOBS, *mail_tasks.JOBS]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -245,7 +248,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payment_webhooks_router,
         usage_router,
         notifications_router,
+        mail_router,
         usage_admin_router,
+        mail_admin_router,
         admin_router,
     ):
         app.include_router(router)

@@ -145,13 +145,24 @@ class Settings(BaseSettings):
     checkout_success_url: str | None = None
     checkout_cancel_url: str | None = None
     provider_timeout_seconds: float = Field(20.0, gt=0)
+    # Email (the mail outbox). No SMTP_HOST: messages are written to the log and kept in the outbox.
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(None, ge=1, le=65535)  # default: 587 (starttls), 465 (tls), 25 (none)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_ca_file: Path | None = None  # a CA bundle to trust instead of the system's (a private relay)
+    smtp_timeout_seconds: float = Field(30.0, gt=0)
+    email_from: str = "Pockity <pockity@localhost>"
+    product_name: str = "Pockity"
+    console_url: str | None = None  # the console's address in emails; default: the public base URL
 
-    @field_validator("s3_api_tls_cert", "s3_api_tls_key", mode="before")
+    @field_validator("s3_api_tls_cert", "s3_api_tls_key", "smtp_host", "smtp_ca_file", "smtp_port", mode="before")
     @classmethod
     def _unset_if_empty(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("data_dir", "local_storage_dir", "s3_api_tls_cert", "s3_api_tls_key", mode="after")
+    @field_validator("data_dir", "local_storage_dir", "s3_api_tls_cert", "s3_api_tls_key", "smtp_ca_file", mode="after")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
         return v.expanduser().resolve() if v is not None else None
@@ -175,6 +186,14 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return (self.public_base_url or f"http://localhost:{self.port}").rstrip("/")
+
+    @property
+    def console_base_url(self) -> str:
+        return (self.console_url or self.base_url).rstrip("/")
+
+    @property
+    def smtp_effective_port(self) -> int:
+        return self.smtp_port or {"starttls": 587, "tls": 465, "none": 25}[self.smtp_security]
 
 
 def normalise_database_url(url: str) -> str:

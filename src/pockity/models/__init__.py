@@ -13,6 +13,7 @@ from pockity.models.billing import (
 )
 from pockity.models.job import JobRun
 from pockity.models.login_throttle import LoginThrottle
+from pockity.models.mail import MailPreference, OutboxMessage, OutboxStatus
 from pockity.models.payments import CreditAccount, CreditEntry, CryptoRate, Payment, PaymentEvent, PaymentStatus
 from pockity.models.rate_limit import RateBucket
 from pockity.models.storage import ReconciliationReport, Reservation, StorageEvent, StorageObject, UsageCounter
@@ -31,7 +32,10 @@ __all__ = [
     "InvoiceStatus",
     "JobRun",
     "LoginThrottle",
+    "MailPreference",
     "Notification",
+    "OutboxMessage",
+    "OutboxStatus",
     "Payment",
     "PaymentEvent",
     "PaymentStatus",

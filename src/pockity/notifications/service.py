@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.errors import NotFound
 from pockity.kit.pagination import Page, page_of
+from pockity.mail import service as mail
 from pockity.models import Notification
 from pockity.notifications import repository as repo
 
@@ -18,8 +19,10 @@ class NotificationNotFound(NotFound):
 
 
 def notify(session: AsyncSession, user_id: str, kind: str, title: str, body: str, data: dict[str, object]) -> None:
-    """Add a message to the user's notifications, in the caller's unit of work (sent only if it commits)."""
+    """Add a message to the user's notifications and an email of it to the outbox, in the caller's unit of work
+    (both exist, and the email is sent, only if it commits)."""
     repo.add(session, Notification(user_id=user_id, kind=kind, title=title, body=body, data=data))
+    mail.enqueue(session, kind=kind, context={"title": title, "body": body, "data": data}, user_id=user_id)
 
 
 async def list_own(
