@@ -58,6 +58,25 @@ async def _page(db: DatabaseDep, principal: ConsoleUser, folder: str, filter_: s
     )
 
 
+def as_folder(prefix: str) -> str:
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+async def _listing_context(
+    request: Request, db: DatabaseDep, principal: ConsoleUser, folder: str, filter_: str, cursor: str | None
+) -> dict[str, Any]:
+    page = await _page(db, principal, folder, filter_, cursor)
+    return {
+        "folder": folder,
+        "filter": filter_,
+        "page": page,
+        "crumbs": breadcrumbs(folder),
+        "more_url": _listing_url(folder, filter=filter_, cursor=page.next_cursor) if page.next_cursor else None,
+        "listing_url": _listing_url,
+        "share_choices": _share_choices(request),
+    }
+
+
 @router.get("")
 async def listing(
     request: Request,
@@ -67,17 +86,8 @@ async def listing(
     filter: Annotated[str, Query(max_length=200)] = "",
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> Response:
-    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    page = await _page(db, principal, folder, filter, cursor)
-    context: dict[str, Any] = {
-        "folder": folder,
-        "filter": filter,
-        "page": page,
-        "crumbs": breadcrumbs(folder),
-        "more_url": _listing_url(folder, filter=filter, cursor=page.next_cursor) if page.next_cursor else None,
-        "listing_url": _listing_url,
-        "share_choices": _share_choices(request),
-    }
+    folder = as_folder(prefix)
+    context = await _listing_context(request, db, principal, folder, filter, cursor)
     if request.headers.get("hx-request") and cursor:  # "More": the next rows only
         return render(request, "files/_rows.html", **context)
     return render(request, "files/list.html", **context)
@@ -135,27 +145,15 @@ async def new_folder(
 ) -> Response:
     """S3 has no folders: a folder is the names under a prefix. The new one is opened empty; it lasts once a
     file is uploaded into it. Its name passes the same rules as a file's (checked on a name inside it)."""
-    folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    folder = as_folder(prefix)
     wanted = name.strip().strip("/")
     try:
         if not wanted:
             raise ValidationFailed("Give the new folder a name.")
         service.checked_name(principal, f"{folder}{wanted}/x", "write")
     except PockityError as exc:
-        page = await _page(db, principal, folder, "", None)
-        return render(
-            request,
-            "files/list.html",
-            status_code=exc.status,
-            folder=folder,
-            filter="",
-            page=page,
-            crumbs=breadcrumbs(folder),
-            more_url=None,
-            listing_url=_listing_url,
-            share_choices=_share_choices(request),
-            folder_error=exc.message,
-        )
+        context = await _listing_context(request, db, principal, folder, "", None)
+        return render(request, "files/list.html", status_code=exc.status, folder_error=exc.message, **context)
     return RedirectResponse(_listing_url(f"{folder}{wanted}/", created="1"), status_code=303)
 
 
