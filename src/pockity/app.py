@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pockity import __version__, openapi
+from pockity.accounts.router import router as accounts_router
+from pockity.accounts.service import AccountPolicy
 from pockity.admin.router import router as admin_router
 from pockity.apikeys.router import router as apikeys_router
 from pockity.apikeys.tasks import ActivityTracker
@@ -32,6 +34,7 @@ from pockity.kit.crypto import Keyring
 from pockity.kit.expect_continue import ExpectContinueGuard
 from pockity.kit.jobs import Job, JobContext, JobRunner
 from pockity.mail import tasks as mail_tasks
+from pockity.mail.links import action_key
 from pockity.mail.router import admin_router as mail_admin_router
 from pockity.mail.router import router as mail_router
 from pockity.notifications.router import router as notifications_router
@@ -88,6 +91,17 @@ def _login_policy(settings: Settings) -> LoginPolicy:
         jwt_secret=settings.jwt_secret,
         jwt_expires_minutes=settings.jwt_expires_minutes,
         bcrypt_rounds=settings.bcrypt_rounds,
+    )
+
+
+def _account_policy(settings: Settings) -> AccountPolicy:
+    assert settings.jwt_secret
+    return AccountPolicy(
+        action_key=action_key(settings.jwt_secret),
+        email_token_minutes=settings.email_token_minutes,
+        reset_minutes=settings.password_reset_minutes,
+        bcrypt_rounds=settings.bcrypt_rounds,
+        verification_required=settings.email_verification_required,
     )
 
 
@@ -205,6 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keyring = Keyring.from_config(settings.key_encryption_key or "", settings.key_encryption_keys_old)
     app.state.login_policy = _login_policy(settings)
+    app.state.account_policy = _account_policy(settings)
     app.state.key_activity = ActivityTracker()
     app.state.storage = build_backend(settings)
     app.state.upload_policy = _upload_policy(settings)
@@ -239,6 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         open_router,
         auth_router,
+        accounts_router,
         apikeys_router,
         storage_router,
         tiers_router,

@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     email_from: str = "Pockity <pockity@localhost>"
     product_name: str = "Pockity"
     console_url: str | None = None  # the console's address in emails; default: the public base URL
+    # Accounts: until an address is verified, keys and storage answer 403 email_not_verified. Default: on in
+    # production, off otherwise.
+    require_email_verification: bool | None = None
+    require_admin_2fa: bool = False  # admins must enable two-factor sign-in before admin routes answer them
+    email_token_minutes: int = Field(24 * 60, ge=5, le=7 * 24 * 60)  # verification and email-change links
+    password_reset_minutes: int = Field(60, ge=5, le=24 * 60)
 
     @field_validator("s3_api_tls_cert", "s3_api_tls_key", "smtp_host", "smtp_ca_file", "smtp_port", mode="before")
     @classmethod
@@ -190,6 +196,12 @@ class Settings(BaseSettings):
     @property
     def console_base_url(self) -> str:
         return (self.console_url or self.base_url).rstrip("/")
+
+    @property
+    def email_verification_required(self) -> bool:
+        if self.require_email_verification is None:
+            return self.environment == "production"
+        return self.require_email_verification
 
     @property
     def smtp_effective_port(self) -> int:

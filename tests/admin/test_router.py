@@ -84,7 +84,9 @@ async def test_user_search_detail_and_disable(
     assert (await client.get("/api/auth/me", headers=user.headers)).json()["error"]["code"] == "account_disabled"
     assert (await client.get("/api/auth/me", headers=key["headers"])).json()["error"]["code"] == "account_disabled"
     r = await client.patch(f"/api/admin/users/{user.id}", json={"disabled": False}, headers=admin.headers)
-    files = await client.get("/api/storage/files", headers=user.headers)
+    # Disabling ended the user's sessions for good; their API keys work again, and the data was kept.
+    assert (await client.get("/api/auth/me", headers=user.headers)).json()["error"]["code"] == "session_ended"
+    files = await client.get("/api/storage/files", headers=key["headers"])
     assert [i["key"] for i in files.json()["items"]] == ["keep.txt"]  # data kept throughout
     self_lock = await client.patch(f"/api/admin/users/{admin.id}", json={"disabled": True}, headers=admin.headers)
     assert (self_lock.status_code, self_lock.json()["error"]["code"]) == (409, "cannot_modify_self")

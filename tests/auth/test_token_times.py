@@ -47,10 +47,12 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def stamp(user: TestUser) -> str:
-    """The user's password stamp as raw JSON (from their real token), so only the claim under test differs."""
+def own(user: TestUser) -> dict[str, str]:
+    """The user's password stamp and session id as raw JSON (from their real token), so only the claim under
+    test differs."""
     payload = user.token.split(".")[1]
-    return json.dumps(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["pwd"])
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return {"pwd": json.dumps(claims["pwd"]), "sid": json.dumps(claims["sid"])}
 
 
 def signed(sub: str, **raw_claims: str) -> str:
@@ -71,7 +73,7 @@ async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_the_control_token_is_accepted(api: httpx.AsyncClient, user: TestUser) -> None:
-    r = await api.get("/api/auth/me", headers={"Authorization": f"Bearer {signed(user.id, pwd=stamp(user))}"})
+    r = await api.get("/api/auth/me", headers={"Authorization": f"Bearer {signed(user.id, **own(user))}"})
     assert r.status_code == 200 and r.json()["id"] == user.id, r.text
 
 
@@ -79,7 +81,7 @@ async def test_absurd_time_claims_are_401(api: httpx.AsyncClient, user: TestUser
     for claim in ("exp", "iat", "nbf"):
         for value in ABSURD:
             with subtests.test(claim=claim, value=value[:30]):
-                token = signed(user.id, pwd=stamp(user), **{claim: value})
+                token = signed(user.id, **own(user), **{claim: value})
                 r = await api.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
                 assert r.status_code == 401, r.text
                 assert r.json()["error"]["code"] in ("invalid_token", "token_expired"), r.text

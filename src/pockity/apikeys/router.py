@@ -4,11 +4,11 @@ from fastapi import APIRouter, Request, status
 
 from pockity.apikeys import service
 from pockity.apikeys.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyList, ApiKeyOut
-from pockity.auth.dependencies import JwtPrincipal, request_actor
+from pockity.auth.dependencies import VERIFIED_EMAIL, JwtPrincipal, request_actor
 from pockity.db import DatabaseDep, ReadSessionDep, SessionDep
 from pockity.openapi import CONFLICT
 
-router = APIRouter(prefix="/api/apikeys", tags=["api keys"], responses=CONFLICT)
+router = APIRouter(prefix="/api/apikeys", tags=["api keys"], responses=CONFLICT, dependencies=VERIFIED_EMAIL)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreatedOut)

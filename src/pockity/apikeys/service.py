@@ -203,6 +203,8 @@ def _principal(row: Any) -> Principal:
         created_at=row.created_at,
         key=grant,
         rate=TierRate(row.tier_rps, row.tier_burst),
+        email_verified=row.email_verified,
+        two_factor=row.two_factor,
     )
 
 

@@ -27,6 +27,10 @@ class Actor:
     def system(cls, what: str = "system") -> Actor:
         return cls(type="system", id=what)
 
+    def as_user(self, user_id: str) -> Actor:
+        """The same request, acting as the user it has just authenticated (a login, a followed link)."""
+        return Actor(type="user", id=user_id, ip=self.ip, request_id=self.request_id)
+
 
 def record(
     session: AsyncSession,

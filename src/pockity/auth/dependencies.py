@@ -1,4 +1,5 @@
-"""Who is calling: `CurrentPrincipal` (JWT or API key), `JwtPrincipal`, `AdminPrincipal`.
+"""Who is calling: `CurrentPrincipal` (JWT or API key), `JwtPrincipal`, `AdminPrincipal`; `VERIFIED_EMAIL`, the
+router dependency of keys and storage.
 
 Every router authorizes through one of these aliases; the route-table test checks that none is missed.
 """
@@ -80,7 +81,7 @@ async def get_principal(request: Request) -> Principal:
         state.key_activity.note(principal.key.id, client_ip(request), utcnow())
         request.state.api_key_id = principal.key.id
     elif bearer is not None:
-        principal = await auth_service.principal_from_token(db, bearer, state.settings.jwt_secret)
+        principal = await auth_service.principal_from_token(db, bearer, state.settings.jwt_secret, client_ip(request))
     elif request.headers.get("authorization"):
         raise auth_service.InvalidToken("Use 'Authorization: Bearer <token>'.")
     else:
@@ -107,10 +108,22 @@ async def require_jwt(principal: CurrentPrincipal) -> Principal:
 JwtPrincipal = Annotated[Principal, Depends(require_jwt)]
 
 
-async def require_admin(principal: JwtPrincipal) -> Principal:
+async def require_admin(request: Request, principal: JwtPrincipal) -> Principal:
     if not principal.is_admin:
         raise Forbidden("Administrator access is required.", code="admin_required")
+    if request.app.state.settings.require_admin_2fa and not principal.two_factor:
+        raise auth_service.TwoFactorRequiredForAdmins()
     return principal
 
 
 AdminPrincipal = Annotated[Principal, Depends(require_admin)]
+
+
+async def require_verified_email(request: Request, principal: CurrentPrincipal) -> Principal:
+    """Router-wide on keys and storage: with REQUIRE_EMAIL_VERIFICATION on, an unproven address is refused."""
+    if not principal.email_verified and request.app.state.settings.email_verification_required:
+        raise auth_service.EmailNotVerified()
+    return principal
+
+
+VERIFIED_EMAIL = [Depends(require_verified_email)]

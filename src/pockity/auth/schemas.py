@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -46,6 +46,9 @@ class Principal:
     created_at: datetime
     key: KeyGrant | None = None
     rate: TierRate = TierRate()  # the user's tier's
+    email_verified: bool = True
+    two_factor: bool = False  # the user signs in with a one-time code as well
+    session_id: str | None = None  # the sign-in session of a login token (None for an API key)
 
     @property
     def is_admin(self) -> bool:
@@ -83,3 +86,64 @@ class MeKeyOut(OutputModel):
 class MeOut(UserOut):
     auth_method: Literal["jwt", "api_key"]
     api_key: MeKeyOut | None = None
+
+
+class TwoFactorChallengeOut(OutputModel):
+    """The password was right; the account also needs its one-time code (POST /api/auth/login/2fa)."""
+
+    two_factor_required: Literal[True] = True
+    challenge: str
+    expires_at: datetime
+
+
+class SessionOut(OutputModel):
+    id: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    ip: str | None
+    user_agent: str | None
+    device: str  # a short description of the user agent ("Firefox on Linux", "curl")
+    current: bool
+
+    @classmethod
+    def of(cls, row: Any, *, current: bool) -> SessionOut:
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            last_seen_at=row.last_seen_at,
+            expires_at=row.expires_at,
+            ip=row.ip,
+            user_agent=row.user_agent,
+            device=describe_device(row.user_agent),
+            current=current,
+        )
+
+
+class SignedOutOut(OutputModel):
+    sessions: int  # how many sessions ended
+
+
+_BROWSERS = (("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Safari/", "Safari"))
+_SYSTEMS = (
+    ("Android", "Android"),
+    ("iPhone", "iOS"),
+    ("iPad", "iPadOS"),
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("CrOS", "ChromeOS"),
+    ("Linux", "Linux"),
+)
+
+
+def describe_device(user_agent: str | None) -> str:
+    """'Firefox on Linux', 'curl', 'python-httpx' ... or 'Unknown device': a hint for a person, never a check."""
+    if not user_agent:
+        return "Unknown device"
+    browser = next((name for token, name in _BROWSERS if token in user_agent), None)
+    system = next((name for token, name in _SYSTEMS if token in user_agent), None)
+    if browser and system:
+        return f"{browser} on {system}"
+    if browser or system:
+        return browser or system or ""
+    return user_agent.split("/", 1)[0].strip()[:40] or "Unknown device"

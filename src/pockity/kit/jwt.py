@@ -1,4 +1,6 @@
-"""HS256 access tokens: `sub`, `role`, `iat`, `exp`, `iss`, and `pwd` (a stamp of the password it was issued under)."""
+"""HS256 access tokens: `sub`, `role`, `iat`, `exp`, `iss`, `sid` (the sign-in session) and `pwd` (a stamp of
+the password it was issued under). A second-step token (`iss` = pockity-2fa, a login that still needs its
+one-time code) is signed the same way and refused wherever an access token is expected, and the reverse."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import jwt
 from pockity.kit.time import utcnow
 
 ISSUER = "pockity"
+CHALLENGE_ISSUER = "pockity-2fa"
 ALGORITHM = "HS256"
 
 
@@ -27,12 +30,24 @@ class TokenClaims:
     role: str
     expires_at: datetime
     password_stamp: str  # "" for a token without one (never issued by Pockity since the stamp exists)
+    session_id: str = ""  # "" for a token without one: no session row matches it
 
 
-def issue_token(sub: str, role: str, secret: str, expires_minutes: int, *, password_stamp: str) -> tuple[str, datetime]:
+def issue_token(
+    sub: str,
+    role: str,
+    secret: str,
+    expires_minutes: int,
+    *,
+    password_stamp: str,
+    session_id: str = "",
+    issuer: str = ISSUER,
+) -> tuple[str, datetime]:
     now = utcnow()
     exp = now + timedelta(minutes=expires_minutes)
-    payload = {"sub": sub, "role": role, "iat": now, "exp": exp, "iss": ISSUER, "pwd": password_stamp}
+    payload = {"sub": sub, "role": role, "iat": now, "exp": exp, "iss": issuer, "pwd": password_stamp}
+    if session_id:
+        payload["sid"] = session_id
     return jwt.encode(payload, secret, algorithm=ALGORITHM), exp.replace(microsecond=0)
 
 
@@ -54,7 +69,7 @@ def _timestamp(claims: dict[str, object], name: str) -> int | None:
     return value
 
 
-def decode_token(token: str, secret: str) -> TokenClaims:
+def decode_token(token: str, secret: str, *, issuer: str = ISSUER) -> TokenClaims:
     """Verify signature, algorithm (HS256 only, so `alg=none` is refused), issuer and expiry."""
     try:
         # The time claims are checked below, by one strict rule: PyJWT's own checks call int() on them,
@@ -63,7 +78,7 @@ def decode_token(token: str, secret: str) -> TokenClaims:
             token,
             secret,
             algorithms=[ALGORITHM],
-            issuer=ISSUER,
+            issuer=issuer,
             options={
                 "require": ["sub", "exp", "iat", "iss"],
                 "verify_exp": False,
@@ -81,7 +96,11 @@ def decode_token(token: str, secret: str) -> TokenClaims:
         raise TokenError("token not valid yet")
     if exp <= now:
         raise TokenExpired("token expired")
-    sub, role, stamp = claims.get("sub"), claims.get("role"), claims.get("pwd", "")
+    sub, role, stamp, sid = claims.get("sub"), claims.get("role"), claims.get("pwd", ""), claims.get("sid", "")
     if not isinstance(sub, str) or not sub or not isinstance(role, str) or not isinstance(stamp, str):
         raise TokenError("invalid token")
-    return TokenClaims(sub=sub, role=role, expires_at=datetime.fromtimestamp(exp, UTC), password_stamp=stamp)
+    if not isinstance(sid, str):
+        raise TokenError("invalid token")
+    return TokenClaims(
+        sub=sub, role=role, expires_at=datetime.fromtimestamp(exp, UTC), password_stamp=stamp, session_id=sid
+    )

@@ -27,7 +27,7 @@ from pockity.db import Database, unit_of_work
 from pockity.kit.time import utcnow
 from pockity.mail import repository as repo
 from pockity.mail.links import OPTIONAL_KINDS
-from pockity.mail.rendering import Identity, build, header_id, render, unsubscribe_url
+from pockity.mail.rendering import Identity, build, header_id, render, unsubscribe_url, with_action_link
 from pockity.mail.smtp import PermanentFailure, SmtpConfig, SmtpConnection, TemporaryFailure
 from pockity.models import OutboxMessage, OutboxStatus
 
@@ -126,7 +126,11 @@ async def send_due(
             log.info(
                 "mail not sent (no SMTP_HOST): to=%s kind=%s id=%s", message.recipient, message.kind, message.message_id
             )
-            log.debug("mail %s body:\n%s", message.message_id, message.text_body)
+            log.debug(
+                "mail %s body:\n%s",
+                message.message_id,
+                with_action_link(message.text_body or "", message.context, identity),
+            )
             if await _finish(db, message, status=OutboxStatus.LOGGED):
                 result.logged.append(message.id)
         return result
@@ -154,8 +158,8 @@ async def _deliver(
     mime = build(
         recipient=message.recipient,
         subject=message.subject,
-        text_body=message.text_body or "",
-        html_body=message.html_body or "",
+        text_body=with_action_link(message.text_body or "", message.context, identity),
+        html_body=with_action_link(message.html_body or "", message.context, identity),
         message_id=message.message_id,
         identity=identity,
         unsubscribe=unsubscribe_url(identity, message.user_id, message.kind),

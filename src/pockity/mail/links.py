@@ -41,3 +41,32 @@ def verify_unsubscribe_token(key: bytes, token: str) -> tuple[str, str] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return (user_id, kind) if user_id and kind in OPTIONAL_KINDS else None
+
+
+# Links that act on an account (verify an address, reset a password, confirm a new address). The outbox keeps
+# only the token's id and the rendered bodies keep a placeholder: the link itself is derived here, with a key
+# of its own, when the message is sent, so neither the database nor an admin's view of the outbox holds it.
+ACTION_PLACEHOLDER = "{{pockity-action-link}}"
+_ACTION_PURPOSE = b"pockity account action links v1"
+
+
+def action_key(jwt_secret: str) -> bytes:
+    return hmac.new(jwt_secret.encode(), _ACTION_PURPOSE, hashlib.sha256).digest()
+
+
+def action_token(key: bytes, token_id: str) -> str:
+    """The secret a link carries for account token `token_id`: the id and 144 bits of HMAC."""
+    return f"{token_id}.{_b64(hmac.new(key, b'action:' + token_id.encode(), hashlib.sha256).digest()[:18])}"
+
+
+def action_token_id(key: bytes, token: str) -> str | None:
+    """The account token id of a link's token this server made (compared in constant time), else None."""
+    token_id, _, _signature = token.partition(".")
+    if not token_id or len(token_id) > 40 or not token_id.isalnum():
+        return None
+    return token_id if hmac.compare_digest(token.encode(), action_token(key, token_id).encode()) else None
+
+
+def action_url(console_url: str, key: bytes, action: dict[str, str]) -> str:
+    """The console page an action link opens, with its token."""
+    return f"{console_url}{action['path']}?token={action_token(key, action['token_id'])}"

@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
 from pockity.kit.time import utcnow
-from pockity.mail.links import OPTIONAL_KINDS, unsubscribe_token
+from pockity.mail.links import ACTION_PLACEHOLDER, OPTIONAL_KINDS, action_url, unsubscribe_token
 
 _TEMPLATES = Path(__file__).parent / "templates"
 _ENV = Environment(
@@ -32,6 +32,7 @@ class Identity:
     email_from: str
     api_url: str = ""  # where unsubscribe links point (the public base URL)
     unsubscribe_key: bytes | None = None  # no key: no unsubscribe links
+    action_key: bytes | None = None  # signs account action links (verify, reset); no key: none are sent
 
     @property
     def domain(self) -> str:
@@ -46,7 +47,9 @@ class Rendered:
     html_body: str
 
 
-def _template_name(kind: str) -> str:
+def _template_name(kind: str, context: dict[str, Any]) -> str:
+    if "action" in context:
+        return "action"  # a message whose point is one link (verify, reset, confirm)
     name = kind.replace(".", "_")
     try:
         _ENV.get_template(f"{name}.txt")
@@ -64,12 +67,14 @@ def unsubscribe_url(identity: Identity, user_id: str | None, kind: str) -> str |
 
 def render(kind: str, context: dict[str, Any], identity: Identity, unsubscribe: str | None = None) -> Rendered:
     """The subject and both bodies of a message of this kind (with its unsubscribe link, if it has one)."""
-    name = _template_name(kind)
+    name = _template_name(kind, context)
     values = {
         **context,
         "product_name": identity.product_name,
         "console_url": identity.console_url,
         "unsubscribe_url": unsubscribe,
+        # The link of an account action is put in when the message is sent (with_action_link), never stored.
+        "action_url": ACTION_PLACEHOLDER if "action" in context else None,
     }
     subject = " ".join(_ENV.get_template(f"{name}.subject.txt").render(values).split())
     return Rendered(
@@ -77,6 +82,16 @@ def render(kind: str, context: dict[str, Any], identity: Identity, unsubscribe: 
         text_body=_ENV.get_template(f"{name}.txt").render(values),
         html_body=_ENV.get_template(f"{name}.html").render(values),
     )
+
+
+def with_action_link(body: str, context: dict[str, Any], identity: Identity) -> str:
+    """A stored body with its account action link filled in (a body without one is returned as it is)."""
+    action = context.get("action")
+    if not isinstance(action, dict) or ACTION_PLACEHOLDER not in body:
+        return body
+    if identity.action_key is None:
+        raise ValueError("an account action link needs the action key")
+    return body.replace(ACTION_PLACEHOLDER, action_url(identity.console_url, identity.action_key, action))
 
 
 def page(name: str, **values: Any) -> str:

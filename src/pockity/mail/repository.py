@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, literal, or_, select, update
+from sqlalchemy import and_, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.db import dialect_insert
@@ -130,3 +130,23 @@ async def suppress_unsubscribed(session: AsyncSession, message_ids: Sequence[str
         .execution_options(synchronize_session=False)
     )
     return list(result.scalars().all())
+
+
+async def add_for_active_account(
+    session: AsyncSession, message_id: str, email: str, kind: str, context: dict[str, Any], now: datetime
+) -> None:
+    """One INSERT ... SELECT: the message, if an active account has this address (no row written otherwise;
+    the statement is the same either way)."""
+    source = select(
+        literal(message_id),
+        User.id,
+        User.email,
+        literal(kind),
+        literal(context, OutboxMessage.context.type),
+        literal(OutboxStatus.PENDING),
+        literal(0),
+        literal(now, UTCDateTime()),
+        literal(now, UTCDateTime()),
+    ).where(User.email == email, User.is_active.is_(True))
+    columns = ["id", "user_id", "recipient", "kind", "context", "status", "attempts", "next_attempt_at", "created_at"]
+    await session.execute(insert(OutboxMessage).from_select(columns, source))

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
 from pockity.errors import Conflict, Forbidden, NotFound
+from pockity.kit.ids import new_id
 from pockity.kit.pagination import Page, page_of
 from pockity.kit.time import utcnow
 from pockity.mail import repository as repo
@@ -64,6 +65,14 @@ def enqueue(
     message = OutboxMessage(user_id=user_id, recipient=to, kind=kind, context=context, next_attempt_at=now or utcnow())
     repo.add(session, message)
     return message
+
+
+async def enqueue_if_account(
+    session: AsyncSession, *, kind: str, email: str, context: dict[str, Any], now: datetime | None = None
+) -> None:
+    """Add an email to the active account with this (normalised) address, if there is one, with the same
+    statement either way: a caller that must not reveal whether an account exists does the same work."""
+    await repo.add_for_active_account(session, new_id(), email, kind, context, now or utcnow())
 
 
 async def list_outbox(

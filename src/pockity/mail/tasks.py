@@ -7,7 +7,7 @@ from datetime import timedelta
 from pockity.config import Settings
 from pockity.kit.jobs import Job, JobContext
 from pockity.mail.delivery import DeliveryResult, send_due
-from pockity.mail.links import unsubscribe_key
+from pockity.mail.links import action_key, unsubscribe_key
 from pockity.mail.rendering import Identity
 from pockity.mail.smtp import SmtpConfig
 
@@ -34,6 +34,7 @@ def identity(settings: Settings) -> Identity:
         email_from=settings.email_from,
         api_url=settings.base_url,
         unsubscribe_key=unsubscribe_key(settings.jwt_secret) if settings.jwt_secret else None,
+        action_key=action_key(settings.jwt_secret) if settings.jwt_secret else None,
     )
 
 

@@ -1,5 +1,6 @@
 """All models, imported here so Alembic sees the whole metadata."""
 
+from pockity.models.account import AccountToken, AccountTokenPurpose, AuthSession, RecoveryCode
 from pockity.models.api_key import ApiKey
 from pockity.models.audit import AuditEvent
 from pockity.models.base import Base
@@ -22,8 +23,11 @@ from pockity.models.usage import Notification, UsageDay, UsageState
 from pockity.models.user import Role, User
 
 __all__ = [
+    "AccountToken",
+    "AccountTokenPurpose",
     "ApiKey",
     "AuditEvent",
+    "AuthSession",
     "Base",
     "CreditAccount",
     "CreditEntry",
@@ -41,6 +45,7 @@ __all__ = [
     "PaymentStatus",
     "RateBucket",
     "ReconciliationReport",
+    "RecoveryCode",
     "RequestStatus",
     "Reservation",
     "Role",

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import StreamingResponse
 
-from pockity.auth.dependencies import CurrentPrincipal
+from pockity.auth.dependencies import VERIFIED_EMAIL, CurrentPrincipal
 from pockity.db import DatabaseDep
 from pockity.errors import BadRequest
 from pockity.kit import media_types
@@ -28,7 +28,7 @@ from pockity.storage.schemas import (
     UsageOut,
 )
 
-router = APIRouter(prefix="/api/storage", tags=["storage"], responses=CONFLICT | STORAGE)
+router = APIRouter(prefix="/api/storage", tags=["storage"], responses=CONFLICT | STORAGE, dependencies=VERIFIED_EMAIL)
 log = logging.getLogger("pockity.storage")
 
 

@@ -62,6 +62,8 @@ class UserOut(OutputModel):
     role: Role
     is_active: bool
     created_at: datetime
+    email_verified: bool = True
+    two_factor_enabled: bool = False
 
 
 class AdminUserOut(UserOut):

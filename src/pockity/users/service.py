@@ -10,10 +10,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from pockity.audit.service import Actor, record
+from pockity.auth import service as auth
 from pockity.billing import service as billing
 from pockity.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from pockity.kit.pagination import keyset_page
 from pockity.kit.passwords import hash_password, verify_password
+from pockity.kit.time import utcnow
+from pockity.mail import service as mail
 from pockity.models import Role, User
 from pockity.users import repository
 from pockity.users.schemas import NAME_MAX, PASSWORD_MAX, PASSWORD_MIN, UserUpdateIn, normalise_email, normalise_search
@@ -39,14 +42,17 @@ async def create_user(
     name: str,
     bcrypt_rounds: int,
     role: Role = Role.USER,
+    verified: bool = False,
 ) -> User:
-    """Create an account; the email must not be taken (checked by the unique index, race-safe)."""
+    """Create an account; the email must not be taken (checked by the unique index, race-safe). `verified`:
+    the address needs no emailed proof (an admin made by the operator)."""
     password_hash = await anyio.to_thread.run_sync(hash_password, password, bcrypt_rounds)
     user = User(
         email=normalise_email(email),
         name=name.strip(),
         password_hash=password_hash,
         role=role.value,
+        email_verified_at=utcnow() if verified else None,
     )
     repository.add(session, user)
     try:
@@ -67,7 +73,7 @@ async def register(
     user = await create_user(session, email=email, password=password, name=name, bcrypt_rounds=bcrypt_rounds)
     record(
         session,
-        Actor(type="user", id=user.id, ip=actor.ip, request_id=actor.request_id),
+        actor.as_user(user.id),
         "user.registered",
         target_type="user",
         target_id=user.id,
@@ -97,6 +103,7 @@ async def ensure_admin(
             name="Administrator",
             bcrypt_rounds=bcrypt_rounds,
             role=Role.ADMIN,
+            verified=True,
         )
         outcome = "created"
     elif existing.role != Role.ADMIN.value or not existing.is_active:
@@ -106,6 +113,10 @@ async def ensure_admin(
         return existing, "unchanged"
     record(session, actor, f"user.admin_{outcome}", target_type="user", target_id=user.id)
     return user, outcome
+
+
+async def email_in_use(session: AsyncSession, email: str) -> bool:
+    return await repository.get_by_email(session, normalise_email(email)) is not None
 
 
 async def get_user(session: AsyncSession, user_id: str) -> User:
@@ -141,6 +152,8 @@ async def update_user(session: AsyncSession, user_id: str, changes: UserUpdateIn
     before = {k: getattr(user, k) for k in fields}
     for key, value in fields.items():
         setattr(user, key, value.value if isinstance(value, Role) else value)
+    if before.get("is_active") is True and user.is_active is False:
+        await auth.end_all_sessions(session, user.id)  # enabling again does not bring them back
     record(
         session,
         actor,
@@ -170,21 +183,52 @@ async def rename(session: AsyncSession, user_id: str, name: str, actor: Actor) -
     return user
 
 
+async def set_new_sign_in_mail(session: AsyncSession, user_id: str, on: bool, actor: Actor) -> User:
+    """The user chooses whether a sign-in from a device the account has not used before is emailed."""
+    user = await get_user(session, user_id)
+    user.notify_new_sign_in = on
+    record(session, actor, "user.sign_in_mail_changed", target_type="user", target_id=user.id, details={"on": on})
+    return user
+
+
 async def change_password(
     session: AsyncSession, user_id: str, *, current: str, new: str, bcrypt_rounds: int, actor: Actor
 ) -> User:
     """The user sets a new password; the current one must be given (checked with bcrypt in a thread), audited.
 
-    Tokens issued before the change stop working once it commits: they carry a stamp of the old password
-    (auth.service.password_stamp)."""
-    if not PASSWORD_MIN <= len(new) <= PASSWORD_MAX:
-        raise ValidationFailed(f"The new password must have {PASSWORD_MIN} to {PASSWORD_MAX} characters.")
+    Every session ends and tokens issued before the change stop working once it commits (they also carry a
+    stamp of the old password, auth.service.password_stamp); the caller opens a new session if it wants one.
+    The owner is emailed."""
+    check_password_rule(new)
     user = await get_user(session, user_id)
     if not await anyio.to_thread.run_sync(verify_password, current, user.password_hash):
         raise WrongPassword()
-    user.password_hash = await anyio.to_thread.run_sync(hash_password, new, bcrypt_rounds)
+    await set_password(session, user, new, bcrypt_rounds)
     record(session, actor, "user.password_changed", target_type="user", target_id=user.id)
     return user
+
+
+def check_password_rule(password: str) -> None:
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise ValidationFailed(f"The new password must have {PASSWORD_MIN} to {PASSWORD_MAX} characters.")
+
+
+async def set_password(session: AsyncSession, user: User, password: str, bcrypt_rounds: int) -> None:
+    """Store a new password (a change or a reset): every session of the user ends, and they get a notice."""
+    user.password_hash = await anyio.to_thread.run_sync(hash_password, password, bcrypt_rounds)
+    await auth.end_all_sessions(session, user.id)
+    at = utcnow()
+    mail.enqueue(
+        session,
+        kind="auth.password_changed",
+        user_id=user.id,
+        context={
+            "title": "Your password was changed",
+            "body": f"The password of your account was changed at {at:%Y-%m-%d %H:%M} UTC and every session was "
+            "signed out. If this was not you, reset your password now and check your API keys.",
+            "at": at.isoformat(),
+        },
+    )
 
 
 async def count_users(session: AsyncSession) -> int:
