@@ -1,5 +1,5 @@
 """A user's plans, billing and account pages: tiers and tier requests, invoices and paying them, credits,
-auto-renew, cancelling, name and password.
+auto-renew, cancelling.
 
 Every action calls the service the JSON API's route calls (tier_requests, billing, payments, credits, users),
 so the rules, refusals and audit entries are the same; a refusal is shown as the service's own sentence. A
@@ -17,7 +17,6 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pockity.auth import service as auth_service
 from pockity.auth.dependencies import request_actor
 from pockity.auth.schemas import Principal
 from pockity.billing import invoices
@@ -36,7 +35,6 @@ from pockity.payments.schemas import CryptoSubmitIn, TopUpIn
 from pockity.tier_requests import service as tier_requests
 from pockity.tier_requests.schemas import TierRequestIn
 from pockity.tiers import service as tiers
-from pockity.users import service as users
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(sessions.check_csrf)])
 Id = Annotated[str, Form(max_length=64)]
@@ -53,8 +51,6 @@ NOTICES = {
     "paid": "The invoice is paid.",
     "submitted": "Thank you: the transaction was recorded and waits for an administrator to confirm it.",
     "topup": "Your top-up invoice was created: pay it below and its amount becomes credit.",
-    "renamed": "Your name was changed.",
-    "password": "Your password was changed: every other session and sign-in token is signed out (keys still work).",
 }
 Done = Annotated[str | None, Query(max_length=32)]
 _AMOUNT = re.compile(r"^(?P<whole>\d{1,12})(?:\.(?P<part>\d{1,2}))?$")
@@ -419,59 +415,3 @@ async def razorpay_paid(
         await session.rollback()
         return await _invoice(request, session, principal, invoice_id, exc.status, error=exc.message)
     return _see(f"/billing/invoices/{invoice_id}?done=paid")
-
-
-# --- account -----------------------------------------------------------------------------------------------
-
-
-def _account(request: Request, status: int = 200, **extra: Any) -> Response:
-    values: dict[str, Any] = {"name_error": None, "password_error": None, "notice": None, "name": None, **extra}
-    return render(request, "account/account.html", status_code=status, **values)
-
-
-@router.get("/account")
-async def account(request: Request, _: ConsoleUser, done: Done = None) -> Response:
-    return _account(request, notice=_notice(done))
-
-
-@router.post("/account/name")
-async def rename(
-    request: Request, principal: ConsoleUser, session: SessionDep, name: Annotated[str, Form(max_length=1024)]
-) -> Response:
-    try:
-        await users.rename(session, principal.user_id, name, request_actor(request, principal))
-    except PockityError as exc:
-        await session.rollback()
-        return _account(request, exc.status, name_error=exc.message, name=name)
-    return _see("/account?done=renamed")
-
-
-@router.post("/account/password")
-async def change_password(
-    request: Request,
-    principal: ConsoleUser,
-    session: SessionDep,
-    current_password: Annotated[str, Form(max_length=1024)],
-    new_password: Annotated[str, Form(max_length=1024)],
-    confirm_password: Annotated[str, Form(max_length=1024)],
-) -> Response:
-    if new_password != confirm_password:
-        return _account(request, 422, password_error="The new password and its confirmation differ.")  # noqa: S106
-    try:
-        user = await users.change_password(
-            session,
-            principal.user_id,
-            current=current_password,
-            new=new_password,
-            bcrypt_rounds=_settings(request).bcrypt_rounds,
-            actor=request_actor(request, principal),
-        )
-    except PockityError as exc:  # a wrong current password, a new one too short
-        await session.rollback()
-        return _account(request, exc.status, password_error=exc.message)
-    # Every token issued under the old password stops working (auth.service.password_stamp); this browser
-    # gets a new session, so the one who changed it stays signed in and everyone else is signed out.
-    token, expires_at = auth_service.issue_session_token(user, request.app.state.login_policy)
-    response = _see("/account?done=password")
-    sessions.start_session(request, response, token, expires_at)
-    return response

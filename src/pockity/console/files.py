@@ -17,7 +17,11 @@ from pockity.errors import PockityError, ValidationFailed
 from pockity.storage import deletes, service, uploads
 from pockity.storage.backends import StorageBackend
 
-router = APIRouter(prefix="/files", include_in_schema=False, dependencies=[Depends(sessions.check_csrf)])
+router = APIRouter(
+    prefix="/files",
+    include_in_schema=False,
+    dependencies=[Depends(sessions.check_csrf), Depends(sessions.console_verified)],
+)
 PAGE_SIZE = 50
 SHARE_CHOICES = ((3600, "1 hour"), (86400, "1 day"), (604800, "7 days"))
 Name = Annotated[str, Query(min_length=1, max_length=1024)]

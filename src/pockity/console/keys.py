@@ -20,7 +20,11 @@ from pockity.db import DatabaseDep, SessionDep
 from pockity.errors import PockityError
 from pockity.kit.time import utcnow
 
-router = APIRouter(prefix="/keys", include_in_schema=False, dependencies=[Depends(sessions.check_csrf)])
+router = APIRouter(
+    prefix="/keys",
+    include_in_schema=False,
+    dependencies=[Depends(sessions.check_csrf), Depends(sessions.console_verified)],
+)
 EXPIRY_CHOICES = ((0, "Never"), (30, "30 days"), (90, "90 days"), (365, "1 year"))
 
 

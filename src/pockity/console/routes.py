@@ -13,10 +13,11 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
+from pockity.accounts import service as accounts
 from pockity.auth import service as auth_service
 from pockity.auth.dependencies import request_actor
 from pockity.billing import service as billing
-from pockity.console import admin, admin_billing, admin_users, charts, errors, files, keys, sessions
+from pockity.console import account, admin, admin_billing, admin_users, charts, errors, files, keys, sessions
 from pockity.console import billing as billing_pages
 from pockity.console.sessions import ConsoleUser
 from pockity.console.templating import STATIC_DIR, render
@@ -57,10 +58,17 @@ async def login(
     target = sessions.safe_next(next)
     try:
         result = await auth_service.login(
-            db, request.app.state.login_policy, email=email, password=password, actor=request_actor(request)
+            db,
+            request.app.state.login_policy,
+            email=email,
+            password=password,
+            actor=request_actor(request),
+            device=sessions.console_device(request),
         )
     except PockityError as exc:  # wrong password, disabled account, throttled: the service's own sentence
         return render(request, "login.html", status_code=exc.status, next=target, error=exc.message, email=email)
+    if result.challenge is not None:  # two-factor sign-in: the code comes next
+        return account.code_page(request, result.challenge, target)
     return _logged_in(request, target, result.token, result.expires_at)
 
 
@@ -82,7 +90,7 @@ async def signup(request: Request, db: DatabaseDep, email: Text, name: Text, pas
     try:
         # Committed before logging in: login reads the account in its own unit of work.
         async with unit_of_work(db) as session:
-            await users.register(
+            user = await users.register(
                 session,
                 email=body.email,
                 password=body.password,
@@ -90,8 +98,14 @@ async def signup(request: Request, db: DatabaseDep, email: Text, name: Text, pas
                 bcrypt_rounds=settings.bcrypt_rounds,
                 actor=request_actor(request),
             )
+            await accounts.send_verification(session, user, request.app.state.account_policy)
         result = await auth_service.login(
-            db, request.app.state.login_policy, email=body.email, password=body.password, actor=request_actor(request)
+            db,
+            request.app.state.login_policy,
+            email=body.email,
+            password=body.password,
+            actor=request_actor(request),
+            device=sessions.console_device(request),
         )
     except PockityError as exc:
         return again(exc.status, exc.message)
@@ -99,7 +113,14 @@ async def signup(request: Request, db: DatabaseDep, email: Text, name: Text, pas
 
 
 @router.post("/logout")
-async def logout() -> Response:
+async def logout(request: Request, db: DatabaseDep) -> Response:
+    """End this browser's session on the server too (its token stops working everywhere), then the cookie."""
+    principal = await sessions.session_principal(request, db)
+    if principal is not None and principal.session_id is not None:
+        async with unit_of_work(db) as session:
+            await auth_service.sign_out(
+                session, principal.user_id, principal.session_id, request_actor(request, principal)
+            )
     response = RedirectResponse("/login", status_code=303)
     sessions.end_session(response)
     return response
@@ -135,6 +156,7 @@ def install(app: FastAPI) -> None:
     for console_router in (router, files.router, keys.router, admin.router):
         app.include_router(console_router)
     app.include_router(billing_pages.router)
+    app.include_router(account.router)
     app.include_router(admin_users.router)
     app.include_router(admin_billing.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -92,15 +92,23 @@ async def check_csrf(request: Request) -> None:
         raise CsrfRefused()
 
 
-async def console_principal(request: Request, db: DatabaseDep) -> Principal:
-    """The logged-in user of this browser, verified like an API JWT; otherwise a redirect to the login page."""
+async def session_principal(request: Request, db: DatabaseDep) -> Principal | None:
+    """The user of this browser's session cookie, verified like an API JWT; None without a working one."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
-        raise LoginRequired()
+        return None
+    client = request.client.host if request.client else None
     try:
-        principal = await auth_service.principal_from_token(db, token, request.app.state.settings.jwt_secret)
+        return await auth_service.principal_from_token(db, token, request.app.state.settings.jwt_secret, client)
     except Unauthorized:
-        raise LoginRequired() from None
+        return None
+
+
+async def console_principal(request: Request, db: DatabaseDep) -> Principal:
+    """The logged-in user of this browser; otherwise a redirect to the login page."""
+    principal = await session_principal(request, db)
+    if principal is None:
+        raise LoginRequired()
     request.state.console_user = principal
     request.state.user_id = principal.user_id
     return principal
@@ -109,13 +117,27 @@ async def console_principal(request: Request, db: DatabaseDep) -> Principal:
 ConsoleUser = Annotated[Principal, Depends(console_principal)]
 
 
-async def console_admin(principal: ConsoleUser) -> Principal:
+async def console_admin(request: Request, principal: ConsoleUser) -> Principal:
     if not principal.is_admin:
         raise AdminOnly()
+    if request.app.state.settings.require_admin_2fa and not principal.two_factor:
+        raise auth_service.TwoFactorRequiredForAdmins()
+    return principal
+
+
+async def console_verified(request: Request, principal: ConsoleUser) -> Principal:
+    """Files and keys pages, as the API's: with REQUIRE_EMAIL_VERIFICATION on, an unproven address waits."""
+    if not principal.email_verified and request.app.state.settings.email_verification_required:
+        raise auth_service.EmailNotVerified()
     return principal
 
 
 ConsoleAdmin = Annotated[Principal, Depends(console_admin)]
+
+
+def console_device(request: Request) -> auth_service.Device:
+    """The browser signing in, as its session list will show it."""
+    return auth_service.Device.of(request.client.host if request.client else None, request.headers.get("user-agent"))
 
 
 def start_session(request: Request, response: Response, token: str, expires_at: datetime) -> None:
