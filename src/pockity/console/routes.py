@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pockity.auth import service as auth_service
 from pockity.auth.dependencies import request_actor
 from pockity.billing import service as billing
-from pockity.console import admin, admin_billing, admin_users, charts, errors, files, keys, sessions
+from pockity.console import admin, admin_billing, admin_tiers, admin_users, charts, errors, files, keys, sessions
 from pockity.console import billing as billing_pages
 from pockity.console.sessions import ConsoleUser
 from pockity.console.templating import STATIC_DIR, render
@@ -137,5 +137,6 @@ def install(app: FastAPI) -> None:
     app.include_router(billing_pages.router)
     app.include_router(admin_users.router)
     app.include_router(admin_billing.router)
+    app.include_router(admin_tiers.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
