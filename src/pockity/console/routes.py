@@ -16,7 +16,18 @@ from pydantic import ValidationError
 from pockity.auth import service as auth_service
 from pockity.auth.dependencies import request_actor
 from pockity.billing import service as billing
-from pockity.console import admin, admin_billing, admin_tiers, admin_users, charts, errors, files, keys, sessions
+from pockity.console import (
+    admin,
+    admin_billing,
+    admin_records,
+    admin_tiers,
+    admin_users,
+    charts,
+    errors,
+    files,
+    keys,
+    sessions,
+)
 from pockity.console import billing as billing_pages
 from pockity.console.sessions import ConsoleUser
 from pockity.console.templating import STATIC_DIR, render
@@ -138,5 +149,6 @@ def install(app: FastAPI) -> None:
     app.include_router(admin_users.router)
     app.include_router(admin_billing.router)
     app.include_router(admin_tiers.router)
+    app.include_router(admin_records.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
