@@ -166,6 +166,11 @@ async def test_an_edit_changes_what_the_api_shows_and_leaves_the_rest(
     r = await browser.post(f"/admin/tiers/{tier_id}", data=await edit_form(browser, tier_id))
     assert r.status_code == 303 and (await all_tiers(client, admin))[tier_id] == tier
     assert len(await audit(client, admin, "tier.updated", tier_id)) == 1
+    # A form that leaves fields out (not a browser's) changes only what it sends; an absent box is unticked.
+    r = await post(browser, f"/admin/tiers/{tier_id}", {"max_objects": "2000"})
+    assert r.status_code == 303, r.text
+    now = (await all_tiers(client, admin))[tier_id]
+    assert now == tier | {"maxObjects": 2000}
 
 
 async def test_bad_input_gives_the_form_back_with_a_sentence(

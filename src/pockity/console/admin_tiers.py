@@ -52,6 +52,7 @@ LABELS = {
 }
 # Blank means "none": no per-file limit, the server's default rate and upload limits.
 OPTIONAL = ("description", "max_object_size_mb", "requests_per_second", "request_burst", "max_concurrent_uploads")
+CHECKBOXES = {"private": "is_public", "default": "is_default", "archived": "is_archived"}  # box → API field
 NUMBERS = ("storage_gb", "max_objects", "max_object_size_mb", "trial_days", *OPTIONAL[2:])
 Text = Annotated[str, Field(max_length=40)]
 TierInput = TypeVar("TierInput", TierCreateIn, TierUpdateIn)
@@ -65,7 +66,7 @@ class TierForm(BaseModel):
     storage_gb: Text = ""
     max_objects: Text = ""
     max_object_size_mb: Text = ""
-    price: Text = ""
+    price: Text = "0.00"
     currency: Text = "USD"
     billing_period: Text = "monthly"
     trial_days: Text = "0"
@@ -119,9 +120,8 @@ def _input(form: dict[str, str], model: type[TierInput]) -> TierInput:
             if cents is None:
                 raise ValidationFailed(PRICE_INVALID)
             values["price_cents"] = cents
-        elif key in ("private", "default", "archived"):
-            flag = {"private": "is_public", "default": "is_default", "archived": "is_archived"}[key]
-            values[flag] = (value == "") if key == "private" else (value != "")
+        elif key in CHECKBOXES:
+            values[CHECKBOXES[key]] = (value == "") if key == "private" else (value != "")
         elif key == "currency":
             values[key] = value.upper()
         elif key in OPTIONAL and value == "":
@@ -210,12 +210,14 @@ async def tier_page(request: Request, tier_id: str, _: ConsoleAdmin, session: Re
 async def update_tier(
     request: Request, tier_id: str, admin: ConsoleAdmin, session: SessionDep, form: Annotated[TierForm, Form()]
 ) -> Response:
-    """Save what the admin changed: fields left as the form showed them are not sent, so the page's rounding of
-    a limit (GB to three decimals) never rewrites it."""
+    """Save what the admin changed: fields left as the form showed them (or not sent at all) are not passed on,
+    so the page's rounding of a limit (GB to three decimals) never rewrites it. A box not ticked is not sent by a
+    browser: for those, absent means unticked."""
     typed = form.model_dump()
+    sent = form.model_fields_set | set(CHECKBOXES)
     try:
         shown = _prefill(await tiers.get_tier(session, tier_id))
-        changed = {k: v for k, v in typed.items() if v.strip() != shown[k]}
+        changed = {k: v for k, v in typed.items() if k in sent and v.strip() != shown[k]}
         if changed:
             body = _input(changed, TierUpdateIn)
             await tiers.update_tier(session, tier_id, body, request_actor(request, admin))
