@@ -56,6 +56,7 @@ CHECKBOXES = {"private": "is_public", "default": "is_default", "archived": "is_a
 NUMBERS = ("storage_gb", "max_objects", "max_object_size_mb", "trial_days", *OPTIONAL[2:])
 Text = Annotated[str, Field(max_length=40)]
 TierInput = TypeVar("TierInput", TierCreateIn, TierUpdateIn)
+PRICE_INVALID = "Price: enter an amount with at most two decimals, like 5.00."
 
 
 class TierForm(BaseModel):
@@ -78,9 +79,6 @@ class TierForm(BaseModel):
     archived: Text = ""
 
 
-PRICE_INVALID = "Price: enter an amount with at most two decimals, like 5.00."
-
-
 def _plain(value: object) -> str:
     """A stored figure as the form shows it: 1.0 → "1", 0.5 → "0.5"."""
     text = str(value)
@@ -97,7 +95,7 @@ def _prefill(tier: Tier) -> dict[str, str]:
         "storage_gb": _plain(view.storage_gb),
         "max_objects": str(tier.max_objects),
         "max_object_size_mb": _plain(view.max_object_size_mb) if view.max_object_size_mb else "",
-        "price": money(tier.price_cents, "").strip().replace(",", ""),
+        "price": f"{tier.price_cents // 100}.{tier.price_cents % 100:02d}",
         "currency": tier.currency,
         "billing_period": tier.billing_period,
         "trial_days": str(tier.trial_days),
