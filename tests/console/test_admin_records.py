@@ -294,12 +294,14 @@ async def test_record_pages_refuse_users(app: FastAPI, user: TestUser, browser: 
     assert "No reconciliation has run yet." in (await browser.get("/admin/reconciliation")).text
 
 
-# --- the phone layout --------------------------------------------------------------------------------------
+# --- the layout: phone and desktop -----------------------------------------------------------------------
 
 
 @needs_chromium
 @pytest.mark.usefixtures("restore_tiers")
-async def test_the_new_admin_pages_fit_a_phone(
+@pytest.mark.parametrize("width", [375, 1280])
+async def test_the_new_admin_pages_fit_the_screen(
+    width: int,
     chromium: Browser,  # noqa: F811
     server_url: str,  # noqa: F811
     client: httpx.AsyncClient,
@@ -312,7 +314,9 @@ async def test_the_new_admin_pages_fit_a_phone(
     )
     assert r.status_code == 201, r.text
     await client.patch(f"/api/admin/users/{user.id}", json={"name": "n" * 200}, headers=admin.headers)
-    context = await chromium.new_context(base_url=server_url, viewport={"width": 375, "height": 812}, is_mobile=True)
+    context = await chromium.new_context(
+        base_url=server_url, viewport={"width": width, "height": 812}, is_mobile=width < 700
+    )
     phone = await context.new_page()
     try:
         with no_browser_errors(phone):
@@ -334,9 +338,9 @@ async def test_the_new_admin_pages_fit_a_phone(
             }
             for name, path in pages.items():
                 await phone.goto(path)
-                width = await phone.evaluate("document.documentElement.scrollWidth")
-                wide = await phone.evaluate(WIDER_THAN_THE_SCREEN)
-                assert width <= 375, f"{path} is {width}px wide at 375px {wide}"
-                await shot(phone, f"journey-phone-admin-{name}")
+                shown = await phone.evaluate("document.documentElement.scrollWidth")
+                wide = await phone.evaluate(WIDER_THAN_THE_SCREEN) if width == 375 else ""
+                assert shown <= width, f"{path} is {shown}px wide at {width}px {wide}"
+                await shot(phone, f"journey-{'phone' if width == 375 else 'desktop'}-admin-{name}")
     finally:
         await context.close()
