@@ -193,7 +193,7 @@ async def assign_tier(
     return RedirectResponse(_user_url(user_id, "tier"), status_code=303)
 
 
-def _cents(amount: str) -> int | None:
+def cents_of(amount: str) -> int | None:
     """A typed amount ("12.5", "12.50", "3") in cents; None unless it is a plain number with ≤ 2 decimals."""
     try:
         value = Decimal(amount.strip().replace(",", ""))
@@ -222,7 +222,7 @@ async def grant_credits(
     """Grant credit; the form carries a key of its own (`idempotency_key`), so a resent form grants once."""
     form = {"grant": {"amount": amount, "currency": currency, "note": note}}
     currency = currency.strip().upper()
-    cents = _cents(amount)
+    cents = cents_of(amount)
     try:
         if cents is None:
             raise AmountInvalid()

@@ -17,7 +17,19 @@ from pockity.accounts import service as accounts
 from pockity.auth import service as auth_service
 from pockity.auth.dependencies import request_actor
 from pockity.billing import service as billing
-from pockity.console import account, admin, admin_billing, admin_users, charts, errors, files, keys, sessions
+from pockity.console import (
+    account,
+    admin,
+    admin_billing,
+    admin_records,
+    admin_tiers,
+    admin_users,
+    charts,
+    errors,
+    files,
+    keys,
+    sessions,
+)
 from pockity.console import billing as billing_pages
 from pockity.console.sessions import ConsoleUser
 from pockity.console.templating import STATIC_DIR, render
@@ -159,5 +171,7 @@ def install(app: FastAPI) -> None:
     app.include_router(account.router)
     app.include_router(admin_users.router)
     app.include_router(admin_billing.router)
+    app.include_router(admin_tiers.router)
+    app.include_router(admin_records.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
