@@ -22,6 +22,7 @@ from pockity.accounts.service import AccountPolicy
 from pockity.admin.router import router as admin_router
 from pockity.apikeys.router import router as apikeys_router
 from pockity.apikeys.tasks import ActivityTracker
+from pockity.auth import tasks as auth_tasks
 from pockity.auth.router import router as auth_router
 from pockity.auth.service import LoginPolicy
 from pockity.billing import tasks as billing_tasks
@@ -198,7 +199,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def all_jobs() -> list[Job]:
     """Every domain's periodic jobs, as each domain's `tasks.JOBS` declares them."""
-    return [*usage_tasks.JOBS, *storage_tasks.JOBS, *billing_tasks.JOBS, *ratelimit_tasks.JOBS, *mail_tasks.JOBS]
+    return [
+        *usage_tasks.JOBS,
+        *storage_tasks.JOBS,
+        *billing_tasks.JOBS,
+        *ratelimit_tasks.JOBS,
+        *mail_tasks.JOBS,
+        *auth_tasks.JOBS,
+    ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

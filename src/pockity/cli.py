@@ -233,7 +233,7 @@ async def _reconcile(settings: Settings, user: str | None, dry_run: bool) -> Any
 
 @app.command("rotate-encryption-key")
 def rotate_encryption_key() -> None:
-    """Re-seal every API key secret under the current KEY_ENCRYPTION_KEY.
+    """Re-seal every API key secret and two-factor secret under the current KEY_ENCRYPTION_KEY.
 
     With the embedded default (no KEY_ENCRYPTION_KEY in the environment) a new key is generated in the
     data folder first and the old one kept for reading. In production, set KEY_ENCRYPTION_KEY to the
@@ -244,7 +244,7 @@ def rotate_encryption_key() -> None:
     if not os.environ.get("KEY_ENCRYPTION_KEY") and settings.is_development:
         settings = _rotate_generated_kek(settings)
     count = asyncio.run(_reseal(settings))
-    typer.echo(f"re-sealed {count} API key secret(s) under the current key")
+    typer.echo(f"re-sealed {count[0]} API key secret(s) and {count[1]} two-factor secret(s) under the current key")
 
 
 def _rotate_generated_kek(settings: Settings) -> Settings:
@@ -259,7 +259,8 @@ def _rotate_generated_kek(settings: Settings) -> Settings:
     return load_settings()
 
 
-async def _reseal(settings: Settings) -> int:
+async def _reseal(settings: Settings) -> tuple[int, int]:
+    from pockity.accounts import two_factor
     from pockity.apikeys.service import reseal_all
     from pockity.db import create_database
     from pockity.kit.crypto import Keyring
@@ -268,7 +269,7 @@ async def _reseal(settings: Settings) -> int:
     db = create_database(settings.async_database_url, pool_size=1)
     try:
         async with db.sessions() as session, session.begin():
-            return await reseal_all(session, keyring)
+            return await reseal_all(session, keyring), await two_factor.reseal_all(session, keyring)
     finally:
         await db.dispose()
 

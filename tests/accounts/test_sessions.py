@@ -12,7 +12,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
+from pockity.auth.tasks import forget_ended_sessions
 from pockity.kit import jwt
+from pockity.kit.jobs import JobContext
 from pockity.kit.time import utcnow
 from pockity.models import AuditEvent, AuthSession
 from tests.fixtures.app import TEST_JWT_SECRET, client_for, make_settings, running_app
@@ -189,3 +191,23 @@ async def test_signing_out_in_one_process_ends_the_token_in_another(
     assert r.status_code == 200
     assert await me_status(second_process, phone) == (401, "session_ended")
     assert await me_status(second_process, user.token) == (200, None)
+
+
+async def test_the_job_forgets_sessions_that_ended_a_day_ago(
+    client: httpx.AsyncClient, app: FastAPI, user: TestUser
+) -> None:
+    old = await sign_in(client, user, FIREFOX)
+    recent = await sign_in(client, user, IPHONE)
+    for token in (old, recent):
+        assert (await client.delete(f"/api/auth/sessions/{session_id(token)}", headers=user.headers)).status_code == 200
+    async with app.state.db.sessions() as s, s.begin():
+        await s.execute(
+            update(AuthSession).where(AuthSession.id == session_id(old)).values(revoked_at=utcnow() - timedelta(days=2))
+        )
+    forgotten = await forget_ended_sessions(
+        JobContext(db=app.state.db, storage=app.state.storage, settings=app.state.settings)
+    )
+    assert forgotten == 1
+    async with app.state.db.sessions() as s:
+        left = set((await s.scalars(select(AuthSession.id).where(AuthSession.user_id == user.id))).all())
+    assert left == {session_id(user.token), session_id(recent)}

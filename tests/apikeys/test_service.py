@@ -19,6 +19,7 @@ from pockity.apikeys.service import reseal_all
 from pockity.auth.schemas import KeyGrant, Principal
 from pockity.auth.service import ScopeDenied, authorize
 from pockity.config import Settings, load_settings
+from pockity.kit import totp
 from pockity.kit.crypto import Keyring, kek_id
 from pockity.kit.time import utcnow
 from pockity.migrate import upgrade
@@ -91,6 +92,13 @@ async def test_cli_rotation_with_generated_keys(tmp_path: Path, monkeypatch: pyt
         async with client_for(first) as c:
             owner = await make_user(c)
             key = await make_key(c, owner)
+            setup = await c.post("/api/auth/2fa/setup", headers=owner.headers)
+            secret = setup.json()["secret"]
+            step = totp.step_at(time.time())
+            enabled = await c.post(
+                "/api/auth/2fa/enable", json={"code": totp.hotp(secret, step)}, headers=owner.headers
+            )
+            assert enabled.status_code == 200, enabled.text
     old_id = kek_id(base64.b64decode(settings.key_encryption_key or ""))
     out = subprocess.run(
         [str(BIN / "pockity"), "rotate-encryption-key"],
@@ -100,12 +108,18 @@ async def test_cli_rotation_with_generated_keys(tmp_path: Path, monkeypatch: pyt
         timeout=60,
         check=True,
     )
-    assert "re-sealed 1" in out.stdout
+    assert "re-sealed 1 API key secret(s) and 1 two-factor secret(s)" in out.stdout
     rotated = load_settings(bcrypt_rounds=4, _env_file=None)
     assert rotated.key_encryption_key != settings.key_encryption_key
     async for second in running_app(replace_keys(rotated)):
         async with client_for(second) as c:
             assert (await c.get("/api/auth/me", headers=key["headers"])).status_code == 200
+            first_step = await c.post("/api/auth/login", json={"email": owner.email, "password": owner.password})
+            code = totp.hotp(secret, step + 1)  # the next step: the one used to enable cannot be used again
+            second_step = await c.post(
+                "/api/auth/login/2fa", json={"challenge": first_step.json()["challenge"], "code": code}
+            )
+            assert second_step.status_code == 200, second_step.text  # the secret opens under the new key alone
         async with second.state.db.sessions() as s:
             assert (await s.scalars(select(ApiKey.kek_id))).one() != old_id
 

@@ -94,3 +94,8 @@ async def accept_step(session: AsyncSession, user_id: str, step: int) -> bool:
         .returning(User.id)
     )
     return (await session.execute(stmt)).first() is not None
+
+
+async def users_with_secret_not_under(session: AsyncSession, kek_id: str) -> list[User]:
+    stmt = select(User).where(User.totp_secret_sealed.is_not(None), User.totp_kek_id != kek_id).order_by(User.id)
+    return list((await session.execute(stmt)).scalars())

@@ -161,6 +161,19 @@ async def new_recovery_codes(
     return codes
 
 
+async def reseal_all(session: AsyncSession, keyring: Keyring) -> int:
+    """Re-seal every TOTP secret not under the current KEK (`pockity rotate-encryption-key`)."""
+    count = 0
+    for user in await repository.users_with_secret_not_under(session, keyring.current_id):
+        aad = _associated(user.id)
+        assert user.totp_secret_sealed is not None and user.totp_kek_id is not None
+        secret = keyring.open(user.totp_secret_sealed, user.totp_kek_id, aad)
+        user.totp_secret_sealed, user.totp_kek_id = keyring.seal(secret, aad)
+        count += 1
+    await session.flush()
+    return count
+
+
 async def codes_left(session: AsyncSession, user_id: str) -> int:
     return await repository.codes_left(session, user_id)
 
