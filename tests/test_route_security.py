@@ -32,6 +32,12 @@ PUBLIC = {
     ("GET", "/docs/oauth2-redirect"),  # part of the Swagger UI page
     ("GET", "/openapi.json"),
     ("GET", "/api/tiers"),  # the price list
+    # Authorized by what the body carries instead of credentials: a login's second-step challenge, an emailed
+    # link's token; and asking for a reset link, which answers the same for every address.
+    ("POST", "/api/auth/login/2fa"),
+    ("POST", "/api/auth/verify-email"),
+    ("POST", "/api/auth/password-reset"),
+    ("POST", "/api/auth/password-reset/confirm"),
 }
 # Routes whose URL carries its own authorization (an HMAC signature) instead of credentials.
 SIGNED = {
@@ -50,7 +56,23 @@ WEBHOOKS = {
     ("POST", "/api/billing/webhooks/btcpay"),
 }
 # The console's pages that need no session (everything else redirects to /login; see the console section).
-CONSOLE_PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/signup"), ("POST", "/signup"), ("POST", "/logout")}
+CONSOLE_PUBLIC = {
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/login/code"),  # the second step: the form carries the challenge
+    ("GET", "/signup"),
+    ("POST", "/signup"),
+    ("POST", "/logout"),
+    ("GET", "/forgot-password"),
+    ("POST", "/forgot-password"),
+    # Links from emails: the token in the form is the authorization.
+    ("GET", "/reset-password"),
+    ("POST", "/reset-password"),
+    ("GET", "/verify-email"),
+    ("POST", "/verify-email"),
+    ("GET", "/confirm-email"),
+    ("POST", "/confirm-email"),
+}
 # Open unless METRICS_TOKEN is set; tested separately below.
 METRICS = ("GET", "/metrics")
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -192,7 +214,7 @@ async def test_signed_routes_refuse_a_missing_or_forged_signature(
     assert_error(await client.request(method, url, params=forged), 403, {"invalid_signature"}, f"{method} {path}")
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "/api/auth/register"), ("POST", "/api/auth/login")])
+@pytest.mark.parametrize(("method", "path"), sorted(op for op in PUBLIC if op[1].startswith("/api/auth/")))
 async def test_public_auth_routes_answer_without_credentials(client: httpx.AsyncClient, method: str, path: str) -> None:
     r = await client.request(method, path, json={})
     assert r.status_code == 422  # reached validation: no authentication was asked for
@@ -215,10 +237,9 @@ async def test_admin_routes_refuse_a_normal_users_jwt(client: httpx.AsyncClient,
 async def test_admin_routes_ignore_a_forged_role_claim(client: httpx.AsyncClient, app: FastAPI, user: TestUser) -> None:
     # Correctly signed, but claiming ADMIN for a USER account: the role comes from the database.
     now = int(time.time())
-    stamp = pyjwt.decode(user.token, options={"verify_signature": False})["pwd"]
-    token = pyjwt.encode(
-        {"sub": user.id, "role": "ADMIN", "iat": now, "exp": now + 600, "iss": "pockity", "pwd": stamp}, TEST_JWT_SECRET
-    )
+    real = pyjwt.decode(user.token, options={"verify_signature": False})
+    claims = {"sub": user.id, "role": "ADMIN", "iat": now, "exp": now + 600, "iss": "pockity"}
+    token = pyjwt.encode({**claims, "pwd": real["pwd"], "sid": real["sid"]}, TEST_JWT_SECRET)
     for method, path in admin_operations(app):
         r = await call(client, method, path, {"Authorization": f"Bearer {token}"})
         assert_error(r, 403, {"admin_required"}, f"{method} {path}")

@@ -43,9 +43,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox_messages")),
     )
-    op.create_index(
-        "ix_outbox_messages_status_next_attempt_at", "outbox_messages", ["status", "next_attempt_at"]
-    )
+    op.create_index("ix_outbox_messages_status_next_attempt_at", "outbox_messages", ["status", "next_attempt_at"])
     op.create_index("ix_outbox_messages_user_id", "outbox_messages", ["user_id"])
     op.create_table(
         "mail_preferences",
