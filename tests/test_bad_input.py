@@ -57,14 +57,17 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def claims(sub: str, pwd: str = "", **overrides: Any) -> dict[str, Any]:
+def claims(sub: str, pwd: str = "", sid: str = "", **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    return {"sub": sub, "role": "USER", "iat": now, "exp": now + 600, "iss": "pockity", "pwd": pwd, **overrides}
+    values = {"sub": sub, "role": "USER", "iat": now, "exp": now + 600, "iss": "pockity", "pwd": pwd}
+    return {**values, **({"sid": sid} if sid else {}), **overrides}
 
 
-def stamp_of(user: TestUser) -> str:
-    """The password stamp of the user's real login token, so a hand-made token differs only where meant."""
-    return str(pyjwt.decode(user.token, options={"verify_signature": False})["pwd"])
+def stamp_of(user: TestUser) -> tuple[str, str]:
+    """The password stamp and session of the user's real login token, so a hand-made token differs only where
+    meant."""
+    real = pyjwt.decode(user.token, options={"verify_signature": False})
+    return str(real["pwd"]), str(real["sid"])
 
 
 def unsigned_token(payload: dict[str, Any]) -> str:
@@ -303,12 +306,12 @@ async def test_no_credentials_is_not_authenticated(api: httpx.AsyncClient) -> No
 
 async def test_expired_token_is_token_expired(api: httpx.AsyncClient, user: TestUser) -> None:
     past = int(time.time()) - 3600
-    token = pyjwt.encode(claims(user.id, stamp_of(user), iat=past - 60, exp=past), TEST_JWT_SECRET, algorithm="HS256")
+    token = pyjwt.encode(claims(user.id, *stamp_of(user), iat=past - 60, exp=past), TEST_JWT_SECRET, algorithm="HS256")
     assert_unauthorized(await api.get("/api/auth/me", headers=bearer(token)), "token_expired")
 
 
-def _forged_tokens(sub: str, pwd: str) -> dict[str, str]:
-    good = claims(sub, pwd)
+def _forged_tokens(sub: str, pwd: str, sid: str) -> dict[str, str]:
+    good = claims(sub, pwd, sid)
     no_exp = {k: v for k, v in good.items() if k != "exp"}
     no_iss = {k: v for k, v in good.items() if k != "iss"}
     return {
@@ -316,13 +319,16 @@ def _forged_tokens(sub: str, pwd: str) -> dict[str, str]:
         "alg-none": unsigned_token(good),
         "alg-none-with-signature": unsigned_token(good) + b64url(b"sig"),
         "hs512-same-secret": _hs512(good),
-        "wrong-issuer": pyjwt.encode(claims(sub, pwd, iss="evil"), TEST_JWT_SECRET, algorithm="HS256"),
+        "wrong-issuer": pyjwt.encode(claims(sub, pwd, sid, iss="evil"), TEST_JWT_SECRET, algorithm="HS256"),
         "no-exp": pyjwt.encode(no_exp, TEST_JWT_SECRET, algorithm="HS256"),
         "no-issuer": pyjwt.encode(no_iss, TEST_JWT_SECRET, algorithm="HS256"),
         "unknown-user": pyjwt.encode(claims("01" + "0" * 24), TEST_JWT_SECRET, algorithm="HS256"),
-        "empty-sub": pyjwt.encode(claims("", pwd), TEST_JWT_SECRET, algorithm="HS256"),
-        "no-password-stamp": pyjwt.encode(claims(sub), TEST_JWT_SECRET, algorithm="HS256"),
-        "another-password-stamp": pyjwt.encode(claims(sub, "0" * len(pwd)), TEST_JWT_SECRET, algorithm="HS256"),
+        "empty-sub": pyjwt.encode(claims("", pwd, sid), TEST_JWT_SECRET, algorithm="HS256"),
+        "no-password-stamp": pyjwt.encode(claims(sub, sid=sid), TEST_JWT_SECRET, algorithm="HS256"),
+        "another-password-stamp": pyjwt.encode(claims(sub, "0" * len(pwd), sid), TEST_JWT_SECRET, algorithm="HS256"),
+        "no-session": pyjwt.encode(claims(sub, pwd), TEST_JWT_SECRET, algorithm="HS256"),
+        "unknown-session": pyjwt.encode(claims(sub, pwd, "0" * 26), TEST_JWT_SECRET, algorithm="HS256"),
+        "session-not-a-string": pyjwt.encode(claims(sub, pwd) | {"sid": 7}, TEST_JWT_SECRET, algorithm="HS256"),
         "tampered-payload": _tampered(pyjwt.encode(good, TEST_JWT_SECRET, algorithm="HS256")),
         "garbage": "not-a-jwt",
         "three-garbage-parts": "a.b.c",
@@ -345,14 +351,14 @@ def _tampered(token: str) -> str:
 async def test_forged_or_broken_token_is_invalid_token(
     api: httpx.AsyncClient, user: TestUser, subtests: pytest.Subtests
 ) -> None:
-    for kind, token in _forged_tokens(user.id, stamp_of(user)).items():
+    for kind, token in _forged_tokens(user.id, *stamp_of(user)).items():
         with subtests.test(kind=kind):
             assert_unauthorized(await api.get("/api/auth/me", headers=bearer(token)), "invalid_token")
 
 
 async def test_hs256_control_token_is_accepted(api: httpx.AsyncClient, user: TestUser) -> None:
     # The forged-token cases differ from this one only in what they break.
-    token = pyjwt.encode(claims(user.id, stamp_of(user)), TEST_JWT_SECRET, algorithm="HS256")
+    token = pyjwt.encode(claims(user.id, *stamp_of(user)), TEST_JWT_SECRET, algorithm="HS256")
     r = await api.get("/api/auth/me", headers=bearer(token))
     assert r.status_code == 200 and r.json()["id"] == user.id
 

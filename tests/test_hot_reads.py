@@ -14,8 +14,10 @@ from sqlalchemy import bindparam, select, text, update
 from pockity.apikeys import repository as key_repo
 from pockity.auth import repository as auth_repo
 from pockity.db import Database, create_database
+from pockity.kit import jwt
 from pockity.models import ApiKey, StorageObject, User
 from pockity.storage import repository as storage_repo
+from tests.fixtures.app import TEST_JWT_SECRET
 from tests.fixtures.users import TestUser, make_key
 
 
@@ -54,7 +56,10 @@ async def test_each_hot_statement_returns_what_sqlalchemy_returns(
 
     cases: list[tuple[Any, dict[str, Any]]] = [
         (key_repo._AUTH_BY_ACCESS_KEY_ID, {"access_key_id": key["accessKeyId"]}),
-        (auth_repo._USER_BY_ID, {"user_id": user.id}),
+        (
+            auth_repo._USER_BY_SESSION,
+            {"user_id": user.id, "session_id": jwt.decode_token(user.token, TEST_JWT_SECRET).session_id},
+        ),
         (storage_repo._OBJECT_META, {"user_id": user.id, "name": "docs/c d.txt"}),
         (storage_repo._USAGE, {"user_id": user.id, "scope": storage_repo.user_scope(user.id)}),
         (key_repo._LISTED, {"user_id": user.id}),

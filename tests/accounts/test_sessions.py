@@ -17,8 +17,10 @@ from pockity.kit import jwt
 from pockity.kit.jobs import JobContext
 from pockity.kit.time import utcnow
 from pockity.models import AuditEvent, AuthSession
+from tests.accounts.conftest import deliver, texts_to
 from tests.fixtures.app import TEST_JWT_SECRET, client_for, make_settings, running_app
 from tests.fixtures.users import PASSWORD, TestUser, make_admin
+from tests.mail.conftest import SmtpServer
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 Version/17.5 Safari/604.1"
@@ -211,3 +213,23 @@ async def test_the_job_forgets_sessions_that_ended_a_day_ago(
     async with app.state.db.sessions() as s:
         left = set((await s.scalars(select(AuthSession.id).where(AuthSession.user_id == user.id))).all())
     assert left == {session_id(user.token), session_id(recent)}
+
+
+async def test_a_sign_in_from_a_new_device_is_emailed_to_those_who_ask(
+    client: httpx.AsyncClient, app: FastAPI, user: TestUser, smtp_server: SmtpServer
+) -> None:
+    off = await client.patch("/api/auth/me", json={"notifyNewSignIn": True, "name": "  Alice  "}, headers=user.headers)
+    assert off.status_code == 200 and off.json()["notifyNewSignIn"] is True and off.json()["name"] == "Alice"
+    await sign_in(client, user, FIREFOX)
+    await sign_in(client, user, FIREFOX)  # the same device again: no second email
+    await sign_in(client, user, IPHONE)
+    await deliver(app, smtp_server)
+    texts = texts_to(smtp_server, user.email, "New sign-in")
+    assert len(texts) == 2 and "Firefox" in texts[0] and "iPhone" in texts[1]
+    r = await client.patch("/api/auth/me", json={"notifyNewSignIn": False}, headers=user.headers)
+    assert r.json()["notifyNewSignIn"] is False
+    await sign_in(client, user, "Opera/9.80 (Windows NT 6.1)")
+    await deliver(app, smtp_server)
+    assert len(texts_to(smtp_server, user.email, "New sign-in")) == 2
+    bad = await client.patch("/api/auth/me", json={"name": "   "}, headers=user.headers)
+    assert bad.status_code == 422

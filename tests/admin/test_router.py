@@ -161,7 +161,7 @@ async def test_private_tier_can_be_assigned_and_invoices_listed(
 async def test_audit_filters(client: httpx.AsyncClient, admin: TestUser, user: TestUser) -> None:
     await client.patch(f"/api/admin/users/{user.id}", json={"name": "Renamed"}, headers=admin.headers)
     by_actor = (await client.get(f"/api/admin/audit?actor={admin.id}", headers=admin.headers)).json()["items"]
-    assert [e["action"] for e in by_actor] == ["user.updated"]
+    assert [e["action"] for e in by_actor] == ["user.updated", "auth.signed_in"]  # newest first: the login
     by_target = (
         await client.get(f"/api/admin/audit?target={user.id}&action=user.registered", headers=admin.headers)
     ).json()["items"]

@@ -131,3 +131,12 @@ async def mail_app(request: pytest.FixtureRequest, app: FastAPI, sqlite_mail_app
     yield sqlite_mail_app
     async with unit_of_work(sqlite_mail_app.state.db) as session:  # PostgreSQL's tables are truncated
         await session.execute(delete(OutboxMessage))
+
+
+async def drop_signup_mail(app: FastAPI, user_id: str) -> None:
+    """Setup: the new account's verification email is not what these tests count."""
+    async with unit_of_work(app.state.db) as session:
+        dropped = await session.execute(
+            delete(OutboxMessage).where(OutboxMessage.user_id == user_id, OutboxMessage.kind == "auth.verify_email")
+        )
+    assert dropped.rowcount == 1  # type: ignore[attr-defined]

@@ -20,10 +20,13 @@ from pockity.mail.smtp import SmtpConfig
 from pockity.mail.tasks import send_mail
 from pockity.models import OutboxMessage, OutboxStatus
 from tests.fixtures.users import TestUser, unique_email
-from tests.mail.conftest import SmtpServer
+from tests.mail.conftest import SmtpServer, drop_signup_mail
 
 IDENTITY = Identity(
-    product_name="Pockity", console_url="https://console.example", email_from="Pockity <mail@pockity.test>"
+    product_name="Pockity",
+    console_url="https://console.example",
+    email_from="Pockity <mail@pockity.test>",
+    action_key=b"k" * 32,  # new accounts' verification emails carry an action link
 )
 
 
@@ -80,6 +83,7 @@ async def test_a_message_arrives_with_its_subject_bodies_and_a_stable_message_id
 async def test_the_users_address_is_read_when_the_message_is_written(
     app: FastAPI, user: TestUser, smtp_server: SmtpServer
 ) -> None:
+    await drop_signup_mail(app, user.id)
     db = app.state.db
     async with unit_of_work(db) as session:
         message = service.enqueue(session, kind="test.notice", context={"title": "Hi", "body": "b"}, user_id=user.id)

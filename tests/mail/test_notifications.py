@@ -12,13 +12,14 @@ from pockity.mail.delivery import send_due
 from pockity.models import OutboxMessage
 from pockity.notifications import service as notifications
 from tests.fixtures.users import TestUser
-from tests.mail.conftest import SmtpServer
+from tests.mail.conftest import SmtpServer, drop_signup_mail
 from tests.mail.test_delivery import IDENTITY, _config
 
 
 async def test_a_notification_is_emailed_to_its_user(
     app: FastAPI, client: httpx.AsyncClient, user: TestUser, smtp_server: SmtpServer
 ) -> None:
+    await drop_signup_mail(app, user.id)
     async with unit_of_work(app.state.db) as session:
         notifications.notify(
             session, user.id, "billing.past_due", "Your plan is past due", "Pay by 2030-01-08.", {"invoiceId": "i1"}
@@ -37,6 +38,7 @@ async def test_a_notification_is_emailed_to_its_user(
 
 
 async def test_a_notification_rolled_back_sends_no_email(app: FastAPI, user: TestUser, smtp_server: SmtpServer) -> None:
+    await drop_signup_mail(app, user.id)
     with pytest.raises(RuntimeError):
         async with unit_of_work(app.state.db) as session:
             notifications.notify(session, user.id, "usage.alert", "Full", "Full.", {})

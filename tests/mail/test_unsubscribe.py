@@ -16,7 +16,7 @@ from pockity.models import OutboxMessage, OutboxStatus
 from pockity.notifications import service as notifications
 from tests.fixtures.app import client_for
 from tests.fixtures.users import TestUser, make_user
-from tests.mail.conftest import SmtpServer
+from tests.mail.conftest import SmtpServer, drop_signup_mail
 from tests.mail.test_delivery import _config
 
 
@@ -28,6 +28,7 @@ async def _notify(app: FastAPI, user: TestUser, kind: str, title: str) -> None:
 async def test_an_optional_notice_can_be_unsubscribed_from_and_essential_ones_still_arrive(
     app: FastAPI, client: httpx.AsyncClient, user: TestUser, smtp_server: SmtpServer
 ) -> None:
+    await drop_signup_mail(app, user.id)
     sender = identity(app.state.settings)
     await _notify(app, user, "usage.alert", "Your storage is full")
     assert len((await send_due(app.state.db, _config(smtp_server), sender)).sent) == 1
@@ -92,6 +93,7 @@ async def test_unsubscribing_holds_on_both_databases(mail_app: FastAPI, smtp_ser
     """The preference upsert and the claim's suppression, on PostgreSQL and SQLite."""
     async with client_for(mail_app) as api:
         new = await make_user(api, "prefs")
+        await drop_signup_mail(mail_app, new.id)
         token = unsubscribe_token(unsubscribe_key(mail_app.state.settings.jwt_secret), new.id, "usage.alert")
         r = await api.post("/api/mail/unsubscribe", params={"token": token})
         assert r.status_code == 200, r.text

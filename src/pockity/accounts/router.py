@@ -10,6 +10,8 @@ from fastapi import APIRouter, Request, status
 from pockity.accounts import service, two_factor
 from pockity.accounts.schemas import (
     AcceptedOut,
+    AccountOut,
+    AccountUpdateIn,
     CodeIn,
     EmailChangeIn,
     PasswordResetIn,
@@ -26,6 +28,7 @@ from pockity.auth.dependencies import JwtPrincipal, request_actor
 from pockity.auth.router import request_device
 from pockity.auth.schemas import LoginOut, TwoFactorChallengeOut
 from pockity.db import DatabaseDep, SessionDep
+from pockity.users import service as users
 from pockity.users.schemas import UserOut
 
 router = APIRouter(prefix="/api/auth", tags=["accounts"])
@@ -34,6 +37,21 @@ _INVALID_LINK: Responses = {403: {"description": "invalid_link: unknown, used or
 _THROTTLED: Responses = {429: {"description": "Too many requests; see Retry-After"}}
 _BAD_CODE: Responses = {401: {"description": "invalid_code"}}
 RESET_ANSWER = "If an account has this address, a link to choose a new password is on its way."
+
+
+@router.patch("/me", response_model=AccountOut)
+async def update_account(
+    body: AccountUpdateIn, request: Request, principal: JwtPrincipal, session: SessionDep
+) -> object:
+    """Change your name, or whether a sign-in from a device your account has not used before is emailed to
+    you (`notifyNewSignIn`, off by default)."""
+    actor = request_actor(request, principal)
+    user = await users.get_user(session, principal.user_id)
+    if body.name is not None:
+        user = await users.rename(session, principal.user_id, body.name, actor)
+    if body.notify_new_sign_in is not None:
+        user = await users.set_new_sign_in_mail(session, principal.user_id, body.notify_new_sign_in, actor)
+    return AccountOut.model_validate(user)
 
 
 @router.post("/verify-email", response_model=UserOut, responses=_INVALID_LINK)

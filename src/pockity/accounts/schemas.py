@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from pockity.kit.schemas import InputModel, OutputModel
-from pockity.users.schemas import PASSWORD_MAX
+from pockity.users.schemas import NAME_MAX, PASSWORD_MAX, UserOut
 
 TOKEN_MAX = 200  # an action link's token: a 26-character id, a dot, 24 characters of signature
 
@@ -57,3 +57,12 @@ class RecoveryCodesOut(OutputModel):
 class TwoFactorStatusOut(OutputModel):
     enabled: bool
     recovery_codes_left: int
+
+
+class AccountUpdateIn(InputModel):
+    name: str | None = Field(None, max_length=NAME_MAX)  # the rule (1 to 200 after trimming) is the service's
+    notify_new_sign_in: bool | None = None
+
+
+class AccountOut(UserOut):
+    notify_new_sign_in: bool

@@ -20,6 +20,7 @@ from pockity.errors import Conflict, NotFound, Unauthorized, ValidationFailed
 from pockity.kit.crypto import Keyring, SealError, UnknownKeyError, constant_time_equals
 from pockity.kit.time import utcnow
 from pockity.models import ApiKey
+from pockity.notifications import service as notifications
 
 _ID_ALPHABET = string.ascii_uppercase + "234567"
 _SECRET_ALPHABET = string.ascii_letters + string.digits
@@ -95,6 +96,12 @@ async def create_key(
         target_id=key.id,
         details={"accessKeyId": access_key_id, "scopes": key.scopes, "prefix": key.prefix},
     )
+    # Essential: a key someone else created with a stolen session is how a takeover would persist.
+    body = (
+        f'A new API key "{key.name}" ({access_key_id}, scopes: {key.scopes or "none"}) was created for your '
+        "account. If this was not you, revoke it on the API keys page and change your password."
+    )
+    notifications.notify(session, owner.user_id, "apikey.created", "A new API key was created", body, {"keyId": key.id})
     return key, secret
 
 

@@ -126,4 +126,5 @@ async def require_verified_email(request: Request, principal: CurrentPrincipal) 
     return principal
 
 
-VERIFIED_EMAIL = [Depends(require_verified_email)]
+VERIFIED_EMAIL = [Depends(require_verified_email)]  # router-wide, where every route has a principal
+VerifiedPrincipal = Annotated[Principal, Depends(require_verified_email)]  # per route, beside token-only routes

@@ -24,6 +24,7 @@ from pockity.billing import invoices
 from pockity.billing import repository as repo
 from pockity.billing.current import LIVE, UNPAID, make_current, snapshot
 from pockity.credits import service as credits
+from pockity.kit.money import amount
 from pockity.kit.periods import period_end
 from pockity.kit.time import utcnow
 from pockity.models import Invoice, InvoiceStatus, Subscription, SubscriptionStatus, Tier
@@ -365,4 +366,4 @@ async def _invoice_for_next_period(session: AsyncSession, sub: Subscription, tie
 
 
 def _money(invoice: Invoice) -> str:
-    return f"{invoice.amount_cents / 100:.2f} {invoice.currency}"
+    return amount(invoice.amount_cents, invoice.currency)

@@ -26,6 +26,7 @@ from pockity.credits import service as credits
 from pockity.credits.schemas import CreditGrantIn
 from pockity.db import ReadSessionDep, SessionDep
 from pockity.errors import PockityError, ValidationFailed
+from pockity.kit.money import amount
 from pockity.kit.time import utcnow
 from pockity.models import Role
 from pockity.payments import service as payments
@@ -48,10 +49,7 @@ DONE = {
 }
 
 
-def money(cents: int, currency: str) -> str:
-    """Integer cents as an amount: 1250, "USD" → "12.50 USD"."""
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{abs(cents) // 100:,}.{abs(cents) % 100:02d} {currency}"
+money = amount  # the templates' name for it
 
 
 def _page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:

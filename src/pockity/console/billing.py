@@ -28,6 +28,7 @@ from pockity.console.templating import RAZORPAY_CSP, env, render
 from pockity.credits import service as credits
 from pockity.db import DatabaseDep, ReadSessionDep, SessionDep
 from pockity.errors import PockityError, ValidationFailed
+from pockity.kit.money import amount
 from pockity.payments import checkout, crypto
 from pockity.payments import service as payments
 from pockity.payments.providers import razorpay_provider
@@ -58,10 +59,7 @@ _AMOUNT = re.compile(r"^(?P<whole>\d{1,12})(?:\.(?P<part>\d{1,2}))?$")
 
 def money(cents: int | None, currency: str = CURRENCY) -> str:
     """Integer cents as an amount: 1234, "USD" → "12.34 USD"."""
-    value = cents or 0
-    sign = "-" if value < 0 else ""
-    whole, part = divmod(abs(value), 100)
-    return f"{sign}{whole:,}.{part:02d} {currency}"
+    return amount(cents, currency)
 
 
 env.filters["money"] = money

@@ -67,6 +67,8 @@ def unsubscribe_url(identity: Identity, user_id: str | None, kind: str) -> str |
 
 def render(kind: str, context: dict[str, Any], identity: Identity, unsubscribe: str | None = None) -> Rendered:
     """The subject and both bodies of a message of this kind (with its unsubscribe link, if it has one)."""
+    if "action" in context and identity.action_key is None:
+        raise ValueError("an account action link needs the action key (JWT_SECRET)")
     name = _template_name(kind, context)
     values = {
         **context,

@@ -20,9 +20,11 @@ from pockity.billing import invoices, lifecycle
 from pockity.billing.invoices import InvoiceNotPayable
 from pockity.credits import service as credits
 from pockity.errors import Conflict, NotFound, PockityError
+from pockity.kit.money import amount
 from pockity.kit.pagination import Page, page_of
 from pockity.kit.time import utcnow
 from pockity.models import Invoice, InvoiceStatus, Payment, PaymentEvent, PaymentStatus
+from pockity.notifications import service as notifications
 from pockity.payments import repository as repo
 
 
@@ -218,6 +220,7 @@ async def apply_received(
             note=f"invoice {invoice.id}" if invoice else None,
         )
         await repo.transition_payment(session, payment.id, [PaymentStatus.CONFIRMED.value], credited_cents=credited)
+    _receipt(session, payment, received_cents, invoice.id if invoice else None, credited)
     record(
         session,
         actor,
@@ -237,6 +240,25 @@ async def apply_received(
         if await credits.balance(session, payment.user_id, invoice.currency) >= invoice.amount_cents:
             await pay_with_credits(session, payment.user_id, invoice.id, actor)
     return True
+
+
+def _receipt(
+    session: AsyncSession, payment: Payment, received_cents: int, invoice_id: str | None, credited: int
+) -> None:
+    """The payer's receipt: a notification and an email with the amount and the method."""
+    got = amount(received_cents, payment.currency)
+    applied = f" for invoice {invoice_id}" if invoice_id else ""
+    extra = f" {amount(credited, payment.currency)} of it was added to your credit balance." if credited else ""
+    body = f"We received {got} by {payment.provider}{applied}.{extra} Payment reference: {payment.id}."
+    data: dict[str, object] = {
+        "paymentId": payment.id,
+        "invoiceId": invoice_id,
+        "amountCents": received_cents,
+        "currency": payment.currency,
+        "method": payment.provider,
+        "creditedCents": credited,
+    }
+    notifications.notify(session, payment.user_id, "billing.payment_received", f"Payment received: {got}", body, data)
 
 
 async def pay_with_credits(session: AsyncSession, user_id: str, invoice_id: str, actor: Actor) -> Invoice:
@@ -275,6 +297,12 @@ async def payment_failed(
     if invoice is None:
         raise Unapplicable(f"no invoice {invoice_id!r} for a failed {provider} payment")
     if await invoices.mark_failed(session, invoice.id):
+        body = (
+            f"Your {provider} payment of {amount(invoice.amount_cents, invoice.currency)} for invoice {invoice.id} "
+            "did not go through. Nothing was charged; the invoice is still open and can be paid again."
+        )
+        data: dict[str, object] = {"invoiceId": invoice.id, "method": provider}
+        notifications.notify(session, invoice.user_id, "billing.payment_failed", "A payment failed", body, data)
         record(
             session,
             actor,

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import StreamingResponse
 
-from pockity.auth.dependencies import VERIFIED_EMAIL, CurrentPrincipal
+from pockity.auth.dependencies import VerifiedPrincipal
 from pockity.db import DatabaseDep
 from pockity.errors import BadRequest
 from pockity.kit import media_types
@@ -28,7 +28,7 @@ from pockity.storage.schemas import (
     UsageOut,
 )
 
-router = APIRouter(prefix="/api/storage", tags=["storage"], responses=CONFLICT | STORAGE, dependencies=VERIFIED_EMAIL)
+router = APIRouter(prefix="/api/storage", tags=["storage"], responses=CONFLICT | STORAGE)
 log = logging.getLogger("pockity.storage")
 
 
@@ -60,7 +60,7 @@ def _declared_length(request: Request) -> int | None:
     "/files/{key:path}", status_code=status.HTTP_201_CREATED, response_model=ObjectOut, responses=_UPLOAD_RESPONSES
 )
 async def put_file(
-    key: str, request: Request, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+    key: str, request: Request, principal: VerifiedPrincipal, db: DatabaseDep, backend: BackendDep
 ) -> object:
     """Upload the raw request body as `key` (`curl -T file URL`); replaces an existing file."""
     name = service.checked_name(principal, key, "write")
@@ -85,7 +85,7 @@ async def put_file(
 )
 async def upload_form(
     request: Request,
-    principal: CurrentPrincipal,
+    principal: VerifiedPrincipal,
     db: DatabaseDep,
     backend: BackendDep,
     key: Annotated[str | None, Query(description="The file name; or a `key` form field before `file`")] = None,
@@ -106,7 +106,7 @@ async def upload_form(
 
 @router.get("/files", response_model=ObjectPage)
 async def list_files(
-    principal: CurrentPrincipal,
+    principal: VerifiedPrincipal,
     db: DatabaseDep,
     prefix: Annotated[str, Query(max_length=1024)] = "",
     delimiter: Annotated[str | None, Query(max_length=1)] = None,
@@ -122,7 +122,7 @@ async def list_files(
     responses={416: {"description": "range_not_satisfiable"}},
 )
 async def get_content(
-    key: str, request: Request, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+    key: str, request: Request, principal: VerifiedPrincipal, db: DatabaseDep, backend: BackendDep
 ) -> StreamingResponse:
     """Stream the file through Pockity; one `Range: bytes=` range is honoured (206)."""
     obj = await service.get_object_meta(db, principal, key)
@@ -150,7 +150,7 @@ async def get_content(
 async def get_file(
     key: str,
     request: Request,
-    principal: CurrentPrincipal,
+    principal: VerifiedPrincipal,
     db: DatabaseDep,
     backend: BackendDep,
     expires_in: Annotated[int, Query(alias="expiresIn", ge=1, le=604800)] = 3600,
@@ -163,7 +163,7 @@ async def get_file(
 
 
 @router.delete("/files/{key:path}", response_model=DeletedOut)
-async def delete_file(key: str, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep) -> object:
+async def delete_file(key: str, principal: VerifiedPrincipal, db: DatabaseDep, backend: BackendDep) -> object:
     results = await deletes.delete_objects(db, backend, principal, [key])
     error = results[key]
     if error is not None:
@@ -173,14 +173,14 @@ async def delete_file(key: str, principal: CurrentPrincipal, db: DatabaseDep, ba
 
 @router.post("/files/delete", response_model=BatchDeleteOut)
 async def delete_files(
-    body: BatchDeleteIn, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+    body: BatchDeleteIn, principal: VerifiedPrincipal, db: DatabaseDep, backend: BackendDep
 ) -> object:
     """Delete up to 1000 files; each gets its own result."""
     return await deletes.delete_batch(db, backend, principal, body.keys)
 
 
 @router.get("/usage", response_model=UsageOut)
-async def get_usage(principal: CurrentPrincipal, db: DatabaseDep) -> object:
+async def get_usage(principal: VerifiedPrincipal, db: DatabaseDep) -> object:
     return await service.read_usage(db, principal.user_id)
 
 
@@ -188,7 +188,7 @@ async def get_usage(principal: CurrentPrincipal, db: DatabaseDep) -> object:
     "/uploads", status_code=status.HTTP_201_CREATED, response_model=DirectUploadOut, responses=_UPLOAD_RESPONSES
 )
 async def start_direct_upload(
-    body: DirectUploadIn, request: Request, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+    body: DirectUploadIn, request: Request, principal: VerifiedPrincipal, db: DatabaseDep, backend: BackendDep
 ) -> object:
     """Reserve `size` bytes and get a presigned POST (url + form fields) to send the file straight to storage."""
     name = service.checked_name(principal, body.key, "write")
@@ -218,7 +218,7 @@ async def start_direct_upload(
 
 @router.post("/uploads/{upload_id}/complete", status_code=status.HTTP_201_CREATED, response_model=ObjectOut)
 async def complete_direct_upload(
-    upload_id: str, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep, body: CompleteIn | None = None
+    upload_id: str, principal: VerifiedPrincipal, db: DatabaseDep, backend: BackendDep, body: CompleteIn | None = None
 ) -> object:
     """Record a file sent with a presigned POST (or assemble its parts: `{"parts": [{partNumber, etag}]}`)."""
     parts = [(p.part_number, p.etag) for p in body.parts] if body and body.parts else None
@@ -227,7 +227,7 @@ async def complete_direct_upload(
 
 @router.delete("/uploads/{upload_id}", response_model=CancelledOut)
 async def cancel_direct_upload(
-    upload_id: str, principal: CurrentPrincipal, db: DatabaseDep, backend: BackendDep
+    upload_id: str, principal: VerifiedPrincipal, db: DatabaseDep, backend: BackendDep
 ) -> object:
     await direct.cancel(db, backend, principal, upload_id)
     return {"upload_id": upload_id, "cancelled": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +15,7 @@ from pockity.errors import Conflict, NotFound, ValidationFailed
 from pockity.kit.pagination import keyset_page
 from pockity.kit.time import utcnow
 from pockity.models import RequestStatus, TierRequest
+from pockity.notifications import service as notifications
 from pockity.tier_requests import repository as repo
 from pockity.tier_requests.schemas import ResolvedOut, TierRequestOut
 from pockity.tiers import repository as tiers
@@ -114,6 +116,8 @@ async def resolve(
         await repo.transition_request(session, request_id, status.value, subscription_id=change.subscription.id)
     resolved = await repo.get_request(session, request_id)
     assert resolved is not None
+    requested = await tiers.get(session, request.tier_id)
+    _notify_resolved(session, request.user_id, requested.name if requested else request.tier_id, approved, note, change)
     record(
         session,
         actor,
@@ -135,6 +139,22 @@ async def resolve(
         effective=change.effective if change else None,
         invoice_id=change.invoice.id if change and change.invoice else None,
     )
+
+
+def _notify_resolved(
+    session: AsyncSession, user_id: str, tier_name: str, approved: bool, note: str | None, change: Any
+) -> None:
+    """Tell the user (a notification and an email) how their request ended."""
+    said = f" The administrator's note: {note}" if note else ""
+    if not approved:
+        body = f"Your request for the {tier_name} plan was not approved.{said}"
+        notifications.notify(session, user_id, "tier_request.rejected", "Your plan request was rejected", body, {})
+        return
+    invoice_id = change.invoice.id if change is not None and change.invoice is not None else None
+    next_step = f" Pay invoice {invoice_id} to start it." if invoice_id else ""
+    body = f"Your request for the {tier_name} plan was approved.{next_step}{said}"
+    data: dict[str, object] = {"tierName": tier_name, "invoiceId": invoice_id}
+    notifications.notify(session, user_id, "tier_request.approved", "Your plan request was approved", body, data)
 
 
 async def count_pending(session: AsyncSession) -> int:
