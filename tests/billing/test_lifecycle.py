@@ -524,6 +524,7 @@ async def test_the_user_is_told_about_invoices_renewals_past_due_and_expiry(
         "billing.expired",
         "billing.invoice",
         "billing.past_due",
+        "billing.payment_received",  # the receipt of the first period's payment
     ]
     past_due = next(n for n in r.json()["items"] if n["kind"] == "billing.past_due")
     assert "5.00 USD" in past_due["body"] and past_due["data"]["subscriptionId"] == sub_id

@@ -294,7 +294,7 @@ async def test_the_list_costs_the_same_queries_for_more_users(
 # --- actions on one user ------------------------------------------------------------------------------------
 
 
-async def test_disable_refuses_the_users_token_and_key_then_enable_restores_them(
+async def test_disable_refuses_the_users_token_and_key_then_enable_restores_the_key(
     client: httpx.AsyncClient, user: TestUser, admin: TestUser
 ) -> None:
     key = await make_key(client, user)
@@ -312,8 +312,12 @@ async def test_disable_refuses_the_users_token_and_key_then_enable_restores_them
 
     r = await act(client, user.id, "state", {"disabled": "false"})
     assert r.status_code == 303 and r.headers["location"].endswith("?done=enabled")
-    for headers in (user.headers, key["headers"]):
-        assert (await client.get("/api/auth/me", headers=headers)).status_code == 200
+    assert (await client.get("/api/auth/me", headers=key["headers"])).status_code == 200
+    # Disabling ended the user's sessions for good: the old token stays refused, a new login works.
+    gone = await client.get("/api/auth/me", headers=user.headers)
+    assert gone.status_code == 401 and gone.json()["error"]["code"] == "session_ended"
+    fresh = await login(client, user.email, user.password)
+    assert (await client.get("/api/auth/me", headers={"Authorization": f"Bearer {fresh}"})).status_code == 200
     assert (await detail(client, admin, user.id))["user"]["isActive"] is True
     assert len(await audit(client, admin, "user.updated", user.id)) == 2
 
@@ -538,7 +542,8 @@ async def test_an_admin_finds_a_user_grants_credit_and_disables_them(
                 await shot(page, "journey-admin-user")
                 await page.get_by_role("button", name="Enable account").click()
                 await expect(page.get_by_role("status")).to_have_text("The account is enabled again.")
-                assert (await api.get("/api/auth/me", headers=user.headers)).status_code == 200
+                assert (await api.get("/api/auth/me", headers=user.headers)).status_code == 401  # sessions ended
+                assert await login(api, user.email, user.password)
                 credits = await api.get(f"/api/admin/users/{user.id}/credits", headers=admin.headers)
                 assert credits.json()["balanceCents"] == 725
     finally:

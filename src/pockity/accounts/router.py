@@ -28,10 +28,11 @@ from pockity.auth.dependencies import JwtPrincipal, request_actor
 from pockity.auth.router import request_device
 from pockity.auth.schemas import LoginOut, TwoFactorChallengeOut
 from pockity.db import DatabaseDep, SessionDep
+from pockity.openapi import CONFLICT
 from pockity.users import service as users
 from pockity.users.schemas import UserOut
 
-router = APIRouter(prefix="/api/auth", tags=["accounts"])
+router = APIRouter(prefix="/api/auth", tags=["accounts"], responses=CONFLICT)
 Responses = dict[int | str, dict[str, Any]]
 _INVALID_LINK: Responses = {403: {"description": "invalid_link: unknown, used or expired"}}
 _THROTTLED: Responses = {429: {"description": "Too many requests; see Retry-After"}}

@@ -1,4 +1,5 @@
-"""Files: the folder listing (the storage service's keyset pages), download, share links, delete, upload."""
+"""Files: the folder listing (the storage service's keyset pages), previews, download, share links, delete,
+upload."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
 from pockity.console import sessions
 from pockity.console.sessions import ConsoleUser
-from pockity.console.templating import render
+from pockity.console.templating import CSP, render
 from pockity.db import DatabaseDep
 from pockity.errors import PockityError, ValidationFailed
+from pockity.kit import media_types
 from pockity.storage import deletes, service, uploads
 from pockity.storage.backends import StorageBackend
 
@@ -227,3 +229,70 @@ async def upload(
             check_name=lambda n: service.checked_name(principal, n, "write"),
         )
     return PlainTextResponse(stored.name, status_code=201, headers={"Cache-Control": "no-store"})
+
+
+# --- previews ----------------------------------------------------------------------------------------------
+
+TEXT_PREVIEW_BYTES = 64 * 1024
+_TEXT_TYPES = frozenset({"text/plain", "text/csv", "text/markdown", "application/json"})
+_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"})
+# The preview page may frame this site's own PDF responses (and nothing else).
+PREVIEW_CSP = CSP.replace("object-src 'none'", "object-src 'none'; frame-src 'self'")
+# A file served for a preview: nothing in it can run or load anything, and only our preview page may frame it.
+RAW_CSP = "sandbox; default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'self'"
+
+
+def preview_kind(content_type: str | None, size: int) -> str | None:
+    """How a file is previewed: "image", "pdf", "text", or None (download only). Only passive types: an SVG or
+    HTML file is never shown inline, whatever its name."""
+    kind = media_types.essence(media_types.safe(content_type))
+    if kind in _IMAGE_TYPES:
+        return "image"
+    if kind == "application/pdf":
+        return "pdf"
+    if kind in _TEXT_TYPES or (kind == "application/octet-stream" and size == 0):
+        return "text"
+    return None
+
+
+@router.get("/preview")
+async def preview(request: Request, name: Name, principal: ConsoleUser, db: DatabaseDep) -> Response:
+    obj = await service.get_object_meta(db, principal, name)
+    kind = preview_kind(obj.content_type, obj.size)
+    text, cut = None, False
+    if kind == "text":
+        end = min(obj.size, TEXT_PREVIEW_BYTES) - 1
+        _, body = await service.open_content(_backend(request), obj, (0, end) if end >= 0 else None)
+        chunks = [chunk async for chunk in body] if end >= 0 else []
+        text = b"".join(chunks)[:TEXT_PREVIEW_BYTES].decode("utf-8", errors="replace")
+        cut = obj.size > TEXT_PREVIEW_BYTES
+    return render(
+        request,
+        "files/preview.html",
+        csp=PREVIEW_CSP,
+        obj=obj,
+        kind=kind,
+        text=text,
+        cut=cut,
+        folder=folder_of(name),
+        listing_url=_listing_url,
+        raw_url="/files/raw?" + urlencode({"name": name}),
+    )
+
+
+@router.get("/raw")
+async def raw(request: Request, name: Name, principal: ConsoleUser, db: DatabaseDep) -> Response:
+    """The bytes of an image or PDF for the preview page, from this origin, under a sandbox."""
+    obj = await service.get_object_meta(db, principal, name)
+    kind = preview_kind(obj.content_type, obj.size)
+    if kind not in ("image", "pdf"):
+        raise ValidationFailed("This file has no inline preview; download it instead.", code="no_preview")
+    info, body = await service.open_content(_backend(request), obj, None)
+    headers = {
+        "Content-Length": str(info.size),
+        "Content-Security-Policy": RAW_CSP,
+        "X-Frame-Options": "SAMEORIGIN",
+        "Cache-Control": "private, no-store",
+        "Content-Disposition": "inline",
+    }
+    return StreamingResponse(body, headers=headers, media_type=media_types.essence(obj.content_type or ""))
