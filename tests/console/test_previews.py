@@ -27,7 +27,7 @@ async def test_an_image_is_previewed_from_this_origin_under_a_sandbox(
     await put(client, user, "pics/dot.png", PNG, "image/png")
     await console_login(client, user.email, PASSWORD)
     listing = await client.get("/files?prefix=pics/")
-    assert 'href="/files/preview?name=pics%2Fdot.png"' in listing.text
+    assert 'href="/files/preview?name=pics/dot.png"' in listing.text
     page = await client.get("/files/preview?name=pics/dot.png")
     assert page.status_code == 200 and '<img class="preview" src="/files/raw?name=pics%2Fdot.png"' in page.text
     raw = await client.get("/files/raw?name=pics/dot.png")
