@@ -288,3 +288,21 @@ async def test_delete_many_confirms_then_deletes_only_the_chosen_files(
 
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def test_a_key_can_be_given_one_of_the_public_tiers(client: httpx.AsyncClient, user: TestUser) -> None:
+    await console_login(client, user.email, user.password)
+    form = await client.get("/keys")
+    assert '<option value="tier_starter"' in form.text and "Your account's tier" in form.text
+    r = await post(client, "/keys", {"name": "capped", "scopes": "write", "tier_id": "tier_starter"}, "/keys")
+    assert r.status_code == 200, r.text
+    key_id = re.search(r'id="access-key-id" value="([^"]+)"', r.text).group(1)  # type: ignore[union-attr]
+    [key] = [
+        k
+        for k in (await client.get("/api/apikeys", headers=user.headers)).json()["items"]
+        if k["accessKeyId"] == key_id
+    ]
+    assert key["tierId"] == "tier_starter"
+    assert "tier: Starter" in (await client.get("/keys")).text
+    unknown = await post(client, "/keys", {"name": "x", "scopes": "read", "tier_id": "tier_nowhere"}, "/keys")
+    assert unknown.status_code == 422 and "Unknown tier." in unknown.text

@@ -19,6 +19,7 @@ from pockity.console.templating import render
 from pockity.db import DatabaseDep, SessionDep
 from pockity.errors import PockityError
 from pockity.kit.time import utcnow
+from pockity.tiers import service as tiers
 
 router = APIRouter(
     prefix="/keys",
@@ -32,12 +33,16 @@ async def _list(
     request: Request, db: DatabaseDep, principal: ConsoleUser, status: int = 200, **form: object
 ) -> Response:
     rows = await service.list_key_rows(db, principal.user_id)
-    values = {"name": "", "prefix": "", "scopes": list(SCOPES), "expiry_days": 0, "error": None, **form}
+    async with db.sessions() as session:
+        offered = list(await tiers.list_public(session))
+    values = {"name": "", "prefix": "", "scopes": list(SCOPES), "expiry_days": 0, "tier_id": "", "error": None, **form}
     return render(
         request,
         "keys/list.html",
         status_code=status,
         keys=rows,
+        tiers=offered,
+        tier_names={t.id: t.name for t in offered},
         all_scopes=SCOPES,
         expiry_choices=EXPIRY_CHOICES,
         form=values,
@@ -66,11 +71,14 @@ async def create_key(
     prefix: Annotated[str, Form(max_length=1024)] = "",
     scopes: Annotated[list[str] | None, Form()] = None,
     expiry_days: Annotated[int, Form()] = 0,
+    tier_id: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    form = {"name": name, "prefix": prefix, "scopes": scopes or [], "expiry_days": expiry_days}
+    form = {"name": name, "prefix": prefix, "scopes": scopes or [], "expiry_days": expiry_days, "tier_id": tier_id}
     expires_at = utcnow() + timedelta(days=expiry_days) if expiry_days in {d for d, _ in EXPIRY_CHOICES[1:]} else None
     try:
-        data = ApiKeyCreateIn(name=name, scopes=scopes or [], prefix=prefix or None, expires_at=expires_at)
+        data = ApiKeyCreateIn(
+            name=name, scopes=scopes or [], prefix=prefix or None, expires_at=expires_at, tier_id=tier_id or None
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "value"
