@@ -21,6 +21,7 @@ from pockity.console import (
     account,
     admin,
     admin_billing,
+    admin_mail,
     admin_records,
     admin_tiers,
     admin_users,
@@ -173,5 +174,6 @@ def install(app: FastAPI) -> None:
     app.include_router(admin_billing.router)
     app.include_router(admin_tiers.router)
     app.include_router(admin_records.router)
+    app.include_router(admin_mail.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     errors.install(app)
