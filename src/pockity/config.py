@@ -10,6 +10,7 @@ from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -159,6 +160,12 @@ class Settings(BaseSettings):
     # Accounts: until an address is verified, keys and storage answer 403 email_not_verified. Default: on in
     # production, off otherwise.
     require_email_verification: bool | None = None
+    # The console sends files at least this large straight to storage, in parts (the direct-upload API: the
+    # quota is reserved before a byte is sent). "auto": with the local backend (same origin); with S3 only when
+    # "on", after the bucket's CORS lets the console's origin PUT parts and read their ETag (see the README).
+    console_direct_uploads: Literal["auto", "on", "off"] = "auto"
+    console_direct_upload_min_bytes: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    console_direct_part_bytes: int = Field(16 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
     require_admin_2fa: bool = False  # admins must enable two-factor sign-in before admin routes answer them
     email_token_minutes: int = Field(24 * 60, ge=5, le=7 * 24 * 60)  # verification and email-change links
     password_reset_minutes: int = Field(60, ge=5, le=24 * 60)
@@ -196,6 +203,20 @@ class Settings(BaseSettings):
     @property
     def console_base_url(self) -> str:
         return (self.console_url or self.base_url).rstrip("/")
+
+    @property
+    def console_sends_direct(self) -> bool:
+        if self.console_direct_uploads == "auto":
+            return self.storage_backend == "local"
+        return self.console_direct_uploads == "on"
+
+    @property
+    def storage_origin(self) -> str | None:
+        """The origin of the S3 endpoint browsers send parts to (None: the local backend, this origin)."""
+        if self.storage_backend != "s3" or not self.s3_endpoint_url:
+            return None
+        parts = urlsplit(self.s3_endpoint_url)
+        return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def email_verification_required(self) -> bool:

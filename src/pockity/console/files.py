@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Query, Request
-from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import Field
 
 from pockity.console import sessions
 from pockity.console.sessions import ConsoleUser
@@ -16,7 +17,8 @@ from pockity.console.templating import CSP, render
 from pockity.db import DatabaseDep
 from pockity.errors import PockityError, ValidationFailed
 from pockity.kit import media_types
-from pockity.storage import deletes, service, uploads
+from pockity.kit.schemas import InputModel
+from pockity.storage import deletes, direct, service, uploads
 from pockity.storage.backends import StorageBackend
 
 router = APIRouter(
@@ -80,7 +82,20 @@ async def _listing_context(
         "more_url": _listing_url(folder, filter=filter_, cursor=page.next_cursor) if page.next_cursor else None,
         "listing_url": _listing_url,
         "share_choices": _share_choices(request),
+        "direct_min": _direct_min(request),
     }
+
+
+def _direct_min(request: Request) -> int:
+    """From this size on the upload module sends files straight to storage (0: never)."""
+    settings = request.app.state.settings
+    return int(settings.console_direct_upload_min_bytes) if settings.console_sends_direct else 0
+
+
+def files_csp(request: Request) -> str:
+    """The files page's policy: with direct uploads to S3, the browser may also connect to the storage origin."""
+    origin = request.app.state.settings.storage_origin if _direct_min(request) else None
+    return CSP.replace("connect-src 'self'", f"connect-src 'self' {origin}") if origin else CSP
 
 
 @router.get("")
@@ -96,7 +111,7 @@ async def listing(
     context = await _listing_context(request, db, principal, folder, filter, cursor)
     if request.headers.get("hx-request") and cursor:  # "More": the next rows only
         return render(request, "files/_rows.html", **context)
-    return render(request, "files/list.html", **context)
+    return render(request, "files/list.html", csp=files_csp(request), **context)
 
 
 @router.get("/download")
@@ -229,6 +244,83 @@ async def upload(
             check_name=lambda n: service.checked_name(principal, n, "write"),
         )
     return PlainTextResponse(stored.name, status_code=201, headers={"Cache-Control": "no-store"})
+
+
+# --- straight to storage (the direct-upload API, in parts) ------------------------------------------------
+
+
+class DirectStartIn(InputModel):
+    name: str = Field(min_length=1, max_length=1024)
+    size: int = Field(ge=0)
+    content_type: str | None = Field(None, max_length=255)
+
+
+class PartDoneIn(InputModel):
+    part_number: int = Field(ge=1, le=10000)
+    etag: str = Field(min_length=1, max_length=200)
+
+
+class DirectCompleteIn(InputModel):
+    parts: list[PartDoneIn] = Field(min_length=1, max_length=10000)
+
+
+def _sentence(exc: PockityError) -> PlainTextResponse:
+    return PlainTextResponse(exc.message, status_code=exc.status, headers={"Cache-Control": "no-store"})
+
+
+def _same_origin(settings: Any, url: str) -> str:
+    """The local backend's part URLs name PUBLIC_BASE_URL; the page uses them as paths of the origin it was
+    served from (the same server), whatever host name the browser used."""
+    base = settings.base_url
+    return url[len(base) :] if settings.storage_origin is None and url.startswith(base + "/") else url
+
+
+@router.post("/direct")
+async def direct_start(request: Request, principal: ConsoleUser, db: DatabaseDep, body: DirectStartIn) -> Response:
+    """Reserve the file's size (a quota refusal comes now, before any byte) and presign one PUT per part: the
+    same service call as `POST /api/storage/uploads` with `multipart: true`."""
+    settings = request.app.state.settings
+    if not settings.console_sends_direct:
+        return _sentence(ValidationFailed("Uploads go through the server here.", code="direct_uploads_off"))
+    try:
+        name = service.checked_name(principal, body.name, "write")
+        started = await direct.start_multipart(
+            db,
+            _backend(request),
+            principal,
+            name,
+            body.size,
+            body.content_type,
+            part_size=settings.console_direct_part_bytes,
+            policy=request.app.state.upload_policy,
+            expires_in=settings.direct_upload_expires_seconds,
+        )
+    except PockityError as exc:
+        return _sentence(exc)
+    parts = [{"partNumber": p.part_number, "size": p.size, "url": _same_origin(settings, p.url)} for p in started.parts]
+    return JSONResponse({"uploadId": started.upload_id, "parts": parts}, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/direct/{upload_id}/complete")
+async def direct_complete(
+    request: Request, upload_id: str, principal: ConsoleUser, db: DatabaseDep, body: DirectCompleteIn
+) -> Response:
+    try:
+        stored = await direct.complete(
+            db, _backend(request), principal, upload_id, [(p.part_number, p.etag) for p in body.parts]
+        )
+    except PockityError as exc:
+        return _sentence(exc)
+    return PlainTextResponse(stored.name, status_code=201, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/direct/{upload_id}/cancel")
+async def direct_cancel(request: Request, upload_id: str, principal: ConsoleUser, db: DatabaseDep) -> Response:
+    try:
+        await direct.cancel(db, _backend(request), principal, upload_id)
+    except PockityError as exc:
+        return _sentence(exc)
+    return PlainTextResponse("Cancelled", headers={"Cache-Control": "no-store"})
 
 
 # --- previews ----------------------------------------------------------------------------------------------
