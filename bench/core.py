@@ -9,6 +9,7 @@ wrk runs, in alternating order (each after a warm-up):
   baseline   GET /row/{user_id} on the baseline app
   health     GET /api/open/health
   me_key     GET /api/auth/me with API key headers
+  me_jwt     GET /api/auth/me with a login JWT (user ⋈ session ⋈ tier: one query)
   metadata   GET /api/storage/files/{key} with API key headers (Lua: one of several names per request)
   download   GET /api/storage/files/{key}/content with API key headers: a 1 KiB file streamed from S3
   usage      GET /api/storage/usage with API key headers
@@ -16,7 +17,7 @@ wrk runs, in alternating order (each after a warm-up):
 
 Reported per endpoint: req/s, p50/p99, **server CPU ms per request** (the steadier figure on a shared
 machine) and req/s as a ratio to the baseline of the same run. Targets from issue 13 (printed, never fail
-the run): metadata CPU <= 0.6 ms and >= 0.4x the baseline's req/s; health / me / usage / keys <= 0.5 ms;
+the run): metadata CPU <= 0.6 ms and >= 0.4x the baseline's req/s; health / me (key and JWT) / usage / keys <= 0.5 ms;
 download <= 1.5 ms.
 """
 
@@ -166,6 +167,11 @@ def bench_core(server: Server, opts: argparse.Namespace, wrk: str) -> tuple[dict
             lambda b: b.get("status") == "ok",
         ),
         "me_key": ("GET /api/auth/me, API key", WrkRequest("/api/auth/me", headers=key), lambda b: "id" in b),
+        "me_jwt": (
+            "GET /api/auth/me, JWT (its session checked)",
+            WrkRequest("/api/auth/me", headers=jwt),
+            lambda b: "id" in b,
+        ),
         "metadata": (
             "GET /api/storage/files/{key}, API key: metadata + SigV4 presigned URL (S3 backend)",
             WrkRequest("/api/storage/files/" + quote(NAMES[0]), headers=key, lua=_metadata_lua()),
@@ -229,7 +235,7 @@ def bench_core(server: Server, opts: argparse.Namespace, wrk: str) -> tuple[dict
         "download_cpu_pass": (summary["download"]["server_cpu_ms_per_req"] or 99) <= DOWNLOAD_CPU_TARGET_MS,
         **{
             f"{n}_cpu_pass": (summary[n]["server_cpu_ms_per_req"] or 99) <= OTHER_CPU_TARGET_MS
-            for n in ("health", "me_key", "usage", "keys")
+            for n in ("health", "me_key", "me_jwt", "usage", "keys")
         },
     }
     entry = {
@@ -264,7 +270,7 @@ def _print(entry: dict[str, Any], workers: int) -> None:
         f"metadata: CPU <= {t['metadata_cpu_ms_max']} ms: {verdict[t['metadata_cpu_pass']]}; "
         f">= {t['metadata_vs_baseline_min']}x baseline req/s: {verdict[t['metadata_vs_baseline_pass']]}"
     )
-    others = ", ".join(f"{n} {verdict[t[f'{n}_cpu_pass']]}" for n in ("health", "me_key", "usage", "keys"))
+    others = ", ".join(f"{n} {verdict[t[f'{n}_cpu_pass']]}" for n in ("health", "me_key", "me_jwt", "usage", "keys"))
     print(f"CPU <= {t['others_cpu_ms_max']} ms: {others}")
     print(f"download: CPU <= {t['download_cpu_ms_max']} ms: {verdict[t['download_cpu_pass']]}")
     print(flush=True)
