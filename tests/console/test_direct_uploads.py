@@ -6,7 +6,9 @@ them. Browser journey against a real `pockity serve` (local backend, so the part
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,8 +17,10 @@ from playwright.async_api import Browser, Page, expect
 from sqlalchemy import func, select
 
 from pockity.models import Reservation
+from pockity.storage.backends.s3 import S3Backend
 from tests.console.helpers import console_login, csrf
 from tests.console.test_journeys import _is_error, browser, drop_file, log_in, shot  # noqa: F401 - fixtures
+from tests.fixtures.s3 import S3Server, empty_bucket
 from tests.fixtures.server import running_server, server_env
 from tests.fixtures.users import PASSWORD, TestUser, make_user
 
@@ -93,3 +97,68 @@ async def test_a_quota_refusal_comes_before_any_byte(app: FastAPI, client: httpx
     assert cancelled.status_code == 200
     no_token = await client.post("/files/direct", json={"name": "x.bin", "size": 1}, headers={"Accept": "text/plain"})
     assert no_token.status_code == 403
+
+
+async def test_with_s3_the_parts_go_to_the_bucket_across_origins(
+    browser: Browser, s3_server: S3Server, pg_url: str, tmp_path: Path
+) -> None:
+    """RGW as the bucket, its CORS set as the README says: the browser PUTs the parts to RGW's origin (allowed
+    by the files page's CSP), reads their ETags, and the server assembles the file."""
+    bucket = f"pockity-cors-{uuid.uuid4().hex[:10]}"
+    backend = S3Backend(bucket=bucket, create_bucket=True, **s3_server.backend_kwargs())
+    await backend.start()
+    env = server_env(
+        pg_url,
+        tmp_path,
+        ENVIRONMENT="test",
+        S3_API_PORT="0",
+        STORAGE_BACKEND="s3",
+        S3_BUCKET=bucket,
+        S3_ENDPOINT_URL=s3_server.endpoint_url,
+        AWS_ACCESS_KEY_ID=s3_server.access_key,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+        CONSOLE_DIRECT_UPLOADS="on",
+        CONSOLE_DIRECT_UPLOAD_MIN_BYTES=str(5 * MIB),
+        CONSOLE_DIRECT_PART_BYTES=str(5 * MIB),
+    )
+    try:
+        with running_server(env) as base:
+            await backend.client.put_bucket_cors(
+                Bucket=bucket,
+                CORSConfiguration={
+                    "CORSRules": [
+                        {
+                            "AllowedOrigins": [base],
+                            "AllowedMethods": ["PUT"],
+                            "AllowedHeaders": ["*"],
+                            "ExposeHeaders": ["ETag"],
+                        }
+                    ]
+                },
+            )
+            async with httpx.AsyncClient(base_url=base) as api:
+                user = await make_user(api, "cors")
+            context = await browser.new_context(base_url=base, viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            try:
+                page = await context.new_page()
+                page.on("console", lambda m: errors.append(m.text) if _is_error(m) else None)
+                await log_in(page, user.email)
+                await page.goto("/files")
+                origin = s3_server.endpoint_url.rstrip("/")
+                puts: list[str] = []
+                page.on("request", lambda r: puts.append(r.url) if r.method == "PUT" else None)
+                size = 6 * MIB + 7
+                await drop_file(page, "across.bin", size)
+                await expect(page.locator('.upload[data-state="done"]')).to_have_count(1, timeout=60_000)
+                assert len(puts) == 2 and all(u.startswith(origin + "/" + bucket + "/") for u in puts), puts
+            finally:
+                await context.close()
+            assert not errors, errors
+            async with httpx.AsyncClient(base_url=base) as api:
+                meta = await api.get("/api/storage/files/across.bin", headers=user.headers)
+                assert meta.status_code == 200 and meta.json()["size"] == size
+    finally:
+        await empty_bucket(backend)
+        await backend.client.delete_bucket(Bucket=bucket)
+        await backend.close()
