@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import anyio
 from email_validator import EmailNotValidError, validate_email
@@ -62,26 +62,33 @@ def _new_token(policy: AccountPolicy) -> tuple[str, str]:
     return token_id, _hash(action_token(policy.action_key, token_id))
 
 
+def _add_emailed_token(
+    session: AsyncSession, user_id: str, purpose: str, email: str, policy: AccountPolicy, now: datetime
+) -> str:
+    """A new token of `purpose` for a link sent to `email`, valid EMAIL_TOKEN_MINUTES; its id."""
+    token_id, token_hash = _new_token(policy)
+    repository.add_token(
+        session,
+        AccountToken(
+            id=token_id,
+            user_id=user_id,
+            purpose=purpose,
+            email=email,
+            token_hash=token_hash,
+            created_at=now,
+            expires_at=now + timedelta(minutes=policy.email_token_minutes),
+        ),
+    )
+    return token_id
+
+
 def _action(path: str, token_id: str) -> dict[str, str]:
     return {"path": path, "token_id": token_id}
 
 
 async def send_verification(session: AsyncSession, user: User, policy: AccountPolicy) -> None:
     """Email a link that proves the user's address (in the caller's unit of work; sent after it commits)."""
-    token_id, token_hash = _new_token(policy)
-    now = utcnow()
-    repository.add_token(
-        session,
-        AccountToken(
-            id=token_id,
-            user_id=user.id,
-            purpose=AccountTokenPurpose.VERIFY_EMAIL,
-            email=user.email,
-            token_hash=token_hash,
-            created_at=now,
-            expires_at=now + timedelta(minutes=policy.email_token_minutes),
-        ),
-    )
+    token_id = _add_emailed_token(session, user.id, AccountTokenPurpose.VERIFY_EMAIL, user.email, policy, utcnow())
     mail.enqueue(
         session,
         kind="auth.verify_email",
@@ -179,19 +186,7 @@ async def request_email_change(
         raise users.EmailTaken()
     now = utcnow()
     await repository.retire_tokens(session, user.id, AccountTokenPurpose.CHANGE_EMAIL, now)
-    token_id, token_hash = _new_token(policy)
-    repository.add_token(
-        session,
-        AccountToken(
-            id=token_id,
-            user_id=user.id,
-            purpose=AccountTokenPurpose.CHANGE_EMAIL,
-            email=address,
-            token_hash=token_hash,
-            created_at=now,
-            expires_at=now + timedelta(minutes=policy.email_token_minutes),
-        ),
-    )
+    token_id = _add_emailed_token(session, user.id, AccountTokenPurpose.CHANGE_EMAIL, address, policy, now)
     mail.enqueue(
         session,
         kind="auth.confirm_email_change",
